@@ -1,0 +1,290 @@
+"""wxcs settings: one file, every knob from the environment (documented in .env.example).
+
+Two run modes:
+- embedded default (nothing set): SQLite under var/ and one embedded Redis on a unix socket that
+  `manage.py run_platform` starts;
+- production (DATABASE_URL / REDIS_URL set): PostgreSQL via psycopg 3 with Django's pool, Redis.
+
+Under pytest, when the URLs are not set, the machine's PostgreSQL and Redis on 127.0.0.1 are used if
+they answer, else SQLite and in-process backends; REQUIRE_SERVICES=1 turns "not answering" into an
+error instead of a fallback.
+"""
+
+import socket
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+ENV_FILE = BASE_DIR / ".env"
+if ENV_FILE.exists():
+    environ.Env.read_env(ENV_FILE)
+
+TESTING = env.bool("WXCS_TESTING", default="pytest" in sys.modules)
+VAR_DIR = Path(env.str("WXCS_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _reachable(url: str, timeout: float = 0.5) -> bool:
+    """True when the TCP host:port (or unix socket) of a service URL accepts a connection."""
+    parsed = urlparse(url)
+    try:
+        if parsed.scheme in ("unix", "redis+socket") or (parsed.path and not parsed.hostname):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(timeout)
+                sock.connect(parsed.path)
+        else:
+            with socket.create_connection((parsed.hostname, parsed.port or 0), timeout=timeout):
+                pass
+    except OSError:
+        return False
+    return True
+
+
+REQUIRE_SERVICES = env.bool("REQUIRE_SERVICES", default=False)
+DATABASE_URL = env.str("DATABASE_URL", default="")
+REDIS_URL = env.str("REDIS_URL", default="")
+if TESTING:
+    candidates = {
+        "DATABASE_URL": DATABASE_URL or "postgres://postgres@127.0.0.1:5432/wxcs",
+        "REDIS_URL": REDIS_URL or "redis://127.0.0.1:6379/0",
+    }
+    for name, url in candidates.items():
+        if _reachable(url):
+            globals()[name] = url
+        elif REQUIRE_SERVICES:
+            raise ImproperlyConfigured(f"REQUIRE_SERVICES=1 but {name} ({url}) does not answer")
+        else:
+            globals()[name] = ""
+
+EMBEDDED = not DATABASE_URL and not REDIS_URL
+
+# --- core -----------------------------------------------------------------------------------
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    # Embedded default: a per-installation random key kept under var/ (validate_env demands a real
+    # one in production).
+    from apps.core.keys import load_or_create_key_file
+
+    SECRET_KEY = load_or_create_key_file(VAR_DIR / "secret_key", nbytes=48)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+FIELD_ENCRYPTION_KEY = env.str("FIELD_ENCRYPTION_KEY", default="")
+FIELD_ENCRYPTION_KEY_FILE = VAR_DIR / "field_encryption.key"
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "django_celery_beat",
+    "django_prometheus",
+    "apps.core",
+    "apps.agents",
+    "apps.customers",
+    "apps.erp",
+    "apps.messages",
+    "apps.engines",
+    "apps.knowledge",
+    "apps.rules",
+    "apps.llm_gateway",
+    "apps.costs",
+    "apps.monitoring",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "wxcs.urls"
+WSGI_APPLICATION = "wxcs.wsgi.application"
+ASGI_APPLICATION = "wxcs.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database -------------------------------------------------------------------------------
+if DATABASE_URL:
+    DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Django's psycopg pool: CONN_MAX_AGE under ASGI opened a connection per request thread.
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"]["OPTIONS"] = {
+            "pool": {
+                "min_size": env.int("DB_POOL_MIN", default=2),
+                "max_size": env.int("DB_POOL_MAX", default=20),
+                "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+            },
+        }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env.str("SQLITE_PATH", default=str(VAR_DIR / "wxcs.sqlite3")),
+            "OPTIONS": {
+                "timeout": env.int("SQLITE_BUSY_TIMEOUT", default=20),
+                "transaction_mode": "IMMEDIATE",
+                "init_command": (
+                    "PRAGMA journal_mode=WAL;"
+                    "PRAGMA synchronous=NORMAL;"
+                    "PRAGMA cache_size=-64000;"
+                    "PRAGMA temp_store=MEMORY;"
+                    "PRAGMA mmap_size=268435456;"
+                    "PRAGMA foreign_keys=ON;"
+                ),
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- redis: cache, channel layer, Celery broker ------------------------------------------------
+EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"
+REDIS_TTL = env.int("REDIS_TTL", default=1800)
+CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="wxcs")
+
+if REDIS_URL:
+    cache_location, channel_host, broker_url = REDIS_URL, REDIS_URL, REDIS_URL
+elif not TESTING:
+    cache_location = f"unix://{EMBEDDED_REDIS_SOCKET}?db=0"
+    channel_host = f"unix://{EMBEDDED_REDIS_SOCKET}?db=1"
+    broker_url = f"redis+socket://{EMBEDDED_REDIS_SOCKET}?virtual_host=2"
+else:
+    cache_location = channel_host = broker_url = ""
+
+if cache_location:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": cache_location,
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "TIMEOUT": REDIS_TTL,
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": env.float("REDIS_CONNECT_TIMEOUT", default=1.0),
+                "SOCKET_TIMEOUT": env.float("REDIS_SOCKET_TIMEOUT", default=1.0),
+            },
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [channel_host],
+                "prefix": f"{CACHE_KEY_PREFIX}:asgi",
+                "capacity": env.int("CHANNEL_CAPACITY", default=1000),
+            },
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=broker_url or "memory://")
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_PREFETCH_MULTIPLIER", default=4)
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+    "socket_timeout": 5,
+    "socket_connect_timeout": 5,
+}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = env.str("TIME_ZONE", default="Asia/Shanghai")
+CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=2)
+CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
+
+# --- i18n -----------------------------------------------------------------------------------
+LANGUAGE_CODE = env.str("LANGUAGE_CODE", default="zh-hans")
+LANGUAGES = [("zh-hans", "简体中文"), ("en", "English")]
+TIME_ZONE = env.str("TIME_ZONE", default="Asia/Shanghai")
+USE_I18N = True
+USE_TZ = True
+LOCALE_PATHS = [BASE_DIR / "locale"]
+
+# --- static ---------------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Daphne serves /static/ itself in the embedded mode; behind nginx in production set it off.
+SERVE_STATIC = env.bool("SERVE_STATIC", default=EMBEDDED or DEBUG)
+
+# --- security -------------------------------------------------------------------------------
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", default=False) else None
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+X_FRAME_OPTIONS = "SAMEORIGIN"
+
+# --- REST -----------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "wxcs API",
+    "DESCRIPTION": "微信客服中台 REST API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- logging --------------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_JSON = env.bool("LOG_JSON", default=False)
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+
+# --- demo / run_platform ---------------------------------------------------------------------
+WEB_HOST = env.str("WEB_HOST", default="127.0.0.1")
+WEB_PORT = env.int("WEB_PORT", default=8000)
+DEMO_SUPERVISOR_USERNAME = env.str("DEMO_SUPERVISOR_USERNAME", default="supervisor")
