@@ -1,0 +1,61 @@
+"""Value types of the LLM gateway (interface in ../shared/ARCHITECTURE.md).
+
+`apps.llm_gateway.services.complete(messages, *, route="default", tools=None, user=None, timeout=None)`
+returns a Completion; `embed(texts, *, route="embedding")` returns Embeddings. Both are async.
+"""
+
+from dataclasses import dataclass, field
+
+
+class GatewayError(Exception):
+    """No configured model could answer (all attempts failed, circuits open, or budget blocked)."""
+
+
+class EmbeddingUnavailable(GatewayError):
+    """No embedding model answered; callers fall back to keyword retrieval."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the provider returned it
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    provider: str
+    model: str
+    outcome: str  # "ok", "error", "timeout", "rate_limited", "circuit_open", "budget"
+    latency_ms: float
+    error: str = ""
+
+
+@dataclass
+class Completion:
+    content: str
+    provider: str
+    model: str  # the model that actually answered
+    usage: Usage = field(default_factory=Usage)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    cost: float = 0.0  # CNY
+    latency_ms: float = 0.0
+    attempts: list[Attempt] = field(default_factory=list)
+    offline: bool = False  # answered by the offline provider (no LLM)
+    finish_reason: str = ""
+
+
+@dataclass
+class Embeddings:
+    vectors: list[list[float]]
+    provider: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    cost: float = 0.0
+    latency_ms: float = 0.0
