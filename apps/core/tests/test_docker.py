@@ -1,0 +1,24 @@
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from apps.core.testing import BASE_DIR
+
+COMPOSE = BASE_DIR / "docker" / "docker-compose.yml"
+
+
+def test_compose_file_has_the_production_services():
+    spec = yaml.safe_load(COMPOSE.read_text())
+    assert {"postgres", "redis", "web", "worker", "beat"} <= set(spec["services"])
+    assert spec["services"]["postgres"]["image"] == "postgres:15"
+    assert "appendonly" in spec["services"]["redis"]["command"]
+    assert "daphne" in spec["services"]["web"]["command"]
+
+
+@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose not installed")
+def test_docker_compose_config_passes():
+    result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
