@@ -13,7 +13,7 @@ def test_compose_file_has_the_production_services():
     spec = yaml.safe_load(COMPOSE.read_text())
     assert {"postgres", "redis", "web", "worker", "beat"} <= set(spec["services"])
     assert spec["services"]["postgres"]["image"] == "postgres:15"
-    assert "appendonly" in spec["services"]["redis"]["command"]
+    assert "--appendonly" in spec["services"]["redis"]["command"]
     assert "daphne" in spec["services"]["web"]["command"]
 
 
