@@ -53,7 +53,7 @@ def decrypt(stored: str) -> str:
     if not stored.startswith(PREFIX):
         raise DecryptionError("value is not encrypted with enc:v1")
     try:
-        blob = base64.urlsafe_b64decode(stored[len(PREFIX):].encode())
+        blob = base64.urlsafe_b64decode(stored[len(PREFIX) :].encode())
         plain = _cipher(current_key()).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], PREFIX.encode())
     except (binascii.Error, ValueError, InvalidTag) as exc:
         raise DecryptionError("cannot decrypt: wrong FIELD_ENCRYPTION_KEY or corrupted value") from exc

@@ -1,8 +1,8 @@
 """What production needs from the environment; read by `validate_env` and `check --deploy`."""
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import urlparse
 
 from django.core.exceptions import ImproperlyConfigured
@@ -51,11 +51,23 @@ class EnvVar:
 
 ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("SECRET_KEY", REQUIRED, "Django secret key", secret=True, check=_check_secret_key),
-    EnvVar("DATABASE_URL", REQUIRED, "PostgreSQL URL", secret=True, check=_check_url("postgres", "postgresql", "pgsql")),
-    EnvVar("REDIS_URL", REQUIRED, "Redis URL (cache, channel layer, broker)", secret=True,
-           check=_check_url("redis", "rediss", "unix")),
-    EnvVar("FIELD_ENCRYPTION_KEY", REQUIRED, "32-byte urlsafe-base64 AES key for encrypted columns", secret=True,
-           check=_check_field_key),
+    EnvVar(
+        "DATABASE_URL", REQUIRED, "PostgreSQL URL", secret=True, check=_check_url("postgres", "postgresql", "pgsql")
+    ),
+    EnvVar(
+        "REDIS_URL",
+        REQUIRED,
+        "Redis URL (cache, channel layer, broker)",
+        secret=True,
+        check=_check_url("redis", "rediss", "unix"),
+    ),
+    EnvVar(
+        "FIELD_ENCRYPTION_KEY",
+        REQUIRED,
+        "32-byte urlsafe-base64 AES key for encrypted columns",
+        secret=True,
+        check=_check_field_key,
+    ),
     EnvVar("ERP_BASE_URL", RECOMMENDED, "ERP base URL", check=_check_url("http", "https")),
     EnvVar("ERP_USERNAME", RECOMMENDED, "ERP login name"),
     EnvVar("ERP_PASSWORD", RECOMMENDED, "ERP password", secret=True),

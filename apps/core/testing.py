@@ -29,7 +29,9 @@ def child_environment(**overrides: str) -> dict[str, str]:
     env = dict(os.environ)
     db = connection.settings_dict
     if db["ENGINE"] == "django.db.backends.postgresql":
-        env["DATABASE_URL"] = f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        env["DATABASE_URL"] = (
+            f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        )
     else:
         raise RuntimeError("live processes need the PostgreSQL test database")
     env["REDIS_URL"] = settings.REDIS_URL
@@ -75,18 +77,45 @@ class Process:
 
 def start_daphne(env: dict[str, str], log_dir: Path, name: str = "daphne") -> tuple[Process, str]:
     port = free_port()
-    process = Process(name, [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "wxcs.asgi:application"],
-                      env, log_dir)
+    process = Process(
+        name,
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "wxcs.asgi:application"],
+        env,
+        log_dir,
+    )
     base_url = f"http://127.0.0.1:{port}"
     wait_until_http_ok(f"{base_url}/healthz", process)
     return process, base_url
 
 
-def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker", pool: str = "threads",
-                 concurrency: int = 4, queues: str = "default,messages,sync") -> Process:
-    argv = [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "-Q", queues, "-P", pool,
-            "-c", str(concurrency), "--loglevel", "INFO", "-n", f"{name}-{os.getpid()}@%h", "--without-mingle",
-            "--without-gossip"]
+def start_worker(
+    env: dict[str, str],
+    log_dir: Path,
+    name: str = "worker",
+    pool: str = "threads",
+    concurrency: int = 4,
+    queues: str = "default,messages,sync",
+) -> Process:
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "celery_app",
+        "worker",
+        "-Q",
+        queues,
+        "-P",
+        pool,
+        "-c",
+        str(concurrency),
+        "--loglevel",
+        "INFO",
+        "-n",
+        f"{name}-{os.getpid()}@%h",
+        "--without-mingle",
+        "--without-gossip",
+    ]
     process = Process(name, argv, env, log_dir)
     deadline = time.monotonic() + 30
     while "ready." not in process.log_path.read_text(errors="replace"):

@@ -19,6 +19,7 @@ def test_compose_file_has_the_production_services():
 
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose not installed")
 def test_docker_compose_config_passes():
-    result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr

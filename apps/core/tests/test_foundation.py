@@ -17,23 +17,29 @@ from conftest import requires_services
 
 
 def run_manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def embedded_env(tmp_path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY",
-                                                            "FIELD_ENCRYPTION_KEY", "REQUIRE_SERVICES")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "FIELD_ENCRYPTION_KEY", "REQUIRE_SERVICES")
+    }
     env.update(WXCS_TESTING="0", WXCS_VAR_DIR=str(tmp_path / "var"))
     return env
 
 
 def test_embedded_sqlite_runs_in_wal_mode(tmp_path):
     result = run_manage(
-        "shell", "-c",
+        "shell",
+        "-c",
         "from django.db import connection\n"
         "c = connection.cursor()\n"
-        "print([c.execute(f'PRAGMA {p}').fetchone()[0] for p in ('journal_mode', 'synchronous', 'temp_store', 'busy_timeout')])",
+        "pragmas = ('journal_mode', 'synchronous', 'temp_store', 'busy_timeout')\n"
+        "print([c.execute(f'PRAGMA {p}').fetchone()[0] for p in pragmas])",
         env=embedded_env(tmp_path),
     )
     assert result.returncode == 0, result.stderr
@@ -66,8 +72,12 @@ def test_readyz_ok_when_every_dependency_answers(async_client):
 def test_readyz_turns_503_naming_redis_when_it_is_unreachable(live_env, tmp_path):
     """A real Daphne on its own Redis; kill that Redis and /readyz must say what failed."""
     port = free_port()
-    redis = Process("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no"], live_env, tmp_path)
+    redis = Process(
+        "redis",
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        live_env,
+        tmp_path,
+    )
     env = dict(live_env, REDIS_URL=f"redis://127.0.0.1:{port}/0")
     with running(redis):
         daphne, base_url = start_daphne(env, tmp_path)
@@ -140,7 +150,7 @@ def test_mask_secret():
     assert mask_secret("") == ""
 
 
-class Vault(models.Model):
+class Vault(models.Model):  # noqa: DJ008
     secret = EncryptedTextField(blank=True)
 
     class Meta:

@@ -24,7 +24,9 @@ class Command(BaseCommand):
             for name, command in all_processes().items():
                 manager.add_process(name, command, env=dict(os.environ))
             self.stdout.write(
-                self.style.SUCCESS(f"wxcs on http://{settings.WEB_HOST}:{settings.WEB_PORT}/admin/ — Ctrl-C stops everything")
+                self.style.SUCCESS(
+                    f"wxcs on http://{settings.WEB_HOST}:{settings.WEB_PORT}/admin/ — Ctrl-C stops everything"
+                )
             )
             manager.loop()
         finally:

@@ -1,0 +1,341 @@
+"""Copy every table of the project from the embedded SQLite database into PostgreSQL.
+
+Generic over installed models (many-to-many tables and third-party apps included), so a new model
+is picked up without code changes. Raw values are copied, not ORM objects: encrypted columns keep
+their ciphertext, and no model code (save(), signals) runs.
+
+Plan: schema by Django migrations on the target; tables in foreign-key dependency order; rows
+streamed with COPY in one transaction (a failed run leaves the target as migrate left it, so it can
+simply be re-run); identity sequences reset; then a verification pass compares row counts and a
+SHA-256 over each table's canonicalised rows ordered by primary key.
+"""
+
+import datetime as dt
+import decimal
+import hashlib
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.apps import apps
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.color import no_style
+from django.db import connections, models, transaction
+
+BATCH_ROWS = 5000
+
+# Tables that `migrate` itself fills on a fresh database: they do not make a target "non-empty",
+# and they are replaced by the source's rows (ids must match the source's foreign keys).
+MIGRATE_POPULATED_TABLES = frozenset({"django_content_type", "auth_permission", "django_migrations"})
+
+
+class MigrationRefused(Exception):
+    """Preconditions failed; nothing was written."""
+
+
+@dataclass
+class TablePlan:
+    model: type[models.Model]
+    table: str
+    columns: list[str]
+    fields: list[models.Field]
+    pk_column: str
+    source_rows: int = 0
+
+
+@dataclass
+class TableResult:
+    table: str
+    rows: int
+    seconds: float
+    verified: bool | None = None
+    detail: str = ""
+
+
+@dataclass
+class MigrationReport:
+    tables: list[TableResult] = field(default_factory=list)
+    copy_seconds: float = 0.0
+    verify_seconds: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.tables)
+
+    @property
+    def failed(self) -> list[TableResult]:
+        return [t for t in self.tables if t.verified is False]
+
+
+def concrete_models() -> list[type[models.Model]]:
+    return [
+        m
+        for m in apps.get_models(include_auto_created=True)
+        if m._meta.managed and not m._meta.proxy and not m._meta.swapped
+    ]
+
+
+def dependency_order(model_list: list[type[models.Model]]) -> list[type[models.Model]]:
+    """Parents before children (FK / one-to-one targets first); cycles fall back to name order,
+    which is safe because Django's PostgreSQL foreign keys are DEFERRABLE INITIALLY DEFERRED and
+    the copy runs in one transaction."""
+    remaining = {m._meta.db_table: m for m in model_list}
+    deps = {
+        table: {
+            f.related_model._meta.db_table
+            for f in m._meta.local_concrete_fields
+            if f.is_relation and f.related_model is not None and f.related_model._meta.db_table != table
+        }
+        & remaining.keys()
+        for table, m in remaining.items()
+    }
+    ordered: list[type[models.Model]] = []
+    while remaining:
+        ready = sorted(t for t in remaining if not (deps[t] & remaining.keys()))
+        if not ready:  # a cycle: take the alphabetically first table, deferred FKs make it safe
+            ready = [sorted(remaining)[0]]
+        for table in ready:
+            ordered.append(remaining.pop(table))
+    return ordered
+
+
+# --- value conversion: raw SQLite value → what PostgreSQL receives ------------------------------
+
+
+def _to_datetime(value):
+    if isinstance(value, str):
+        parsed = dt.datetime.fromisoformat(value)
+        # Django keeps aware datetimes in SQLite as naive UTC text.
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    return value
+
+
+def _to_json_text(value):
+    # SQLite keeps JSON as text; PostgreSQL parses the same text into jsonb.
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+CONVERTERS: dict[str, Callable] = {
+    "BooleanField": lambda v: bool(v),
+    "NullBooleanField": lambda v: bool(v),
+    "DateTimeField": _to_datetime,
+    "DateField": lambda v: dt.date.fromisoformat(v) if isinstance(v, str) else v,
+    "TimeField": lambda v: dt.time.fromisoformat(v) if isinstance(v, str) else v,
+    "DecimalField": lambda v: decimal.Decimal(str(v)),
+    "DurationField": lambda v: dt.timedelta(microseconds=v) if isinstance(v, int) else v,
+    "UUIDField": lambda v: uuid.UUID(v) if isinstance(v, str) else v,
+    "JSONField": _to_json_text,
+}
+
+
+def converter_for(model_field: models.Field) -> Callable | None:
+    return CONVERTERS.get(model_field.get_internal_type())
+
+
+# --- canonical form for checksums (both sides must agree) -----------------------------------------
+
+
+def canonical(value) -> str:
+    if value is None:
+        return "∅"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC).isoformat()
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return str(value // dt.timedelta(microseconds=1))
+    if isinstance(value, decimal.Decimal):
+        return format(value.normalize(), "f") if value == value else "NaN"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, uuid.UUID):
+        return value.hex
+    if isinstance(value, (bytes, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return str(value)
+
+
+def row_digest(rows: Iterable[tuple], json_positions: set[int], json_is_text: bool) -> tuple[int, str]:
+    """Row count and an order-independent digest (sum of per-row SHA-256 mod 2**256): the two
+    databases may order text primary keys differently, and the sum still changes with any value."""
+    total = 0
+    count = 0
+    for row in rows:
+        count += 1
+        parts = []
+        for i, value in enumerate(row):
+            if i in json_positions and value is not None:
+                value = json.loads(value) if json_is_text else value
+                parts.append(json.dumps(value, sort_keys=True, ensure_ascii=False))
+            else:
+                parts.append(canonical(value))
+        total = (total + int.from_bytes(hashlib.sha256("\x1f".join(parts).encode()).digest(), "big")) % 2**256
+    return count, f"{total:064x}"
+
+
+# --- the migration -----------------------------------------------------------------------------
+
+
+class SqliteToPostgres:
+    def __init__(self, source: Path, target_alias: str = "default", batch_rows: int = BATCH_ROWS):
+        self.source_path = Path(source)
+        self.target_alias = target_alias
+        self.batch_rows = batch_rows
+        if not self.source_path.is_file():
+            raise MigrationRefused(f"source database not found: {self.source_path}")
+        self.source = sqlite3.connect(f"file:{self.source_path}?mode=ro", uri=True)
+        self.target = connections[target_alias]
+        if self.target.vendor != "postgresql":
+            raise MigrationRefused(
+                f"the target database ({target_alias}) is {self.target.vendor}; set DATABASE_URL to PostgreSQL"
+            )
+
+    def close(self) -> None:
+        self.source.close()
+
+    # source inspection
+
+    def _source_tables(self) -> set[str]:
+        return {r[0] for r in self.source.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    def _source_columns(self, table: str) -> set[str]:
+        return {r[1] for r in self.source.execute(f'PRAGMA table_info("{table}")')}
+
+    def check_source_schema(self) -> None:
+        """The source must be at the same migration state as this code, or columns would not line up."""
+        if "django_migrations" not in self._source_tables():
+            raise MigrationRefused("the source has no django_migrations table: is it a wxcs database?")
+        applied = set(self.source.execute("SELECT app, name FROM django_migrations"))
+        from django.db.migrations.loader import MigrationLoader
+
+        loader = MigrationLoader(None, ignore_no_migrations=True)
+        missing = sorted(f"{app}.{name}" for app, name in loader.graph.leaf_nodes() if (app, name) not in applied)
+        if missing:
+            raise MigrationRefused(
+                "the source database is behind this code's migrations "
+                f"({', '.join(missing[:5])}{'…' if len(missing) > 5 else ''}); run "
+                f"`SQLITE_PATH={self.source_path} python manage.py migrate` with DATABASE_URL unset first"
+            )
+
+    def plan(self) -> list[TablePlan]:
+        source_tables = self._source_tables()
+        plans = []
+        for model in dependency_order(concrete_models()):
+            table = model._meta.db_table
+            if table not in source_tables or table == "django_migrations":
+                continue
+            model_fields = list(model._meta.local_concrete_fields)
+            columns = [f.column for f in model_fields]
+            absent = set(columns) - self._source_columns(table)
+            if absent:
+                raise MigrationRefused(f"source table {table} lacks columns {sorted(absent)}")
+            (count,) = self.source.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()
+            plans.append(TablePlan(model, table, columns, model_fields, model._meta.pk.column, count))
+        return plans
+
+    # target
+
+    def target_data_tables(self, plans: list[TablePlan]) -> list[tuple[str, int]]:
+        """Tables on the target that already hold data (ignoring what migrate itself writes)."""
+        existing = set(self.target.introspection.table_names())
+        occupied = []
+        with self.target.cursor() as cursor:
+            for plan in plans:
+                if plan.table in MIGRATE_POPULATED_TABLES or plan.table not in existing:
+                    continue
+                cursor.execute(f'SELECT COUNT(*) FROM "{plan.table}"')
+                (count,) = cursor.fetchone()
+                if count:
+                    occupied.append((plan.table, count))
+        return occupied
+
+    def migrate_target_schema(self, stdout) -> None:
+        call_command("migrate", database=self.target_alias, interactive=False, verbosity=0, stdout=stdout)
+
+    def copy(self, plans: list[TablePlan], progress_factory) -> MigrationReport:
+        report = MigrationReport()
+        started = time.perf_counter()
+        with transaction.atomic(using=self.target_alias):
+            with self.target.cursor() as cursor:
+                tables = ", ".join(f'"{p.table}"' for p in plans)
+                cursor.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+                for plan in plans:
+                    table_started = time.perf_counter()
+                    with progress_factory(plan) as progress:
+                        rows = self._copy_table(cursor, plan, progress)
+                    report.tables.append(TableResult(plan.table, rows, time.perf_counter() - table_started))
+                self._reset_sequences(cursor, [p.model for p in plans])
+        report.copy_seconds = time.perf_counter() - started
+        return report
+
+    def _source_rows(self, plan: TablePlan) -> Iterator[list]:
+        quoted = ", ".join(f'"{c}"' for c in plan.columns)
+        cursor = self.source.execute(f'SELECT {quoted} FROM "{plan.table}" ORDER BY "{plan.pk_column}"')
+        converters = [(i, c) for i, c in ((i, converter_for(f)) for i, f in enumerate(plan.fields)) if c]
+        while batch := cursor.fetchmany(self.batch_rows):
+            rows = []
+            for raw in batch:
+                row = list(raw)
+                for i, convert in converters:
+                    if row[i] is not None:
+                        row[i] = convert(row[i])
+                rows.append(row)
+            yield rows
+
+    def _copy_table(self, cursor, plan: TablePlan, progress) -> int:
+        quoted = ", ".join(f'"{c}"' for c in plan.columns)
+        written = 0
+        raw_cursor = cursor.cursor  # psycopg cursor: COPY support
+        with raw_cursor.copy(f'COPY "{plan.table}" ({quoted}) FROM STDIN') as copy:
+            for rows in self._source_rows(plan):
+                for row in rows:
+                    copy.write_row(row)
+                written += len(rows)
+                progress.update(len(rows))
+        return written
+
+    def _reset_sequences(self, cursor, model_list) -> None:
+        for sql in self.target.ops.sequence_reset_sql(no_style(), model_list):
+            cursor.execute(sql)
+
+    # verification
+
+    def verify(self, plans: list[TablePlan], report: MigrationReport) -> None:
+        started = time.perf_counter()
+        results = {t.table: t for t in report.tables}
+        with self.target.cursor() as cursor:
+            for plan in plans:
+                json_positions = {i for i, f in enumerate(plan.fields) if f.get_internal_type() == "JSONField"}
+                source_count, source_digest = row_digest(
+                    (row for rows in self._source_rows(plan) for row in rows), json_positions, json_is_text=True
+                )
+                quoted = ", ".join(f'"{c}"' for c in plan.columns)
+                cursor.execute(f'SELECT {quoted} FROM "{plan.table}"')
+                target_count, target_digest = row_digest(_fetch_all(cursor), json_positions, json_is_text=False)
+                result = results[plan.table]
+                result.verified = source_count == target_count and source_digest == target_digest
+                if source_count != target_count:
+                    result.detail = f"rows: source {source_count}, target {target_count}"
+                elif source_digest != target_digest:
+                    result.detail = "checksum differs"
+        report.verify_seconds = time.perf_counter() - started
+
+
+def _fetch_all(cursor, size: int = BATCH_ROWS) -> Iterator[tuple]:
+    while batch := cursor.fetchmany(size):
+        yield from batch
+
+
+def default_source() -> Path:
+    return Path(settings.VAR_DIR) / "wxcs.sqlite3"
