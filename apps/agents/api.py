@@ -1,0 +1,115 @@
+"""Agent REST endpoints: login, refresh, heartbeat."""
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.agents import auth, services
+from apps.agents.authentication import AgentJWTAuthentication
+
+
+class IsAgent(BasePermission):
+    def has_permission(self, request, view):
+        return isinstance(request.user, auth.AgentIdentity)
+
+
+class LoginSerializer(serializers.Serializer):
+    agent_id = serializers.CharField(max_length=64)
+    api_key = serializers.CharField(max_length=256, trim_whitespace=False)
+
+
+class RefreshSerializer(serializers.Serializer):
+    refresh_token = serializers.CharField()
+
+
+class TokenSerializer(serializers.Serializer):
+    access_token = serializers.CharField()
+    refresh_token = serializers.CharField()
+    token_type = serializers.CharField(default="Bearer")
+    expires_in = serializers.IntegerField(help_text="access token lifetime in seconds")
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField(required=False)
+
+
+class HeartbeatSerializer(serializers.Serializer):
+    cpu = serializers.FloatField(required=False, help_text="CPU %")
+    memory = serializers.FloatField(required=False, help_text="RSS MB or memory %")
+    disk = serializers.FloatField(required=False, help_text="disk used %")
+    wx_online = serializers.BooleanField(required=False, help_text="WeChat logged in and reachable")
+    queue_size = serializers.IntegerField(required=False, min_value=0, help_text="offline queue length")
+    dropped = serializers.IntegerField(required=False, min_value=0, help_text="offline-queue drops")
+    processed = serializers.IntegerField(required=False, min_value=0)
+    send_failures = serializers.IntegerField(required=False, min_value=0)
+    agent_version = serializers.CharField(required=False, allow_blank=True, max_length=50)
+    driver = serializers.CharField(required=False, allow_blank=True, max_length=30)
+    wechat_account = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    versions = serializers.DictField(required=False, help_text="component versions, e.g. python, wechat")
+    status = serializers.ChoiceField(required=False, choices=["ok", "degraded"])
+
+
+def _auth_error(exc: auth.AuthError) -> Response:
+    return Response({"detail": exc.detail, "code": exc.code}, status=status.HTTP_401_UNAUTHORIZED,
+                    headers={"WWW-Authenticate": 'Bearer realm="agent"'})
+
+
+class LoginView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        tags=["agents"], summary="Agent login", request=LoginSerializer,
+        description="Exchange the agent id and API key (from `manage.py create_agent`) for an access token "
+                    "(HS256 JWT, `expires_in` seconds) and a refresh token.",
+        responses={200: TokenSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
+    )
+    def post(self, request):
+        serializer = LoginSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            tokens = auth.login(serializer.validated_data["agent_id"], serializer.validated_data["api_key"])
+        except auth.AuthError as exc:
+            return _auth_error(exc)
+        return Response(tokens)
+
+
+class RefreshView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        tags=["agents"], summary="Refresh tokens", request=RefreshSerializer,
+        description="A valid refresh token gives a new access + refresh pair.",
+        responses={200: TokenSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
+    )
+    def post(self, request):
+        serializer = RefreshSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            tokens = auth.refresh(serializer.validated_data["refresh_token"])
+        except auth.AuthError as exc:
+            return _auth_error(exc)
+        return Response(tokens)
+
+
+class HeartbeatView(APIView):
+    authentication_classes = [AgentJWTAuthentication]
+    permission_classes = [IsAgent]
+
+    @extend_schema(
+        tags=["agents"], summary="Agent heartbeat", request=HeartbeatSerializer,
+        description="Latest agent state (resources, WeChat status, offline queue). An agent silent for three "
+                    "heartbeat intervals is shown offline.",
+        responses={200: inline_serializer("HeartbeatAck", {"presence": serializers.CharField(),
+                                                           "server_time": serializers.DateTimeField(),
+                                                           "interval": serializers.IntegerField()}),
+                   400: ErrorSerializer, 401: OpenApiResponse(ErrorSerializer, description="bad or missing token")},
+    )
+    def post(self, request):
+        serializer = HeartbeatSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response(services.record_heartbeat(request.user.agent_id, serializer.validated_data))

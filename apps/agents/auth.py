@@ -1,0 +1,178 @@
+"""Agent credentials and JWTs (PyJWT, HS256).
+
+Agent secrets are stored with Django's password hashers (PBKDF2, slow on purpose); a successful
+verification is remembered (process memory + cache, keyed by a SHA-256 of hash and secret) so
+reconnect storms do not burn CPU on PBKDF2. Access tokens are verified without the database; the
+agent's `is_active` flag is re-read at most every AGENT_CACHE_SECONDS.
+"""
+
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+from django.conf import settings
+from django.contrib.auth.hashers import check_password
+from django.core.cache import cache
+
+from apps.agents import conf
+
+ALGORITHM = "HS256"
+AGENT_CACHE_SECONDS = 10.0
+_verified: dict[str, float] = {}
+_active: dict[str, tuple[float, bool]] = {}
+
+
+class AuthError(Exception):
+    """Bad, expired or missing credentials: always a 401, never a 500."""
+
+    def __init__(self, detail: str = "invalid token", code: str = "invalid_token"):
+        super().__init__(detail)
+        self.detail = detail
+        self.code = code
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    agent_id: str
+    jti: str = ""
+
+    # DRF treats request.user as authenticated when this is true.
+    is_authenticated = True
+    is_staff = False
+
+    @property
+    def pk(self) -> str:
+        return self.agent_id
+
+
+def signing_key() -> str:
+    return conf.get("AGENT_JWT_SECRET") or hashlib.sha256(f"agent-jwt:{settings.SECRET_KEY}".encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _verification_key(agent_id: str, secret_hash: str, raw: str) -> str:
+    return "agent-auth:" + hashlib.sha256(f"{agent_id}\0{secret_hash}\0{raw}".encode()).hexdigest()
+
+
+def verify_secret(agent, raw: str) -> bool:
+    if not raw or not agent.secret_hash:
+        return False
+    key = _verification_key(agent.id, agent.secret_hash, raw)
+    if key in _verified:
+        return True
+    try:
+        remembered = cache.get(key)
+    except Exception:  # cache down: fall back to the slow path
+        remembered = None
+    if remembered or check_password(raw, agent.secret_hash):
+        _verified[key] = time.monotonic()
+        if len(_verified) > 10_000:
+            _verified.clear()
+        if not remembered:
+            try:
+                cache.set(key, 1, 24 * 3600)
+            except Exception:
+                pass
+        return True
+    return False
+
+
+def issue_tokens(agent_id: str) -> dict:
+    now = int(time.time())
+    access_ttl = conf.get("AGENT_ACCESS_TOKEN_TTL")
+    refresh_ttl = conf.get("AGENT_REFRESH_TOKEN_TTL")
+    key = signing_key()
+    access = jwt.encode({"sub": agent_id, "typ": "access", "iat": now, "exp": now + access_ttl,
+                         "jti": uuid.uuid4().hex}, key, algorithm=ALGORITHM)
+    refresh = jwt.encode({"sub": agent_id, "typ": "refresh", "iat": now, "exp": now + refresh_ttl,
+                          "jti": uuid.uuid4().hex}, key, algorithm=ALGORITHM)
+    return {"access_token": access, "refresh_token": refresh, "token_type": "Bearer", "expires_in": access_ttl}
+
+
+def decode(token: str, expected_type: str = "access") -> dict:
+    if not token:
+        raise AuthError("missing token", "missing_token")
+    try:
+        claims = jwt.decode(token, signing_key(), algorithms=[ALGORITHM], options={"require": ["sub", "exp", "typ"]})
+    except jwt.ExpiredSignatureError as exc:
+        raise AuthError("token expired", "token_expired") from exc
+    except jwt.PyJWTError as exc:
+        raise AuthError("invalid token", "invalid_token") from exc
+    if claims.get("typ") != expected_type:
+        raise AuthError(f"not an {expected_type} token", "invalid_token")
+    return claims
+
+
+def agent_is_active(agent_id: str) -> bool:
+    """Sync (ORM); cached per process for AGENT_CACHE_SECONDS."""
+    now = time.monotonic()
+    hit = _active.get(agent_id)
+    if hit and now - hit[0] < AGENT_CACHE_SECONDS:
+        return hit[1]
+    from apps.agents.models import Agent
+
+    active = Agent.objects.filter(pk=agent_id, is_active=True).exists()
+    _active[agent_id] = (now, active)
+    return active
+
+
+def cached_active(agent_id: str) -> bool | None:
+    hit = _active.get(agent_id)
+    if hit and time.monotonic() - hit[0] < AGENT_CACHE_SECONDS:
+        return hit[1]
+    return None
+
+
+def forget(agent_id: str) -> None:
+    _active.pop(agent_id, None)
+
+
+def authenticate_token(token: str) -> AgentIdentity:
+    """Sync: decode an access token and check the agent still exists and is active."""
+    claims = decode(token, "access")
+    if not agent_is_active(claims["sub"]):
+        raise AuthError("agent unknown or disabled", "agent_disabled")
+    return AgentIdentity(claims["sub"], claims.get("jti", ""))
+
+
+async def aauthenticate_token(token: str) -> AgentIdentity:
+    from asgiref.sync import sync_to_async
+
+    claims = decode(token, "access")
+    active = cached_active(claims["sub"])
+    if active is None:
+        active = await sync_to_async(agent_is_active, thread_sensitive=False)(claims["sub"])
+    if not active:
+        raise AuthError("agent unknown or disabled", "agent_disabled")
+    return AgentIdentity(claims["sub"], claims.get("jti", ""))
+
+
+def bearer(header_value: str | bytes | None) -> str:
+    if isinstance(header_value, bytes):
+        header_value = header_value.decode("latin-1")
+    if not header_value:
+        return ""
+    scheme, _, token = header_value.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def login(agent_id: str, api_key: str) -> dict:
+    from apps.agents.models import Agent
+
+    agent = Agent.objects.filter(pk=agent_id).only("id", "secret_hash", "is_active").first() if agent_id else None
+    if agent is None or not agent.is_active or not verify_secret(agent, api_key):
+        raise AuthError("invalid agent_id or api_key", "invalid_credentials")
+    return issue_tokens(agent.id)
+
+
+def refresh(refresh_token: str) -> dict:
+    claims = decode(refresh_token, "refresh")
+    if not agent_is_active(claims["sub"]):
+        raise AuthError("agent unknown or disabled", "agent_disabled")
+    return issue_tokens(claims["sub"])

@@ -1,0 +1,43 @@
+"""Agent registration, heartbeats and presence."""
+
+from django.utils import timezone
+
+from apps.agents import auth, conf
+from apps.agents.models import Agent
+
+HEARTBEAT_FIELDS = ("cpu", "memory", "disk", "wx_online", "queue_size", "dropped", "processed", "send_failures",
+                    "agent_version", "driver", "wechat_account", "versions", "status")
+
+
+def create_agent(name: str, *, agent_id: str | None = None, secret: str | None = None, **fields) -> tuple[Agent, str]:
+    """Returns the agent and its secret in clear (shown once, stored hashed)."""
+    secret = secret or auth.new_secret()
+    agent = Agent(name=name, heartbeat_interval=conf.get("AGENT_HEARTBEAT_INTERVAL"), **fields)
+    if agent_id:
+        agent.id = agent_id
+    agent.set_secret(secret)
+    agent.save(force_insert=True)
+    return agent, secret
+
+
+def record_heartbeat(agent_id: str, data: dict) -> dict:
+    """Latest state + presence. degraded when WeChat is not logged in or sends keep failing."""
+    now = timezone.now()
+    state = {key: data[key] for key in HEARTBEAT_FIELDS if key in data}
+    presence = Agent.Presence.ONLINE
+    if data.get("wx_online") is False or data.get("status") == "degraded":
+        presence = Agent.Presence.DEGRADED
+    updates = {"last_seen": now, "last_heartbeat_at": now, "last_heartbeat": state, "reported_presence": presence}
+    for field in ("agent_version", "driver", "wechat_account"):
+        if isinstance(data.get(field), str) and data[field]:
+            updates[field] = data[field][:100]
+    Agent.objects.filter(pk=agent_id).update(**updates)
+    interval = Agent.objects.filter(pk=agent_id).values_list("heartbeat_interval", flat=True).first()
+    return {"presence": presence, "server_time": now.isoformat(), "interval": interval or 30}
+
+
+def touch(agent_id: str, presence: str | None = None) -> None:
+    updates = {"last_seen": timezone.now()}
+    if presence:
+        updates["reported_presence"] = presence
+    Agent.objects.filter(pk=agent_id).update(**updates)
