@@ -276,11 +276,17 @@ LOG_JSON = env.bool("LOG_JSON", default=False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # trace_id (apps.monitoring.tracing) on every record; records carrying one are also kept per trace.
+    "filters": {"trace": {"()": "apps.monitoring.tracing.TraceIdFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(trace_id)s] %(message)s"},
+        "json": {"()": "apps.monitoring.tracing.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_JSON else "plain", "filters": ["trace"]},
+        "trace_store": {"class": "apps.monitoring.tracing.TraceStoreHandler", "filters": ["trace"]},
+    },
+    "root": {"handlers": ["console", "trace_store"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
 
@@ -288,3 +294,55 @@ LOGGING = {
 WEB_HOST = env.str("WEB_HOST", default="127.0.0.1")
 WEB_PORT = env.int("WEB_PORT", default=8000)
 DEMO_SUPERVISOR_USERNAME = env.str("DEMO_SUPERVISOR_USERNAME", default="supervisor")
+
+# --- engines (apps.engines) -------------------------------------------------------------------
+# The engine answering when nothing was switched in admin yet: "chat", "mem0" or "offline".
+ENGINE_DEFAULT = env.str("ENGINE_DEFAULT", default="chat")
+# How often a process checks the Redis switch-version key (a switch reaches every process within it).
+ENGINE_SWITCH_CHECK_SECONDS = env.float("ENGINE_SWITCH_CHECK_SECONDS", default=0.2)
+ENGINE_HEALTH_CACHE_SECONDS = env.float("ENGINE_HEALTH_CACHE_SECONDS", default=10.0)
+ENGINE_MEMORY_WINDOW_MINUTES = env.int("ENGINE_MEMORY_WINDOW_MINUTES", default=30)
+ENGINE_MEMORY_MAX_TURNS = env.int("ENGINE_MEMORY_MAX_TURNS", default=20)
+ENGINE_MEMORY_MAX_FACTS = env.int("ENGINE_MEMORY_MAX_FACTS", default=10)
+ENGINE_KNOWLEDGE_HITS = env.int("ENGINE_KNOWLEDGE_HITS", default=4)
+ENGINE_MAX_TOOL_ROUNDS = env.int("ENGINE_MAX_TOOL_ROUNDS", default=4)
+ENGINE_LLM_TIMEOUT = env.float("ENGINE_LLM_TIMEOUT", default=30.0)
+# Below this knowledge score the offline engine apologises and hands off instead of answering.
+ENGINE_OFFLINE_MIN_SCORE = env.float("ENGINE_OFFLINE_MIN_SCORE", default=0.3)
+# Mem0Engine: local vector store under var/, its own thread pool (mem0's API is blocking).
+MEM0_DIR = Path(env.str("MEM0_DIR", default=str(VAR_DIR / "mem0")))
+MEM0_THREADS = env.int("MEM0_THREADS", default=4)
+# Empty = the gateway's configured provider for the route below.
+MEM0_LLM_ROUTE = env.str("MEM0_LLM_ROUTE", default="default")
+MEM0_EMBEDDING_ROUTE = env.str("MEM0_EMBEDDING_ROUTE", default="embedding")
+MEM0_BASE_URL = env.str("MEM0_BASE_URL", default="")
+MEM0_API_KEY = env.str("MEM0_API_KEY", default="")
+MEM0_LLM_MODEL = env.str("MEM0_LLM_MODEL", default="")
+MEM0_EMBEDDING_MODEL = env.str("MEM0_EMBEDDING_MODEL", default="")
+MEM0_EMBEDDING_DIMS = env.int("MEM0_EMBEDDING_DIMS", default=0)
+
+# --- monitoring: metrics, tracing, dashboard, alerts (apps.monitoring) -------------------------
+# Metrics from every process (Daphne, Celery worker/beat) meet in one prometheus_client multiprocess
+# directory that /metrics aggregates; it must be in the environment before the first metric exists,
+# hence set here. run_platform empties it at start. Empty = single-process metrics (tests).
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="" if TESTING else str(VAR_DIR / "prometheus"))
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+    env.ENVIRON["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+# /metrics answers a bearer token or a client address in the allow-list (addresses or CIDR networks).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+# A Celery worker in its own container serves its metrics on this port (0 = off; same host: /metrics has them).
+METRICS_WORKER_PORT = env.int("METRICS_WORKER_PORT", default=0)
+DASHBOARD_INTERVAL = env.float("DASHBOARD_INTERVAL", default=1.0)
+TRACE_MAX_EVENTS = env.int("TRACE_MAX_EVENTS", default=500)
+TRACE_TTL = env.int("TRACE_TTL", default=7 * 86400)
+ALERT_HTTP_TIMEOUT = env.float("ALERT_HTTP_TIMEOUT", default=5.0)
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="wxcs@localhost")

@@ -1,0 +1,162 @@
+"""The one place where engines reach into other apps (knowledge, customers, ERP, the message pipeline).
+
+Each call is guarded: an app that is missing or failing makes the engine answer with less context,
+never fail the reply. The interfaces are the agreed ones in ../shared/ARCHITECTURE.md."""
+
+import importlib
+import logging
+from dataclasses import dataclass
+from types import ModuleType
+
+from asgiref.sync import sync_to_async
+from django.apps import apps as django_apps
+
+logger = logging.getLogger(__name__)
+
+
+def _module(dotted: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(dotted)
+    except ImportError:
+        return None
+
+
+@dataclass(frozen=True)
+class KnowledgeHit:
+    entry_id: int | None
+    title: str
+    answer: str
+    score: float
+    document: str = ""
+    version: str = ""
+    section: str = ""
+
+    def citation(self) -> dict:
+        return {
+            "entry_id": self.entry_id,
+            "title": self.title,
+            "document": self.document,
+            "version": self.version,
+            "section": self.section,
+            "score": round(self.score, 4),
+        }
+
+
+def _as_hit(hit) -> KnowledgeHit:
+    return KnowledgeHit(
+        entry_id=getattr(hit, "entry_id", None),
+        title=str(getattr(hit, "title", "") or ""),
+        answer=str(getattr(hit, "answer", "") or ""),
+        score=float(getattr(hit, "score", 0.0) or 0.0),
+        document=str(getattr(hit, "document", "") or ""),
+        version=str(getattr(hit, "version", "") or ""),
+        section=str(getattr(hit, "section", "") or ""),
+    )
+
+
+async def knowledge_search(query: str, k: int) -> list[KnowledgeHit]:
+    """The knowledge base's hits for `query`, best first; [] when the app is absent or failing."""
+    services = _module("apps.knowledge.services")
+    if services is None or not query.strip():
+        return []
+    try:
+        if hasattr(services, "asearch"):
+            result = await services.asearch(query, k=k)
+        elif hasattr(services, "search"):
+            result = await sync_to_async(services.search, thread_sensitive=False)(query, k=k)
+        else:
+            return []
+    except Exception:
+        logger.exception("knowledge search failed; answering without knowledge")
+        return []
+    hits = getattr(result, "hits", result) or []
+    return [_as_hit(hit) for hit in hits]
+
+
+@dataclass(frozen=True)
+class ConversationRef:
+    id: int
+    agent_id: str
+    chat_name: str
+    chat_type: str
+    personality_id: int | None
+
+
+def _conversation_model():
+    try:
+        return django_apps.get_model("wxmessages", "Conversation")
+    except LookupError:
+        return None
+
+
+def conversation(conversation_id: int) -> ConversationRef | None:
+    model = _conversation_model()
+    if model is None:
+        return None
+    row = (
+        model.objects.filter(pk=conversation_id)
+        .values("id", "agent_id", "chat_name", "chat_type", "personality_id")
+        .first()
+    )
+    if row is None:
+        return None
+    return ConversationRef(
+        id=row["id"],
+        agent_id=str(row["agent_id"]),
+        chat_name=row["chat_name"],
+        chat_type=row.get("chat_type") or "private",
+        personality_id=row.get("personality_id"),
+    )
+
+
+def set_conversation_engine_override(conversation_id: int, engine: str) -> bool:
+    """Per-chat override lives on the pipeline's Conversation.engine_override; True when a row changed."""
+    model = _conversation_model()
+    if model is None:
+        return False
+    return model.objects.filter(pk=conversation_id).update(engine_override=engine) == 1
+
+
+def bound_customer(agent_id: str, chat_name: str, sender: str):
+    """The ERP customer bound to this chat/sender, or None (no binding, or the app is absent)."""
+    services = _module("apps.customers.services")
+    if services is None or not hasattr(services, "bound_customer"):
+        return None
+    try:
+        return services.bound_customer(agent_id, chat_name, sender)
+    except Exception:
+        logger.exception("bound_customer failed; answering without the customer's profile")
+        return None
+
+
+def erp_services() -> ModuleType | None:
+    return _module("apps.erp.services")
+
+
+def recent_turns(conversation_id: int, since, limit: int) -> list[dict]:
+    """The conversation's customer messages and our replies since `since`, oldest first, as
+    {"role", "content", "name", "at"}. Replies not delivered (rejected, failed) are left out."""
+    try:
+        message_model = django_apps.get_model("wxmessages", "Message")
+        reply_model = django_apps.get_model("wxmessages", "Reply")
+    except LookupError:
+        return []
+    messages = list(
+        message_model.objects.filter(conversation_id=conversation_id, received_at__gte=since)
+        .order_by("-received_at", "-id")
+        .values("id", "sender", "content", "received_at")[:limit]
+    )
+    replies = list(
+        reply_model.objects.filter(conversation_id=conversation_id, created_at__gte=since)
+        .exclude(status__in=["rejected", "failed"])
+        .order_by("-created_at", "-id")
+        .values("message_id", "content", "created_at")[:limit]
+    )
+    turns = [
+        {"role": "user", "content": row["content"], "name": row["sender"], "at": row["received_at"], "order": 0}
+        for row in messages
+    ] + [{"role": "assistant", "content": row["content"], "at": row["created_at"], "order": 1} for row in replies]
+    turns.sort(key=lambda turn: (turn["at"], turn["order"]))
+    for turn in turns:
+        del turn["order"]
+    return turns[-limit:]
