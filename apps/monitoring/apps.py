@@ -1,3 +1,6 @@
+import atexit
+import os
+
 from django.apps import AppConfig
 from django.utils.translation import gettext_lazy as _
 
@@ -6,3 +9,29 @@ class MonitoringConfig(AppConfig):
     name = "apps.monitoring"
     label = "monitoring"
     verbose_name = _("监控")
+
+    def ready(self):
+        from celery.signals import worker_ready
+        from django.conf import settings
+
+        if settings.PROMETHEUS_MULTIPROC_DIR:
+            from prometheus_client import multiprocess
+
+            # A dead process's live gauges must leave the sums; its counters stay (they must not go back).
+            atexit.register(multiprocess.mark_process_dead, os.getpid(), settings.PROMETHEUS_MULTIPROC_DIR)
+        worker_ready.connect(serve_worker_metrics, weak=False)
+
+
+def serve_worker_metrics(**kwargs) -> None:
+    """A worker in its own container (docker) serves its process's metrics for Prometheus to scrape."""
+    from django.conf import settings
+
+    if settings.METRICS_WORKER_PORT:
+        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = None
+        if settings.PROMETHEUS_MULTIPROC_DIR:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=settings.PROMETHEUS_MULTIPROC_DIR)
+        start_http_server(settings.METRICS_WORKER_PORT, addr="0.0.0.0", **({"registry": registry} if registry else {}))

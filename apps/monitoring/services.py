@@ -1,0 +1,252 @@
+"""Monitoring logic: notifications, alert evaluation, the dashboard snapshot, /metrics access."""
+
+import ipaddress
+import logging
+import secrets
+from collections.abc import Iterable
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.monitoring import metrics, notifiers, sources
+from apps.monitoring.models import AlertEvent, AlertRule, NotificationChannel
+
+logger = logging.getLogger(__name__)
+
+
+# --- notifications ---------------------------------------------------------------------------
+
+
+def notify(title: str, body: str, severity: str = "warning", channels=None) -> None:
+    """Send through the configured channels (webhook / DingTalk / email).
+
+    `channels`: None = every enabled channel; else channel objects, ids, names or kinds
+    ("webhook", "dingtalk", "email"). A failing channel is logged and does not stop the others.
+    """
+    sent, failed = deliver(title, body, severity, channels)
+    if failed:
+        logger.warning("notification %r: %d sent, failed: %s", title, sent, "; ".join(failed))
+
+
+def deliver(title: str, body: str, severity: str = "warning", channels=None) -> tuple[int, list[str]]:
+    """notify() that reports (number sent, list of failure descriptions)."""
+    sent, failed = 0, []
+    for channel in resolve_channels(channels):
+        try:
+            notifiers.send(channel, title, body, severity)
+        except notifiers.NotificationError as exc:
+            metrics.ALERT_NOTIFICATIONS.labels(channel=channel.kind, outcome="failed").inc()
+            failed.append(str(exc))
+        else:
+            metrics.ALERT_NOTIFICATIONS.labels(channel=channel.kind, outcome="sent").inc()
+            sent += 1
+    return sent, failed
+
+
+def resolve_channels(channels) -> list[NotificationChannel]:
+    enabled = NotificationChannel.objects.filter(enabled=True)
+    if channels is None:
+        return list(enabled)
+    if isinstance(channels, str | NotificationChannel | int):
+        channels = [channels]
+    wanted = Q(pk__in=[])
+    for item in channels:
+        if isinstance(item, NotificationChannel):
+            wanted |= Q(pk=item.pk)
+        elif isinstance(item, int):
+            wanted |= Q(pk=item)
+        else:
+            wanted |= Q(name=item) | Q(kind=item)
+    return list(enabled.filter(wanted))
+
+
+# --- alert rules -------------------------------------------------------------------------------
+
+
+def metric_value(metric: str, window_seconds: int) -> float:
+    """Current value of one alert metric over the last `window_seconds`."""
+    since = timezone.now() - timedelta(seconds=window_seconds)
+    Metric = AlertRule.Metric
+    if metric == Metric.P95_LATENCY:
+        return sources.percentile(sources.response_times_ms(since), 0.95)
+    if metric == Metric.ERROR_RATE:
+        counts = sources.reply_status_counts(since)
+        total = sum(counts.values())
+        return 100.0 * counts.get("failed", 0) / total if total else 0.0
+    if metric == Metric.BUDGET:
+        ratio = sources.budget()["used_ratio"]
+        return 100.0 * ratio if ratio is not None else 0.0
+    if metric == Metric.AGENTS_OFFLINE:
+        return float(sum(1 for agent in sources.agents() if agent["presence"] == "offline"))
+    if metric == Metric.OFFLINE_QUEUE:
+        return float(max((agent["queue_size"] for agent in sources.agents()), default=0))
+    if metric == Metric.CIRCUIT_OPEN:
+        return float(sum(1 for state in sources.circuit_states().values() if state == "open"))
+    if metric == Metric.ERP_SYNC_FAILURES:
+        return float(sources.erp_sync_failures(since))
+    raise ValueError(f"unknown alert metric {metric!r}")
+
+
+def evaluate_rules() -> list[tuple[int, str]]:
+    """Evaluate every enabled rule once; returns [(event_id, "fired"|"resolved")] of this round."""
+    changes = []
+    for rule in AlertRule.objects.filter(enabled=True):
+        change = evaluate_rule(rule)
+        if change:
+            changes.append(change)
+    return changes
+
+
+def evaluate_rule(rule: AlertRule) -> tuple[int, str] | None:
+    value = metric_value(rule.metric, rule.window_seconds)
+    now = timezone.now()
+    AlertRule.objects.filter(pk=rule.pk).update(last_value=value, last_evaluated_at=now)
+    open_event = AlertEvent.objects.filter(rule=rule, resolved_at__isnull=True).first()
+    if rule.breached(value):
+        if open_event is not None or _cooling_down(rule, now):
+            return None
+        try:
+            with transaction.atomic():
+                event = AlertEvent.objects.create(rule=rule, value=value)
+        except IntegrityError:  # another evaluator opened it first
+            return None
+        _after_commit_notify(event.pk, "fired")
+        return event.pk, "fired"
+    if open_event is not None:
+        # Conditional update: only one evaluator can resolve (and so notify) an event.
+        if AlertEvent.objects.filter(pk=open_event.pk, resolved_at__isnull=True).update(
+            resolved_at=now, resolved_value=value
+        ):
+            _after_commit_notify(open_event.pk, "resolved")
+            return open_event.pk, "resolved"
+    return None
+
+
+def _cooling_down(rule: AlertRule, now) -> bool:
+    last = AlertEvent.objects.filter(rule=rule, resolved_at__isnull=False).order_by("-resolved_at").first()
+    return last is not None and now - last.resolved_at < timedelta(seconds=rule.cooldown_seconds)
+
+
+def _after_commit_notify(event_id: int, kind: str) -> None:
+    from apps.monitoring.tasks import notify_alert_event
+
+    transaction.on_commit(lambda: notify_alert_event.delay(event_id, kind))
+
+
+def notify_event(event_id: int, kind: str) -> bool:
+    """Send the one notification of an event's firing or resolving; False when already sent or gone.
+
+    Claimed by a conditional UPDATE before sending, so a redelivered task never notifies twice; a
+    failure on every channel releases the claim and raises for the task to retry.
+    """
+    field = "fire_notified_at" if kind == "fired" else "resolve_notified_at"
+    if not AlertEvent.objects.filter(pk=event_id, **{f"{field}__isnull": True}).update(**{field: timezone.now()}):
+        return False
+    event = AlertEvent.objects.select_related("rule").get(pk=event_id)
+    rule = event.rule
+    title, body = alert_message(event, kind)
+    channels = list(rule.channels.filter(enabled=True))
+    if not channels:
+        logger.warning("alert rule %s has no enabled channel; event %s %s not sent", rule.name, event_id, kind)
+        return True
+    sent, failed = deliver(title, body, rule.severity if kind == "fired" else "info", channels)
+    if failed:
+        logger.warning("alert %s %s: %d sent, failed: %s", event_id, kind, sent, "; ".join(failed))
+    if sent == 0:
+        AlertEvent.objects.filter(pk=event_id).update(**{field: None})
+        raise notifiers.NotificationError("; ".join(failed))
+    return True
+
+
+def alert_message(event: AlertEvent, kind: str) -> tuple[str, str]:
+    rule = event.rule
+    metric = rule.get_metric_display()
+    condition = f"{metric} {rule.get_comparison_display()} {rule.threshold:g}"
+    if kind == "fired":
+        return (
+            f"告警触发：{rule.name}",
+            f"{condition}（当前值 {event.value:.2f}，窗口 {rule.window_seconds} 秒）\n\n"
+            f"触发时间：{timezone.localtime(event.fired_at):%Y-%m-%d %H:%M:%S}",
+        )
+    return (
+        f"告警恢复：{rule.name}",
+        f"{condition} 已不再满足（当前值 {(event.resolved_value or 0):.2f}）\n\n"
+        f"恢复时间：{timezone.localtime(event.resolved_at):%Y-%m-%d %H:%M:%S}",
+    )
+
+
+def active_alerts(limit: int = 20) -> list[dict]:
+    return [
+        {
+            "id": event.pk,
+            "rule": event.rule.name,
+            "severity": event.rule.severity,
+            "value": round(event.value, 2),
+            "fired_at": event.fired_at.isoformat(),
+        }
+        for event in AlertEvent.objects.filter(resolved_at__isnull=True).select_related("rule")[:limit]
+    ]
+
+
+# --- dashboard -----------------------------------------------------------------------------------
+
+
+def dashboard_snapshot() -> dict:
+    """Every number of /dashboard/, read from the database and Redis."""
+    now = timezone.now()
+    local = timezone.localtime(now)
+    day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    recent = sources.response_times_ms(now - timedelta(hours=1))
+    hits, misses = metrics.cache_hit_counts()
+    agents = sources.agents()
+    budget = sources.budget()
+    cost = sources.cost_today()
+    return {
+        "ts": now.isoformat(),
+        "cards": {
+            "avg_response_ms": round(sum(recent) / len(recent), 1) if recent else 0,
+            "p95_response_ms": round(sources.percentile(recent, 0.95), 1),
+            "cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
+            "total_requests": sources.messages_since(day_start),
+            "active_agents": sum(1 for agent in agents if agent["presence"] != "offline"),
+            "agents": len(agents),
+            "cost_today": float(cost),
+            "budget_used_ratio": budget["used_ratio"],
+            "budget_limit": budget["limit"],
+            "pending_reviews": sources.pending_reviews(),
+        },
+        "charts": {
+            "response_times": sources.recent_response_times(30),
+            "messages_per_minute": sources.messages_per_minute(30),
+            "cost_per_minute": sources.cost_per_minute(30),
+        },
+        "alerts": active_alerts(),
+    }
+
+
+# --- /metrics access -----------------------------------------------------------------------------
+
+
+def metrics_access_allowed(remote_addr: str, authorization: str) -> bool:
+    """A matching `Authorization: Bearer <METRICS_TOKEN>`, or a client address in METRICS_ALLOWED_IPS."""
+    token = settings.METRICS_TOKEN
+    if token and authorization.startswith("Bearer ") and secrets.compare_digest(authorization[7:].strip(), token):
+        return True
+    return address_allowed(remote_addr, settings.METRICS_ALLOWED_IPS)
+
+
+def address_allowed(remote_addr: str, allowed: Iterable[str]) -> bool:
+    try:
+        address = ipaddress.ip_address((remote_addr or "").strip())
+    except ValueError:
+        return False
+    for entry in allowed:
+        try:
+            if address in ipaddress.ip_network(entry.strip(), strict=False):
+                return True
+        except ValueError:
+            logger.warning("METRICS_ALLOWED_IPS: %r is not an address or network", entry)
+    return False

@@ -1,0 +1,229 @@
+"""Readings taken from other apps' data, for the dashboard, the alert rules and /metrics.
+
+The one place that knows other apps' models and services. Every reading is guarded: an app that is
+not installed (or not migrated yet) yields "no data" instead of breaking the dashboard or the alerts.
+"""
+
+import logging
+import math
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.apps import apps
+from django.db import DatabaseError
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncMinute
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+
+def _model(label: str, name: str):
+    try:
+        return apps.get_model(label, name)
+    except LookupError:
+        return None
+
+
+def _safe(default):
+    """Decorator: a reading whose app is missing or whose table is not there answers `default`."""
+
+    def wrap(function):
+        def guarded(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except (DatabaseError, ImportError, AttributeError, LookupError) as exc:
+                logger.debug("monitoring source %s unavailable: %s", function.__name__, exc)
+                return default() if callable(default) else default
+
+        guarded.__name__ = function.__name__
+        return guarded
+
+    return wrap
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(0, math.ceil(fraction * len(ordered)) - 1)
+    return ordered[rank]
+
+
+def _ms(later: datetime, earlier: datetime) -> float:
+    return (later - earlier).total_seconds() * 1000
+
+
+@_safe(list)
+def response_times_ms(since: datetime, limit: int = 2000) -> list[float]:
+    """Server response time per reply (reply created − message received), newest first."""
+    Reply = _model("wxmessages", "Reply")
+    if Reply is None:
+        return []
+    rows = (
+        Reply.objects.filter(created_at__gte=since)
+        .order_by("-created_at")
+        .values_list("created_at", "message__received_at")[:limit]
+    )
+    return [max(0.0, _ms(created, received)) for created, received in rows]
+
+
+@_safe(list)
+def recent_response_times(points: int = 30) -> list[dict]:
+    Reply = _model("wxmessages", "Reply")
+    if Reply is None:
+        return []
+    rows = Reply.objects.order_by("-created_at").values_list("id", "created_at", "message__received_at")[:points]
+    return [
+        {"id": pk, "at": created.isoformat(), "ms": round(max(0.0, _ms(created, received)), 1)}
+        for pk, created, received in reversed(rows)
+    ]
+
+
+@_safe(dict)
+def reply_status_counts(since: datetime | None = None) -> dict[str, int]:
+    Reply = _model("wxmessages", "Reply")
+    if Reply is None:
+        return {}
+    queryset = Reply.objects.all() if since is None else Reply.objects.filter(created_at__gte=since)
+    return dict(queryset.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+
+
+@_safe(dict)
+def message_status_counts() -> dict[str, int]:
+    Message = _model("wxmessages", "Message")
+    if Message is None:
+        return {}
+    return dict(Message.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+
+
+@_safe(0)
+def messages_since(since: datetime) -> int:
+    Message = _model("wxmessages", "Message")
+    return 0 if Message is None else Message.objects.filter(received_at__gte=since).count()
+
+
+@_safe(0)
+def handoffs() -> int:
+    """Conversations a human has taken over right now."""
+    Conversation = _model("wxmessages", "Conversation")
+    return 0 if Conversation is None else Conversation.objects.filter(taken_over=True).count()
+
+
+@_safe(list)
+def messages_per_minute(minutes: int = 30) -> list[dict]:
+    Message = _model("wxmessages", "Message")
+    if Message is None:
+        return []
+    now = timezone.now().replace(second=0, microsecond=0)
+    start = now - timedelta(minutes=minutes - 1)
+    counts = dict(
+        Message.objects.filter(received_at__gte=start)
+        .annotate(minute=TruncMinute("received_at"))
+        .values_list("minute")
+        .annotate(n=Count("id"))
+        .values_list("minute", "n")
+    )
+    counts = {minute.replace(second=0, microsecond=0): n for minute, n in counts.items()}
+    return [
+        {"at": (start + timedelta(minutes=i)).isoformat(), "n": counts.get(start + timedelta(minutes=i), 0)}
+        for i in range(minutes)
+    ]
+
+
+@_safe(list)
+def cost_per_minute(minutes: int = 30) -> list[dict]:
+    Reply = _model("wxmessages", "Reply")
+    if Reply is None:
+        return []
+    now = timezone.now().replace(second=0, microsecond=0)
+    start = now - timedelta(minutes=minutes - 1)
+    sums = dict(
+        Reply.objects.filter(created_at__gte=start)
+        .annotate(minute=TruncMinute("created_at"))
+        .values_list("minute")
+        .annotate(total=Sum("cost"))
+        .values_list("minute", "total")
+    )
+    sums = {minute.replace(second=0, microsecond=0): total for minute, total in sums.items()}
+    return [
+        {"at": (start + timedelta(minutes=i)).isoformat(), "cost": float(sums.get(start + timedelta(minutes=i)) or 0)}
+        for i in range(minutes)
+    ]
+
+
+@_safe(lambda: Decimal(0))
+def cost_today() -> Decimal:
+    """Today's LLM spend: the costs app's daily report when it is there, else the replies' recorded cost."""
+    today = timezone.localdate()
+    try:
+        from apps.costs.services import daily_report
+
+        report = daily_report(today)
+        for key in ("total_cost", "cost", "total"):
+            if key in report:
+                return Decimal(str(report[key]))
+    except ImportError:
+        pass
+    Reply = _model("wxmessages", "Reply")
+    if Reply is None:
+        return Decimal(0)
+    start = timezone.make_aware(datetime.combine(today, datetime.min.time()))
+    return Reply.objects.filter(created_at__gte=start).aggregate(total=Sum("cost"))["total"] or Decimal(0)
+
+
+@_safe(lambda: {"used_ratio": None, "policy": "", "limit": None})
+def budget() -> dict:
+    from apps.costs.services import check_budget
+
+    status = check_budget()
+    limit = getattr(status, "limit", None)
+    return {
+        "used_ratio": float(status.used_ratio),
+        "policy": str(status.policy),
+        "limit": float(limit) if limit is not None else None,
+    }
+
+
+@_safe(list)
+def agents() -> list[dict]:
+    """Every enabled agent: presence and the offline-queue size from its last heartbeat."""
+    Agent = _model("agents", "Agent")
+    if Agent is None:
+        return []
+    return [
+        {
+            "id": agent.id,
+            "name": agent.name,
+            "presence": str(agent.presence),
+            "queue_size": int((agent.last_heartbeat or {}).get("queue_size") or 0),
+        }
+        for agent in Agent.objects.filter(is_active=True).only(
+            "id", "name", "last_seen", "reported_presence", "heartbeat_interval", "last_heartbeat"
+        )
+    ]
+
+
+@_safe(dict)
+def circuit_states() -> dict[str, str]:
+    """{"provider/model": "closed"|"open"|"half_open"} from the gateway's breaker, when it offers one."""
+    from apps.llm_gateway import services
+
+    reader = getattr(services, "circuit_states", None)
+    return {str(key): str(value) for key, value in (reader() if reader else {}).items()}
+
+
+@_safe(0)
+def erp_sync_failures(since: datetime) -> int:
+    SyncRun = _model("erp", "SyncRun")
+    if SyncRun is None:
+        return 0
+    fields = {field.name for field in SyncRun._meta.get_fields()}
+    time_field = next(name for name in ("started_at", "created_at", "finished_at") if name in fields)
+    return SyncRun.objects.filter(status__in=["failed", "error"], **{f"{time_field}__gte": since}).count()
+
+
+@_safe(0)
+def pending_reviews() -> int:
+    Reply = _model("wxmessages", "Reply")
+    return 0 if Reply is None else Reply.objects.filter(status="pending_review").count()

@@ -1,0 +1,70 @@
+from django.apps import apps
+from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import Http404, HttpResponse, HttpResponseForbidden, JsonResponse
+from django.shortcuts import render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from apps.monitoring import services, tracing
+from apps.monitoring.metrics import exposition_registry
+
+
+@require_GET
+def metrics(request):
+    if not services.metrics_access_allowed(
+        request.META.get("REMOTE_ADDR", ""), request.headers.get("Authorization", "")
+    ):
+        return HttpResponseForbidden("forbidden\n", content_type="text/plain")
+    return HttpResponse(generate_latest(exposition_registry()), content_type=CONTENT_TYPE_LATEST)
+
+
+@staff_member_required
+def dashboard(request):
+    context = {**admin.site.each_context(request), "title": _("实时监控"), "snapshot": services.dashboard_snapshot()}
+    return render(request, "monitoring/dashboard.html", context)
+
+
+@staff_member_required
+def snapshot(request):
+    return JsonResponse(services.dashboard_snapshot())
+
+
+@staff_member_required
+def trace(request, trace_id: str):
+    context = {
+        **admin.site.each_context(request),
+        "title": _("消息追踪 %(id)s") % {"id": trace_id},
+        "traces": [{"trace_id": trace_id, "label": trace_id, "events": tracing.events(trace_id)}],
+    }
+    return render(request, "monitoring/trace.html", context)
+
+
+@staff_member_required
+def conversation_trace(request, conversation_id: int):
+    """The trace of each of the conversation's latest messages, newest first."""
+    try:
+        Message = apps.get_model("wxmessages", "Message")
+    except LookupError as exc:
+        raise Http404 from exc
+    messages = Message.objects.filter(conversation_id=conversation_id).order_by("-received_at")[:20]
+    traces = [
+        {
+            "trace_id": message.trace_id.hex,
+            "label": f"{message.sender}: {message.content[:60]}",
+            "events": tracing.events(message.trace_id.hex),
+        }
+        for message in messages
+    ]
+    if (
+        not traces
+        and not Message._meta.get_field("conversation").related_model.objects.filter(pk=conversation_id).exists()
+    ):
+        raise Http404
+    context = {
+        **admin.site.each_context(request),
+        "title": _("会话追踪 #%(id)s") % {"id": conversation_id},
+        "traces": traces,
+    }
+    return render(request, "monitoring/trace.html", context)
