@@ -28,6 +28,9 @@ class Conversation(models.Model):
     taken_over_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                       related_name="+", verbose_name=_("接管人"))
     taken_over_at = models.DateTimeField(_("接管时间"), null=True, blank=True)
+    engine_override = models.CharField(_("指定引擎"), max_length=30, blank=True,
+                                       help_text=_("留空 = 人设或全局的当前引擎"))
+    personality_id = models.IntegerField(_("指定人设 ID"), null=True, blank=True)
     created_at = models.DateTimeField(_("创建时间"), default=timezone.now)
     last_message_at = models.DateTimeField(_("最后消息"), default=timezone.now)
 

@@ -1,0 +1,299 @@
+"""REST: ingest (`POST /api/v1/messages`, an async view: no thread is held while `?wait` waits),
+replies (read, ack, outbox for the REST fallback), stats.
+
+The ingest view is a plain async Django view for speed; `IngestDoc` (a DRF APIView never routed)
+carries its OpenAPI description, attached as `.cls` so drf-spectacular documents the real URL.
+"""
+
+import asyncio
+import json
+import logging
+
+from asgiref.sync import sync_to_async
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.agents import auth
+from apps.agents.api import ErrorSerializer, IsAgent
+from apps.agents.authentication import AgentJWTAuthentication
+from apps.messages import conf, ingest, services
+from apps.messages.models import Message, Reply
+
+logger = logging.getLogger("wxcs.ingest")
+
+
+# --- serializers (documentation + the slow paths) --------------------------------------------------
+class InboundMessageSerializer(serializers.Serializer):
+    id = serializers.CharField(max_length=128, help_text="stable client message id (unique per agent)")
+    chat_id = serializers.CharField(required=False, max_length=200)
+    chat_name = serializers.CharField(required=False, max_length=200, help_text="chat_name or chat_id is required")
+    chat_type = serializers.ChoiceField(choices=["private", "group"], default="private")
+    sender = serializers.CharField(required=False, max_length=200)
+    content = serializers.CharField(help_text="at most MESSAGE_MAX_CHARS characters (default 4000)")
+    type = serializers.CharField(required=False, default="text", max_length=20)
+    timestamp = serializers.CharField(required=False, help_text="epoch seconds / milliseconds or ISO 8601")
+    is_at_me = serializers.BooleanField(required=False, default=False)
+
+
+class IngestRequestSerializer(serializers.Serializer):
+    message = InboundMessageSerializer()
+
+
+class IngestAcceptedSerializer(serializers.Serializer):
+    message_id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["accepted", "duplicate"])
+    client_id = serializers.CharField()
+    duplicate = serializers.BooleanField()
+
+
+class DecisionSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=["reply", "ignore", "transfer_human"], allow_null=True)
+    content = serializers.CharField(allow_blank=True)
+    confidence = serializers.FloatField(allow_null=True)
+    message_id = serializers.IntegerField()
+    reply_id = serializers.IntegerField(allow_null=True)
+    status = serializers.CharField(help_text="reply status, or `processing` when the wait timed out")
+
+
+class ReplySerializer(serializers.ModelSerializer):
+    chat = serializers.CharField(source="conversation.chat_name")
+
+    class Meta:
+        model = Reply
+        fields = ["id", "message_id", "chat", "action", "content", "at", "status", "confidence", "source", "engine",
+                  "model", "latency_ms", "created_at", "pushed_at", "acked_at"]
+
+
+class AckSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["delivered", "failed"])
+    error = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class AckResultSerializer(serializers.Serializer):
+    reply_id = serializers.IntegerField()
+    status = serializers.CharField()
+    changed = serializers.BooleanField(help_text="false when the ack repeats an earlier one")
+
+
+# --- ingest ----------------------------------------------------------------------------------------
+def _error(status: int, detail, code: str, **extra) -> JsonResponse:
+    response = JsonResponse({"detail": detail, "code": code, **extra}, status=status,
+                            json_dumps_params={"ensure_ascii": False})
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="agent"'
+    return response
+
+
+def _load_decision(message_id: int) -> dict:
+    return services.decision(Reply.objects.filter(message_id=message_id).first(), message_id)
+
+
+async def _wait_for_decision(message_id: int, seconds: float) -> dict:
+    """Subscribe first, then look, then wait: no thread is held while waiting."""
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    group = services.message_group(message_id)
+    channel = await layer.new_channel()
+    await layer.group_add(group, channel)
+    try:
+        decided = await sync_to_async(_load_decision, thread_sensitive=False)(message_id)
+        if decided["reply_id"] is None:
+            try:
+                await asyncio.wait_for(layer.receive(channel), timeout=seconds)
+            except TimeoutError:
+                pass
+            decided = await sync_to_async(_load_decision, thread_sensitive=False)(message_id)
+        return decided
+    finally:
+        await layer.group_discard(group, channel)
+
+
+@csrf_exempt
+async def ingest_view(request):
+    if request.method != "POST":
+        return _error(405, f'Method "{request.method}" not allowed.', "method_not_allowed")
+    try:
+        identity = await auth.aauthenticate_token(auth.bearer(request.headers.get("Authorization")))
+    except auth.AuthError as exc:
+        return _error(401, exc.detail, exc.code)
+    max_bytes = conf.get("INGEST_MAX_BODY_BYTES")
+    length = request.headers.get("Content-Length")
+    if (length and length.isdigit() and int(length) > max_bytes) or len(request.body) > max_bytes:
+        return _error(413, f"request body larger than {max_bytes} bytes", "too_large")
+    try:
+        body = json.loads(request.body or b"")
+    except ValueError:
+        return _error(400, "malformed JSON", "malformed")
+    if not isinstance(body, dict):
+        return _error(400, {"non_field_errors": ["Expected a JSON object."]}, "invalid")
+    item = body.get("message", body if "content" in body else None)
+    if item is None:
+        return _error(400, {"message": ["This field is required."]}, "invalid")
+    clean = ingest.validate(item)
+    if clean.errors:
+        too_long = "content" in clean.errors and "no more than" in clean.errors["content"][0]
+        return _error(400, {"message": clean.errors}, "content_too_long" if too_long else "invalid")
+    wait = request.GET.get("wait")
+    if wait is not None:
+        try:
+            wait = float(wait)
+            if not 0 <= wait <= conf.get("INGEST_MAX_WAIT"):
+                raise ValueError
+        except ValueError:
+            return _error(400, {"wait": [f"between 0 and {conf.get('INGEST_MAX_WAIT')} seconds"]}, "invalid")
+    try:
+        accepted = (await sync_to_async(ingest.ingest, thread_sensitive=False)(identity.agent_id, [clean]))[0]
+    except ingest.IngestError as exc:
+        response = _error(exc.status, exc.detail, exc.code)
+        if exc.retry_after:
+            response["Retry-After"] = str(exc.retry_after)
+        return response
+    if wait:
+        decided = await _wait_for_decision(accepted.message_id, wait)
+        if decided["reply_id"] is not None:
+            return JsonResponse(decided, status=200, json_dumps_params={"ensure_ascii": False})
+        return JsonResponse({**accepted.as_dict(), **decided, "status": "processing"}, status=202)
+    return JsonResponse(accepted.as_dict(), status=202)
+
+
+class IngestDoc(APIView):
+    """Documentation twin of `ingest_view` (never routed itself)."""
+
+    authentication_classes = [AgentJWTAuthentication]
+
+    @extend_schema(
+        tags=["messages"], summary="Ingest a customer message", request=IngestRequestSerializer,
+        description=(
+            "Stores the message (idempotent per agent + `message.id`: a repeat answers the same `message_id` "
+            "with `status: duplicate`) and enqueues its decision. `?wait=N` (0–30 s) waits for the decision "
+            "without holding a server thread and answers `{action, content, confidence, message_id, reply_id}`; "
+            "on timeout 202 with `status: processing`. Limits: content ≤ MESSAGE_MAX_CHARS (400 "
+            "`content_too_long`), body ≤ INGEST_MAX_BODY_BYTES (413), INGEST_RATE_LIMIT messages per "
+            "INGEST_RATE_WINDOW per agent (429 with Retry-After)."),
+        parameters=[OpenApiParameter("wait", float, description="seconds to wait for the decision (≤ 30)")],
+        examples=[OpenApiExample("private chat", request_only=True, value={"message": {
+            "id": "wx-123", "chat_name": "张三", "chat_type": "private", "sender": "张三",
+            "content": "充电桩一直显示故障怎么办？", "type": "text", "timestamp": 1764000000, "is_at_me": False}})],
+        responses={202: IngestAcceptedSerializer, 200: OpenApiResponse(DecisionSerializer, description="?wait"),
+                   400: ErrorSerializer, 401: ErrorSerializer, 413: ErrorSerializer,
+                   429: OpenApiResponse(ErrorSerializer, description="throttled; see Retry-After")},
+    )
+    def post(self, request):  # pragma: no cover - documentation only
+        raise NotImplementedError
+
+
+ingest_view.cls = IngestDoc
+ingest_view.initkwargs = {}
+
+
+# --- replies -------------------------------------------------------------------------------------
+class ReplyDetailView(APIView):
+    authentication_classes = [AgentJWTAuthentication]
+    permission_classes = [IsAgent]
+
+    @extend_schema(tags=["messages"], summary="Read one of my replies",
+                   description="404 for unknown ids and for other agents' replies.",
+                   responses={200: ReplySerializer, 401: ErrorSerializer, 404: ErrorSerializer})
+    def get(self, request, reply_id: int):
+        reply = Reply.objects.select_related("conversation").filter(pk=reply_id, agent_id=request.user.agent_id).first()
+        if reply is None:
+            raise NotFound("no such reply")
+        return Response(ReplySerializer(reply).data)
+
+
+class ReplyAckView(APIView):
+    authentication_classes = [AgentJWTAuthentication]
+    permission_classes = [IsAgent]
+
+    @extend_schema(tags=["messages"], summary="Acknowledge a reply (REST fallback of the `ack` frame)",
+                   description="Only the owning agent; only queued/sent → delivered/failed. A repeat is a no-op "
+                               "(`changed: false`).",
+                   request=AckSerializer,
+                   responses={200: AckResultSerializer, 400: ErrorSerializer, 401: ErrorSerializer,
+                              404: ErrorSerializer})
+    def post(self, request, reply_id: int):
+        serializer = AckSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            result = services.ack(request.user.agent_id, reply_id, serializer.validated_data["status"],
+                                  serializer.validated_data["error"])
+        except LookupError as exc:
+            raise NotFound("no such reply") from exc
+        except services.AckError as exc:
+            raise ValidationError({"status": [str(exc)]}) from exc
+        return Response(result)
+
+
+class OutboxView(APIView):
+    authentication_classes = [AgentJWTAuthentication]
+    permission_classes = [IsAgent]
+
+    @extend_schema(tags=["messages"], summary="My unacked replies, oldest first (REST fallback of the push)",
+                   responses={200: ReplySerializer(many=True), 401: ErrorSerializer})
+    def get(self, request):
+        replies = (Reply.objects.select_related("conversation")
+                   .filter(agent_id=request.user.agent_id, status__in=Reply.OUTBOX).order_by("id")[:500])
+        return Response(ReplySerializer(replies, many=True).data)
+
+
+# --- stats ---------------------------------------------------------------------------------------
+class IsStaffOrAgent(BasePermission):
+    def has_permission(self, request, view):
+        user = request.user
+        return isinstance(user, auth.AgentIdentity) or bool(user and getattr(user, "is_staff", False))
+
+
+class StatsDaySerializer(serializers.Serializer):
+    date = serializers.DateField()
+    messages = serializers.IntegerField()
+    replies = serializers.IntegerField(help_text="replies sent or to be sent (not pending, not rejected)")
+    handoffs = serializers.IntegerField(help_text="transfer to human, pending review or taken over")
+    ignored = serializers.IntegerField()
+    pending_review = serializers.IntegerField()
+    delivered = serializers.IntegerField()
+    avg_latency_ms = serializers.FloatField(allow_null=True, help_text="message received → reply decided")
+    p95_latency_ms = serializers.FloatField(allow_null=True)
+    cost = serializers.FloatField(help_text="CNY")
+
+
+class StatsSerializer(serializers.Serializer):
+    days = serializers.IntegerField()
+    agent_id = serializers.CharField(allow_null=True)
+    per_day = StatsDaySerializer(many=True)
+    totals = serializers.DictField()
+
+
+class StatsView(APIView):
+    authentication_classes = [AgentJWTAuthentication, *APIView.authentication_classes]
+    permission_classes = [IsStaffOrAgent]
+
+    @extend_schema(
+        tags=["messages"], summary="Pipeline statistics per day",
+        description="Staff (session) see everything, or one agent with `?agent_id=`; an agent token sees its own "
+                    "numbers only. Real numbers from the database, days in the server time zone.",
+        parameters=[OpenApiParameter("days", int, description="1–90, default 7"),
+                    OpenApiParameter("agent_id", str, description="staff only: one agent")],
+        responses={200: StatsSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer},
+    )
+    def get(self, request):
+        try:
+            days = int(request.query_params.get("days", 7))
+            if not 1 <= days <= 90:
+                raise ValueError
+        except ValueError as exc:
+            raise ValidationError({"days": ["an integer between 1 and 90"]}) from exc
+        if isinstance(request.user, auth.AgentIdentity):
+            agent_id = request.user.agent_id
+        else:
+            agent_id = request.query_params.get("agent_id") or None
+        return Response(services.stats(days, agent_id))
+
+
+__all__ = ["ingest_view", "Message"]

@@ -1,0 +1,103 @@
+"""Cheap enqueueing of `process_message`, and the Redis client the pipeline uses.
+
+`.delay()` costs ≈ 1 ms of CPU per message (../shared/ARCHITECTURE.md). With a Redis broker we
+publish the same Celery protocol-2 message a `.delay()` would, pre-serialised from a template, with
+one LPUSH for a whole batch (≈ 10 µs per message). Anything else (memory:// broker in tests, or
+PIPELINE_FAST_ENQUEUE=false) goes through `apply_async` with one shared producer.
+"""
+
+import base64
+import json
+import logging
+import os
+import socket
+import threading
+import uuid
+
+import environ
+from django.conf import settings
+
+logger = logging.getLogger("wxcs.ingest")
+
+TASK_NAME = "apps.messages.tasks.process_message"
+QUEUE = "messages"
+FAST = environ.Env().bool("PIPELINE_FAST_ENQUEUE", default=True)
+
+_local = threading.local()
+_origin = f"{os.getpid()}@{socket.gethostname()}"
+
+
+def redis_client():
+    """The cache's redis-py client (django-redis), or None when the cache is not Redis."""
+    try:
+        from django_redis import get_redis_connection
+
+        return get_redis_connection("default")
+    except Exception:
+        return None
+
+
+def _broker_client():
+    client = getattr(_local, "broker", None)
+    if client is None:
+        import redis
+
+        url = settings.CELERY_BROKER_URL
+        if url.startswith("redis+socket://"):
+            # kombu's unix-socket URL: redis+socket:///path?virtual_host=N
+            path, _, query = url[len("redis+socket://"):].partition("?")
+            db = 0
+            for part in query.split("&"):
+                if part.startswith("virtual_host="):
+                    db = int(part.split("=", 1)[1] or 0)
+            client = redis.Redis(unix_socket_path=path, db=db)
+        else:
+            client = redis.Redis.from_url(url)
+        _local.broker = client
+    return client
+
+
+def _fast_enabled() -> bool:
+    return FAST and settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "redis+socket://"))
+
+
+def celery_message(message_id: int) -> bytes:
+    """The kombu/Redis wire form of `process_message.apply_async((message_id,), queue="messages")`."""
+    task_id = str(uuid.uuid4())
+    body = base64.b64encode(json.dumps([[message_id], {}, {"callbacks": None, "errbacks": None, "chain": None,
+                                                           "chord": None}]).encode()).decode()
+    return json.dumps({
+        "body": body,
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
+            "lang": "py", "task": TASK_NAME, "id": task_id, "shadow": None, "eta": None, "expires": None,
+            "group": None, "group_index": None, "retries": 0, "timelimit": [None, None], "root_id": task_id,
+            "parent_id": None, "argsrepr": f"({message_id},)", "kwargsrepr": "{}", "origin": _origin,
+            "ignore_result": False, "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
+        },
+        "properties": {
+            "correlation_id": task_id, "reply_to": "", "delivery_mode": 2,
+            "delivery_info": {"exchange": QUEUE, "routing_key": QUEUE}, "priority": 0,
+            "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
+        },
+    }).encode()
+
+
+def enqueue_messages(message_ids: list[int]) -> None:
+    if not message_ids:
+        return
+    if _fast_enabled():
+        try:
+            _broker_client().lpush(QUEUE, *[celery_message(mid) for mid in message_ids])
+            return
+        except Exception:
+            _local.broker = None
+            logger.warning("fast enqueue failed; falling back to apply_async", exc_info=True)
+    from celery_app import app
+
+    from apps.messages.tasks import process_message
+
+    with app.producer_or_acquire() as producer:
+        for mid in message_ids:
+            process_message.apply_async((mid,), queue=QUEUE, producer=producer)
