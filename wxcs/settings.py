@@ -320,6 +320,8 @@ MEM0_API_KEY = env.str("MEM0_API_KEY", default="")
 MEM0_LLM_MODEL = env.str("MEM0_LLM_MODEL", default="")
 MEM0_EMBEDDING_MODEL = env.str("MEM0_EMBEDDING_MODEL", default="")
 MEM0_EMBEDDING_DIMS = env.int("MEM0_EMBEDDING_DIMS", default=0)
+# A Qdrant server for mem0 shared by several processes (empty = local path under MEM0_DIR, one process).
+MEM0_QDRANT_URL = env.str("MEM0_QDRANT_URL", default="")
 
 # --- monitoring: metrics, tracing, dashboard, alerts (apps.monitoring) -------------------------
 # Metrics from every process (Daphne, Celery worker/beat) meet in one prometheus_client multiprocess

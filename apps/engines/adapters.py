@@ -109,6 +109,13 @@ def conversation(conversation_id: int) -> ConversationRef | None:
     )
 
 
+def conversation_id_for(agent_id: str, chat_name: str) -> int | None:
+    model = _conversation_model()
+    if model is None:
+        return None
+    return model.objects.filter(agent_id=agent_id, chat_name=chat_name).values_list("id", flat=True).first()
+
+
 def set_conversation_engine_override(conversation_id: int, engine: str) -> bool:
     """Per-chat override lives on the pipeline's Conversation.engine_override; True when a row changed."""
     model = _conversation_model()
@@ -133,9 +140,24 @@ def erp_services() -> ModuleType | None:
     return _module("apps.erp.services")
 
 
+def latest_sender(conversation_id: int) -> str:
+    """Who wrote the conversation's latest message (callers that pass no `name`)."""
+    try:
+        message_model = django_apps.get_model("wxmessages", "Message")
+    except LookupError:
+        return ""
+    return (
+        message_model.objects.filter(conversation_id=conversation_id)
+        .order_by("-received_at", "-id")
+        .values_list("sender", flat=True)
+        .first()
+        or ""
+    )
+
+
 def recent_turns(conversation_id: int, since, limit: int) -> list[dict]:
     """The conversation's customer messages and our replies since `since`, oldest first, as
-    {"role", "content", "name", "at"}. Replies not delivered (rejected, failed) are left out."""
+    {"role", "content", "name", "at"}. Only replies the customer gets (queued, sent, delivered) count."""
     try:
         message_model = django_apps.get_model("wxmessages", "Message")
         reply_model = django_apps.get_model("wxmessages", "Reply")
@@ -148,7 +170,7 @@ def recent_turns(conversation_id: int, since, limit: int) -> list[dict]:
     )
     replies = list(
         reply_model.objects.filter(conversation_id=conversation_id, created_at__gte=since)
-        .exclude(status__in=["rejected", "failed"])
+        .filter(status__in=["queued", "sent", "delivered"])
         .order_by("-created_at", "-id")
         .values("message_id", "content", "created_at")[:limit]
     )
@@ -160,3 +182,19 @@ def recent_turns(conversation_id: int, since, limit: int) -> list[dict]:
     for turn in turns:
         del turn["order"]
     return turns[-limit:]
+
+
+def gateway_route(route: str) -> dict | None:
+    """{"api_base", "api_key", "model"} of the first entry of a gateway route, or None."""
+    config_module = _module("apps.llm_gateway.config")
+    if config_module is None:
+        return None
+    try:
+        entries = config_module.get_sync().routes.get(route) or []
+    except Exception:
+        logger.exception("could not read the gateway configuration")
+        return None
+    if not entries:
+        return None
+    entry = entries[0]
+    return {"api_base": entry.provider.api_base, "api_key": entry.provider.api_key, "model": entry.model}

@@ -173,7 +173,7 @@ async def engine_health(name: str, *, fresh: bool = False) -> dict:
 
 
 async def engines_overview() -> list[dict]:
-    """Every engine with its info and (fresh) health, for admin."""
+    """Every engine with its info and health (cached a few seconds), for admin."""
     state = await _state_cache.current()
 
     async def one(name: str) -> dict:
@@ -181,7 +181,7 @@ async def engines_overview() -> list[dict]:
             info = await get_engine(name).get_engine_info()
         except EngineUnavailable as exc:
             info = {"name": name, "description": str(exc)}
-        health = await engine_health(name, fresh=True)
+        health = await engine_health(name)
         return {"name": name, "active": name == state.active, "info": info, "health": health}
 
     return list(await asyncio.gather(*(one(name) for name in ENGINE_CLASSES)))

@@ -1,0 +1,270 @@
+"""Mem0Engine: ChatEngine whose long-term memory is the `mem0ai` library's `Memory`.
+
+mem0 extracts facts from each exchange with an LLM (a Chinese extraction instruction keeps them in
+Chinese) and stores them with embeddings in a local Qdrant (path mode under settings.MEM0_DIR, no
+server; set MEM0_QDRANT_URL to share one Qdrant server between several processes — the local path
+can be opened by one process at a time). Its LLM and embedder are OpenAI-compatible clients pointed at
+the gateway's configured provider for MEM0_LLM_ROUTE / MEM0_EMBEDDING_ROUTE (or MEM0_* overrides).
+
+mem0's `Memory` API is blocking (sync OpenAI and Qdrant clients), so every call runs on a bounded
+thread pool of MEM0_THREADS threads; adding the memories of an exchange happens after the reply,
+off the reply's path. Memory ids are per contact: "<agent>:<chat>:<sender>". Telemetry is off.
+"""
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.utils.translation import gettext as _
+
+from apps.engines import adapters, memory, metrics
+from apps.engines.base import EngineReply
+from apps.engines.chat import ChatEngine, TurnContext
+
+# mem0 reads these when it is imported.
+os.environ["MEM0_TELEMETRY"] = "False"
+os.environ.setdefault("MEM0_DIR", str(settings.MEM0_DIR))
+
+logger = logging.getLogger(__name__)
+
+FACT_EXTRACTION_INSTRUCTIONS = (
+    "你在为一家电动汽车充电桩企业的微信客服记录客户的长期记忆。\n"
+    "1. 所有记忆一律用简体中文书写，保留型号、编号、地址、人名原文，不要翻译成英文。\n"
+    "2. 只记录对以后服务有用的事实：车型、充电桩型号与编号、安装地址、故障与报修情况、订单/合同、"
+    "偏好的联系时间与方式、已承诺的事项。\n"
+    "3. 寒暄、客服自己的话术、一次性的情绪不要记录。\n"
+    "4. 每条记忆是一句完整、独立可读的陈述，例如“客户的充电桩型号是 ACX-7，安装在重庆渝北区”。"
+)
+MAX_PENDING_ADDS = 200
+
+
+@dataclass(frozen=True)
+class Mem0Settings:
+    base_url: str
+    api_key: str
+    llm_model: str
+    embedding_base_url: str
+    embedding_api_key: str
+    embedding_model: str
+    dims: int
+    directory: str
+    qdrant_url: str
+
+    @property
+    def collection(self) -> str:
+        slug = re.sub(r"[^a-zA-Z0-9]+", "_", self.embedding_model).strip("_").lower()
+        return f"wxcs_{slug}_{self.dims}"
+
+    def as_mem0_config(self) -> dict:
+        store = {"collection_name": self.collection, "embedding_model_dims": self.dims}
+        if self.qdrant_url:
+            store["url"] = self.qdrant_url
+        else:
+            store.update(path=os.path.join(self.directory, "qdrant"), on_disk=True)
+        return {
+            "vector_store": {"provider": "qdrant", "config": store},
+            "llm": {
+                "provider": "openai",
+                "config": {"model": self.llm_model, "api_key": self.api_key, "openai_base_url": self.base_url},
+            },
+            "embedder": {
+                "provider": "openai",
+                "config": {
+                    "model": self.embedding_model,
+                    "api_key": self.embedding_api_key,
+                    "openai_base_url": self.embedding_base_url,
+                    "embedding_dims": self.dims,
+                },
+            },
+            "history_db_path": os.path.join(self.directory, "history.db"),
+            "custom_instructions": FACT_EXTRACTION_INSTRUCTIONS,
+        }
+
+
+class Mem0NotConfigured(Exception):
+    pass
+
+
+def _probe_dims(base_url: str, api_key: str, model: str) -> int:
+    from openai import OpenAI
+
+    with OpenAI(base_url=base_url, api_key=api_key, timeout=10, max_retries=1) as client:
+        return len(client.embeddings.create(model=model, input=["维度探测"]).data[0].embedding)
+
+
+def resolve_settings() -> Mem0Settings:
+    """mem0's endpoints: MEM0_* settings first, else the gateway's provider for the configured routes."""
+    llm = adapters.gateway_route(settings.MEM0_LLM_ROUTE)
+    embedder = adapters.gateway_route(settings.MEM0_EMBEDDING_ROUTE)
+    base_url = settings.MEM0_BASE_URL or (llm or {}).get("api_base", "")
+    api_key = settings.MEM0_API_KEY or (llm or {}).get("api_key", "") or "none"
+    llm_model = settings.MEM0_LLM_MODEL or (llm or {}).get("model", "")
+    embedding_base_url = settings.MEM0_BASE_URL or (embedder or {}).get("api_base", "") or base_url
+    embedding_api_key = settings.MEM0_API_KEY or (embedder or {}).get("api_key", "") or api_key
+    embedding_model = settings.MEM0_EMBEDDING_MODEL or (embedder or {}).get("model", "")
+    missing = [
+        name
+        for name, value in (("LLM 地址", base_url), ("LLM 模型", llm_model), ("向量模型", embedding_model))
+        if not value
+    ]
+    if missing:
+        raise Mem0NotConfigured(
+            "记忆引擎缺少配置：" + "、".join(missing) + "（请在大模型网关配置服务商，或设置 MEM0_*）"
+        )
+    dims = settings.MEM0_EMBEDDING_DIMS or _probe_dims(embedding_base_url, embedding_api_key, embedding_model)
+    return Mem0Settings(
+        base_url=base_url,
+        api_key=api_key,
+        llm_model=llm_model,
+        embedding_base_url=embedding_base_url,
+        embedding_api_key=embedding_api_key,
+        embedding_model=embedding_model,
+        dims=dims,
+        directory=str(settings.MEM0_DIR),
+        qdrant_url=settings.MEM0_QDRANT_URL,
+    )
+
+
+def contact_key(agent_id: str, chat_name: str, contact: str) -> str:
+    return f"{agent_id}:{chat_name}:{contact}"
+
+
+class Mem0Engine(ChatEngine):
+    name = "mem0"
+    version = "1"
+
+    def __init__(self):
+        self._executor = ThreadPoolExecutor(max_workers=settings.MEM0_THREADS, thread_name_prefix="mem0")
+        self._lock = threading.Lock()
+        self._memory = None
+        self._memory_settings: Mem0Settings | None = None
+        self._pending: set[Future] = set()
+
+    # --- mem0 on its thread pool -----------------------------------------------------------------
+    def _get_memory(self):
+        """The process's mem0 Memory, rebuilt when the provider configuration changed. Blocking."""
+        wanted = resolve_settings()
+        with self._lock:
+            if self._memory is None or wanted != self._memory_settings:
+                from mem0 import Memory
+
+                os.makedirs(wanted.directory, exist_ok=True)
+                if self._memory is not None:
+                    self._memory.close()
+                self._memory = Memory.from_config(wanted.as_mem0_config())
+                self._memory_settings = wanted
+            return self._memory
+
+    async def _run(self, function, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: function(*args, **kwargs))
+
+    def _search_sync(self, user_id: str, query: str, limit: int) -> list[dict]:
+        found = self._get_memory().search(query, top_k=limit, filters={"user_id": user_id})
+        return found.get("results", []) if isinstance(found, dict) else list(found)
+
+    def _add_sync(self, user_id: str, exchange: list[dict], conversation_id: int | None) -> list[dict]:
+        added = self._get_memory().add(exchange, user_id=user_id)
+        if conversation_id is not None:
+            memory.invalidate_memory(conversation_id)
+        return added.get("results", []) if isinstance(added, dict) else list(added)
+
+    async def search_memories(self, user_id: str, query: str, limit: int | None = None) -> list[dict]:
+        """mem0 `Memory.search` for one contact: [{"memory", "score", ...}], best first."""
+        return await self._run(self._search_sync, user_id, query, limit or settings.ENGINE_MEMORY_MAX_FACTS)
+
+    async def add_memories(self, user_id: str, exchange: list[dict], conversation_id: int | None = None) -> list[dict]:
+        """mem0 `Memory.add` (LLM fact extraction + embeddings) for one contact; returns what was stored."""
+        return await self._run(self._add_sync, user_id, exchange, conversation_id)
+
+    async def flush(self) -> None:
+        """Wait for the background adds scheduled so far (tests, shutdown)."""
+        pending = [asyncio.wrap_future(future) for future in list(self._pending)]
+        if pending:
+            await asyncio.wait(pending)
+
+    # --- ChatEngine hooks ------------------------------------------------------------------------
+    async def recall_facts(self, turn: TurnContext) -> list[str]:
+        if turn.conversation is None or not turn.sender:
+            return turn.snapshot.facts
+        user_id = contact_key(turn.conversation.agent_id, turn.conversation.chat_name, turn.sender)
+        key = memory.cache_key(
+            turn.conversation_id, "mem0", f"{user_id}\x00{turn.query}", settings.ENGINE_MEMORY_MAX_FACTS
+        )
+        cached = memory.memory_cache.get(key)
+        if cached is not None:
+            metrics.CACHE.labels("mem0", "hit").inc()
+            turn.cache_hits["mem0"] = 1
+            return cached
+        metrics.CACHE.labels("mem0", "miss").inc()
+        turn.cache_hits["mem0"] = 0
+        try:
+            results = await self.search_memories(user_id, turn.query)
+        except Exception:
+            logger.exception("mem0 search failed; using the contact's stored facts")
+            return turn.snapshot.facts
+        facts = [str(item.get("memory", "")) for item in results if item.get("memory")]
+        memory.memory_cache.set(key, facts)
+        return facts
+
+    async def after_reply(self, turn: TurnContext, reply: EngineReply) -> None:
+        await super().after_reply(turn, reply)
+        if turn.conversation is None or not turn.sender or reply.offline or not turn.query:
+            return
+        if len(self._pending) >= MAX_PENDING_ADDS:
+            logger.warning("mem0: %s adds pending; this exchange is not memorised", len(self._pending))
+            return
+        user_id = contact_key(turn.conversation.agent_id, turn.conversation.chat_name, turn.sender)
+        exchange = [
+            {"role": "user", "content": turn.query, "name": turn.sender},
+            {"role": "assistant", "content": reply.content},
+        ]
+        future = self._executor.submit(self._add_logged, user_id, exchange, turn.conversation_id)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+
+    def _add_logged(self, user_id: str, exchange: list[dict], conversation_id: int) -> None:
+        try:
+            self._add_sync(user_id, exchange, conversation_id)
+        except Exception:
+            logger.exception(
+                "mem0 add failed for %s", hashlib.sha1(user_id.encode(), usedforsecurity=False).hexdigest()
+            )
+
+    # --- info / health ----------------------------------------------------------------------------
+    async def get_engine_info(self) -> dict:
+        info = await super().get_engine_info()
+        try:
+            conf = await self._run(resolve_settings)
+            store = conf.qdrant_url or os.path.join(conf.directory, "qdrant")
+            models = {"llm": conf.llm_model, "embedding": conf.embedding_model, "dims": conf.dims}
+        except Exception as exc:
+            store, models = str(settings.MEM0_DIR), {"error": str(exc)}
+        from importlib.metadata import version
+
+        info.update(
+            name=self.name,
+            title=_("记忆引擎（Mem0Engine）"),
+            version=self.version,
+            library=f"mem0ai {version('mem0ai')}",
+            vector_store=f"qdrant {store}",
+            models=models,
+            memory=_("最近对话 + 滚动摘要（同对话引擎）+ mem0 长期记忆（自动抽取中文事实），检索结果缓存于 Redis"),
+        )
+        return info
+
+    async def health_check(self) -> dict:
+        """The chat model answers (ChatEngine's check) and mem0 opens its store and searches."""
+        chat = await super().health_check()
+        if not chat["ok"]:
+            return chat
+        try:
+            await self.search_memories("health-check", "健康检查", limit=1)
+        except Exception as exc:
+            return {"ok": False, "detail": f"mem0 不可用：{exc.__class__.__name__}: {exc}"}
+        return {"ok": True, "detail": f"{chat['detail']}；mem0 向量库正常"}
