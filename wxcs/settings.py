@@ -287,7 +287,8 @@ LOGGING = {
         "trace_store": {"class": "apps.monitoring.tracing.TraceStoreHandler", "filters": ["trace"]},
     },
     "root": {"handlers": ["console", "trace_store"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    # httpx logs every request URL at INFO: robot/webhook URLs carry access tokens.
+    "loggers": {"django.db.backends": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
 }
 
 # --- demo / run_platform ---------------------------------------------------------------------
@@ -337,6 +338,8 @@ METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1
 # A Celery worker in its own container serves its metrics on this port (0 = off; same host: /metrics has them).
 METRICS_WORKER_PORT = env.int("METRICS_WORKER_PORT", default=0)
 DASHBOARD_INTERVAL = env.float("DASHBOARD_INTERVAL", default=1.0)
+# Seconds between re-checks of a dashboard viewer's session and staff flag.
+DASHBOARD_RECHECK = env.float("DASHBOARD_RECHECK", default=15.0)
 TRACE_MAX_EVENTS = env.int("TRACE_MAX_EVENTS", default=500)
 TRACE_TTL = env.int("TRACE_TTL", default=7 * 86400)
 ALERT_HTTP_TIMEOUT = env.float("ALERT_HTTP_TIMEOUT", default=5.0)
@@ -348,3 +351,20 @@ EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
 EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="wxcs@localhost")
+
+# --- ERP and customers (apps.erp, apps.customers) ----------------------------------------------
+# Credentials: an active ErpConnection row in admin wins; else these; else (nothing set) the bundled
+# simulator on ERP_SIMULATOR_PORT, which `make run` starts as a process.
+ERP_BASE_URL = env.str("ERP_BASE_URL", default="")
+ERP_USERNAME = env.str("ERP_USERNAME", default="")
+ERP_PASSWORD = env.str("ERP_PASSWORD", default="")
+ERP_SIMULATOR_PORT = env.int("ERP_SIMULATOR_PORT", default=8769)
+ERP_TIMEOUT = env.float("ERP_TIMEOUT", default=15.0)
+ERP_RETRIES = env.int("ERP_RETRIES", default=3)
+ERP_RETRY_BACKOFF = env.float("ERP_RETRY_BACKOFF", default=0.5)
+ERP_PAGE_SIZE = env.int("ERP_PAGE_SIZE", default=500)
+# The ERP's sessions last about 2 h; the cached token is dropped a little earlier.
+ERP_SESSION_TTL = env.int("ERP_SESSION_TTL", default=6600)
+# Celery beat runs sync_erp every this many minutes (0 = no periodic sync).
+ERP_SYNC_INTERVAL_MINUTES = env.int("ERP_SYNC_INTERVAL_MINUTES", default=60)
+ERP_SYNC_LOCK_SECONDS = env.int("ERP_SYNC_LOCK_SECONDS", default=1800)

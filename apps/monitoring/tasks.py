@@ -2,18 +2,17 @@
 
 import random
 
-from celery import shared_task
-
 from apps.monitoring import services
 from apps.monitoring.notifiers import NotificationError
+from celery_app import app
 
 
-@shared_task(name="monitoring.evaluate_alerts", ignore_result=True)
+@app.task(name="monitoring.evaluate_alerts", ignore_result=True)
 def evaluate_alerts() -> int:
     return len(services.evaluate_rules())
 
 
-@shared_task(bind=True, name="monitoring.notify_alert_event", ignore_result=True, max_retries=6)
+@app.task(bind=True, name="monitoring.notify_alert_event", ignore_result=True, max_retries=6)
 def notify_alert_event(self, event_id: int, kind: str) -> None:
     try:
         services.notify_event(event_id, kind)

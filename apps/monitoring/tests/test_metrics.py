@@ -1,0 +1,118 @@
+import time
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from apps.monitoring import metrics, services
+from apps.monitoring.models import AlertRule, NotificationChannel
+from apps.monitoring.tests import rows
+from apps.monitoring.tests.receiver import Receiver
+
+pytestmark = pytest.mark.django_db
+
+
+def families(text: str) -> dict:
+    """Parse an exposition strictly (the parser raises on malformed text) into {name: family}."""
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def sample_value(family, **labels) -> float:
+    return sum(
+        sample.value
+        for sample in family.samples
+        if sample.name.endswith("_total") or sample.name == family.name
+        if all(sample.labels.get(key) == value for key, value in labels.items())
+    )
+
+
+def test_metrics_exposition_is_valid_and_names_the_product_metrics(client):
+    the_agent = rows.agent(queue_size=42)
+    rows.message_with_reply(the_agent, status="pending_review")
+    metrics.cache_hit("memory", True)
+    metrics.cache_hit("memory", False)
+    metrics.observe_decision(0.4)
+
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    found = families(response.content.decode())
+    for name in [
+        "django_http_requests_before_middlewares",  # django-prometheus: requests, latency, DB, cache
+        "django_http_requests_latency_seconds_by_view_method",
+        "wxcs_cache_requests",
+        "wxcs_decision_latency_seconds",
+        "wxcs_messages",
+        "wxcs_replies",
+        "wxcs_agents_active",
+        "wxcs_agent_offline_queue_size",
+        "wxcs_conversations_taken_over",
+        "wxcs_cache_hit_ratio_today",
+    ]:
+        assert name in found, name
+    assert sample_value(found["wxcs_agent_offline_queue_size"], agent="agt_test") == 42
+    assert sample_value(found["wxcs_replies"], status="pending_review") == 1
+    assert sample_value(found["wxcs_agents_active"]) == 1
+    assert found["wxcs_cache_hit_ratio_today"].samples[0].value == 0.5
+
+
+@pytest.mark.parametrize(
+    ("remote", "header", "token", "status"),
+    [
+        ("10.1.2.3", "", "", 403),  # not loopback, no token
+        ("10.1.2.3", "Bearer wrong", "s3cret", 403),
+        ("10.1.2.3", "Bearer s3cret", "s3cret", 200),
+        ("::1", "", "", 200),
+        ("172.28.0.9", "", "", 200),  # inside an allowed network
+    ],
+)
+def test_metrics_access_is_restricted(client, settings, remote, header, token, status):
+    settings.METRICS_TOKEN = token
+    settings.METRICS_ALLOWED_IPS = ["127.0.0.1", "::1", "172.28.0.0/16"]
+    extra = {"HTTP_AUTHORIZATION": header} if header else {}
+    response = client.get("/metrics", REMOTE_ADDR=remote, **extra)
+    assert response.status_code == status
+    if status == 403:
+        assert b"wxcs_" not in response.content
+
+
+def test_a_bad_allow_list_entry_is_skipped_not_fatal(settings):
+    assert services.address_allowed("10.0.0.1", ["not-an-ip", "10.0.0.0/8"])
+    assert not services.address_allowed("garbage", ["0.0.0.0/0"])
+
+
+@pytest.mark.e2e
+def test_metric_incremented_in_a_celery_worker_shows_on_daphne_metrics(live_env, tmp_path):
+    """A notification sent by a real worker process counts there and appears on a real Daphne's /metrics."""
+    from apps.core.testing import running, start_daphne, start_worker
+
+    prom_dir = tmp_path / "prom"
+    prom_dir.mkdir()
+    env = {**live_env, "PROMETHEUS_MULTIPROC_DIR": str(prom_dir)}
+    with Receiver(secret="SECtest") as receiver:
+        channel = NotificationChannel.objects.create(
+            name="钉钉", kind="dingtalk", target=receiver.url, secret="SECtest"
+        )
+        rule = AlertRule.objects.create(
+            name="离线队列积压", metric=AlertRule.Metric.OFFLINE_QUEUE, comparison="gt", threshold=100
+        )
+        rule.channels.add(channel)
+        rows.agent(queue_size=500)
+        worker = start_worker(env, tmp_path)
+        daphne, base_url = start_daphne(env, tmp_path)
+        with running(daphne, worker):
+            services.evaluate_rules()  # fires: the worker's notify task sends it
+            assert len(receiver.wait_for(1)) == 1, worker.log_tail()
+
+            deadline = time.monotonic() + 20
+            while True:
+                found = families(httpx.get(f"{base_url}/metrics", timeout=10).text)
+                sent = sample_value(found["wxcs_alert_notifications"], channel="dingtalk", outcome="sent")
+                if sent == 1 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert sent == 1, worker.log_tail()
+            # Daphne's own request metrics are there too, merged from the same directory.
+            assert sample_value(found["django_http_requests_total_by_method"], method="GET") >= 1
+        assert {path.name.split("_")[0] for path in prom_dir.iterdir()} >= {"counter"}
