@@ -1,0 +1,51 @@
+"""Customer export for managers: `GET /api/v1/customers/export?format=csv|json` (staff with the export permission)."""
+
+from django.http import StreamingHttpResponse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import permissions
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.customers import services
+from apps.customers.models import Customer
+
+EXPORT_PERMISSION = "customers.export_customer"
+
+
+def export_response(queryset, fmt: str) -> StreamingHttpResponse:
+    """A streamed download of `queryset` in `fmt` (csv / json)."""
+    response = StreamingHttpResponse(services.export(queryset, fmt), content_type=services.export_content_type(fmt))
+    filename = f"customers-{timezone.localtime():%Y%m%d-%H%M}.{fmt}"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+class CanExportCustomers(permissions.BasePermission):
+    message = "需要后台账号并拥有“可以导出客户”权限"
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.is_staff and user.has_perm(EXPORT_PERMISSION))
+
+
+class CustomerExportView(APIView):
+    permission_classes = [CanExportCustomers]
+    renderer_classes = [JSONRenderer]
+
+    def perform_content_negotiation(self, request, force=False):
+        # `format` names the export format here, not a DRF renderer: errors are always JSON.
+        return JSONRenderer(), JSONRenderer.media_type
+
+    @extend_schema(
+        parameters=[OpenApiParameter("format", OpenApiTypes.STR, enum=list(services.EXPORT_FORMATS), default="csv")],
+        responses={(200, "text/csv"): OpenApiTypes.BINARY, (200, "application/json"): OpenApiTypes.OBJECT},
+        summary="导出客户（CSV 带 BOM / JSON），13 个 ERP 字段",
+    )
+    def get(self, request):
+        fmt = request.query_params.get("format", "csv").lower()
+        if fmt not in services.EXPORT_FORMATS:
+            return Response({"error": "bad_format", "detail": "format 只能是 csv 或 json"}, status=400)
+        return export_response(Customer.objects.all(), fmt)
