@@ -1,0 +1,183 @@
+"""The agent side of the server protocol: login / refresh, WebSocket frames, REST fallback.
+
+REST (under ``<url>/api/v1/``):
+- ``POST auth/login`` ``{agent_id, api_key}`` → ``{access_token, refresh_token, expires_in}``
+- ``POST auth/refresh`` ``{refresh_token}`` → the same
+- ``POST messages`` ``{"messages": [item, ...]}`` → ``{"results": [{client_id, status}, ...]}``
+- ``GET replies/outbox`` → ``{"replies": [reply frame, ...]}`` (unacked replies, oldest first)
+- ``POST replies/<id>/ack`` ``{status: delivered | failed, error}``
+- ``POST heartbeat`` (the heartbeat fields), ``POST takeover`` ``{chat_name, active}``
+
+WebSocket ``<ws>/ws/agent/`` with ``Authorization: Bearer <access>``; JSON frames with a ``type``:
+agent → server ``messages`` ``{messages: [item...]}``, ``ack``, ``heartbeat``, ``takeover``;
+server → agent ``accepted`` ``{results: [{client_id, status}]}``, ``reply`` (one outbox reply),
+``error``. A message item: ``{id, chat_name, chat_type, sender, content, type, is_at_me, timestamp}``
+where ``id`` is the message fingerprint (the server keeps one message per agent + id).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from agent.config import ServerConfig
+from agent.logs import SECRETS
+
+log = logging.getLogger("agent.client")
+
+
+class AuthFailed(RuntimeError):
+    """The server refused our credentials (HTTP 401): retrying will not help until they change."""
+
+
+class ServerUnavailable(RuntimeError):
+    """Network error, timeout or 5xx: retry later."""
+
+
+def message_item(item: dict[str, Any]) -> dict[str, Any]:
+    """Queue item (a normalised InboundMessage) → the server's message fields."""
+    return {
+        "id": item["fingerprint"],
+        "chat_name": item["chat_name"],
+        "chat_type": item["chat_kind"],
+        "sender": item["sender"],
+        "sender_name": item.get("display_name") or item["sender"],
+        "content": item["text"],
+        "type": item.get("content_kind") or "text",
+        "is_at_me": bool(item.get("mentions_me")),
+        "timestamp": item.get("received_at"),
+    }
+
+
+def accepted_ids(frame: dict[str, Any]) -> set[str]:
+    """Client ids the server confirmed (stored now or already before) in an accepted frame / response."""
+    results = frame.get("results") or frame.get("accepted") or frame.get("messages") or []
+    if isinstance(results, dict):
+        results = [results]
+    ids = set()
+    for result in results:
+        if isinstance(result, str):
+            ids.add(result)
+        elif isinstance(result, dict) and result.get("status", "accepted") in ("accepted", "duplicate"):
+            cid = result.get("client_id") or result.get("id") or result.get("client_msg_id")
+            if cid:
+                ids.add(str(cid))
+    if not results and frame.get("client_id"):
+        ids.add(str(frame["client_id"]))
+    return ids
+
+
+class ServerClient:
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        base = config.url.rstrip("/")
+        self.api = f"{base}/api/v1"
+        self.ws_url = config.ws_url or ("ws" + base[4:] if base.startswith("http") else base) + "/ws/agent/"
+        SECRETS.add(config.secret)
+        self._access = ""
+        self._refresh = ""
+        self._expires_at = 0.0
+        self._http = None
+
+    # -- HTTP plumbing ---------------------------------------------------------------------------
+    def _client(self):
+        if self._http is None:
+            import httpx  # only now: an agent that never needs REST does not pay for it
+
+            self._http = httpx.AsyncClient(timeout=self.config.timeout_s, verify=self.config.verify_tls)
+        return self._http
+
+    async def _request(self, method: str, path: str, *, auth: bool = True, body: Any = None) -> Any:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {await self.access_token()}"} if auth else {}
+        try:
+            response = await self._client().request(method, f"{self.api}/{path}", json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"{method} {path}: {type(exc).__name__}") from exc
+        if response.status_code == 401:
+            if auth:
+                self._access = ""  # next call logs in again
+            raise AuthFailed(f"{method} {path}: 401 {response.text[:200]}")
+        if response.status_code == 429:
+            raise ServerUnavailable(f"{method} {path}: throttled, retry after {response.headers.get('Retry-After')}s")
+        if response.status_code >= 500:
+            raise ServerUnavailable(f"{method} {path}: HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise ValueError(f"{method} {path}: HTTP {response.status_code} {response.text[:300]}")
+        return response.json() if response.content else {}
+
+    # -- tokens ----------------------------------------------------------------------------------
+    async def login(self) -> None:
+        data = await self._request("POST", "auth/login", auth=False,
+                                   body={"agent_id": self.config.agent_id, "api_key": self.config.secret})
+        self._store_tokens(data)
+        log.info("logged in as agent %s", self.config.agent_id)
+
+    async def refresh(self) -> None:
+        try:
+            data = await self._request("POST", "auth/refresh", auth=False, body={"refresh_token": self._refresh})
+        except AuthFailed:
+            await self.login()
+            return
+        self._store_tokens(data)
+
+    def _store_tokens(self, data: dict) -> None:
+        self._access = data["access_token"]
+        self._refresh = data.get("refresh_token", self._refresh)
+        self._expires_at = time.time() + float(data.get("expires_in", 3600))
+        SECRETS.add(self._access, self._refresh)
+
+    async def access_token(self) -> str:
+        """A token valid for at least another minute (or 20 % of its lifetime): refresh or log in."""
+        if not self._access:
+            await self.login()
+        elif time.time() > self._expires_at - 60:
+            await self.refresh()
+        return self._access
+
+    def forget_token(self) -> None:
+        self._access = ""
+
+    def token_expires_in(self) -> float:
+        return self._expires_at - time.time()
+
+    # -- WebSocket -------------------------------------------------------------------------------
+    async def connect_ws(self):
+        import websockets
+
+        token = await self.access_token()
+        return await websockets.connect(
+            self.ws_url, additional_headers={"Authorization": f"Bearer {token}"},
+            open_timeout=self.config.timeout_s, ping_interval=20, ping_timeout=20, max_size=2**22,
+        )
+
+    @staticmethod
+    def encode(frame: dict[str, Any]) -> str:
+        return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+    # -- REST fallback ---------------------------------------------------------------------------
+    async def post_messages(self, items: list[dict[str, Any]]) -> set[str]:
+        data = await self._request("POST", "messages", body={"messages": items})
+        return accepted_ids(data if isinstance(data, dict) else {"results": data})
+
+    async def fetch_outbox(self) -> list[dict[str, Any]]:
+        data = await self._request("GET", "replies/outbox")
+        replies = data.get("replies", data.get("results", [])) if isinstance(data, dict) else data
+        return list(replies or [])
+
+    async def post_ack(self, reply_id: Any, status: str, error: str = "") -> None:
+        await self._request("POST", f"replies/{reply_id}/ack", body={"status": status, "error": error})
+
+    async def post_heartbeat(self, data: dict[str, Any]) -> dict[str, Any]:
+        return await self._request("POST", "heartbeat", body=data)
+
+    async def post_takeover(self, chat: str, active: bool = True) -> None:
+        await self._request("POST", "takeover", body={"chat_name": chat, "active": active})
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None

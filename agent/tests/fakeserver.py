@@ -1,0 +1,204 @@
+"""A small stand-in for the wxcs server's agent protocol (aiohttp, HTTP + WebSocket on loopback), for
+unit tests of the agent: login / refresh, `messages` frames answered with `accepted`, an auto-reply
+per new message pushed as a `reply` frame, unacked replies pushed again on (re)connect, acks,
+heartbeats, takeovers, and the REST fallback. `stop()` / `start()` take it off / back on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+import time
+
+from aiohttp import WSMsgType, web
+
+AGENT_ID = "agt_test"
+SECRET = "test-secret-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class FakeServer:
+    def __init__(self, *, auto_reply: bool = True, ws_enabled: bool = True, access_ttl: int = 3600):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.auto_reply = auto_reply
+        self.ws_enabled = ws_enabled
+        self.access_ttl = access_ttl
+        self.messages: dict[str, dict] = {}  # client id → item, insertion order = arrival order
+        self.replies: dict[int, dict] = {}  # reply id → frame + status
+        self.acks: list[dict] = []
+        self.heartbeats: list[dict] = []
+        self.takeovers: list[dict] = []
+        self.logins = 0
+        self.refreshes = 0
+        self.ws_connections = 0
+        self.rest_posts = 0
+        self._tokens: dict[str, float] = {}
+        self._refresh_tokens: set[str] = set()
+        self._ids = itertools.count(1)
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._runner: web.AppRunner | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> FakeServer:
+        app = web.Application()
+        app.router.add_post("/api/v1/auth/login", self.login)
+        app.router.add_post("/api/v1/auth/refresh", self.refresh)
+        app.router.add_post("/api/v1/messages", self.rest_messages)
+        app.router.add_get("/api/v1/replies/outbox", self.rest_outbox)
+        app.router.add_post(r"/api/v1/replies/{id:\d+}/ack", self.rest_ack)
+        app.router.add_post("/api/v1/heartbeat", self.rest_heartbeat)
+        app.router.add_post("/api/v1/takeover", self.rest_takeover)
+        app.router.add_get("/ws/agent/", self.websocket)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- auth ------------------------------------------------------------------------------------
+    def _issue(self) -> dict:
+        access, refresh = f"acc-{next(self._ids)}-{time.time_ns()}", f"ref-{next(self._ids)}"
+        self._tokens[access] = time.time() + self.access_ttl
+        self._refresh_tokens.add(refresh)
+        return {"access_token": access, "refresh_token": refresh, "token_type": "Bearer",
+                "expires_in": self.access_ttl}
+
+    def _authorised(self, request) -> bool:
+        header = request.headers.get("Authorization", "")
+        token = header.removeprefix("Bearer ")
+        return self._tokens.get(token, 0) > time.time()
+
+    async def login(self, request):
+        body = await request.json()
+        if body.get("agent_id") != AGENT_ID or body.get("api_key") != SECRET:
+            return web.json_response({"detail": "bad credentials"}, status=401)
+        self.logins += 1
+        return web.json_response(self._issue())
+
+    async def refresh(self, request):
+        body = await request.json()
+        if body.get("refresh_token") not in self._refresh_tokens:
+            return web.json_response({"detail": "bad refresh token"}, status=401)
+        self._refresh_tokens.discard(body["refresh_token"])
+        self.refreshes += 1
+        return web.json_response(self._issue())
+
+    # -- protocol core ---------------------------------------------------------------------------
+    def ingest(self, items: list[dict]) -> tuple[list[dict], list[dict]]:
+        results, new_replies = [], []
+        for item in items:
+            cid = item["id"]
+            if cid in self.messages:
+                results.append({"client_id": cid, "status": "duplicate"})
+                continue
+            self.messages[cid] = item
+            results.append({"client_id": cid, "status": "accepted"})
+            if self.auto_reply:
+                rid = next(self._ids)
+                frame = {"type": "reply", "reply_id": rid, "message_id": len(self.messages),
+                         "chat": item["chat_name"], "content": f"收到：{item['content']}",
+                         "at": item["sender"] if item["chat_type"] == "group" else None}
+                self.replies[rid] = {**frame, "status": "queued"}
+                new_replies.append(frame)
+        return results, new_replies
+
+    def outbox(self) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "status"} for r in self.replies.values()
+                if r["status"] in ("queued", "sent")]
+
+    def ack(self, reply_id: int, status: str, error: str) -> bool:
+        self.acks.append({"reply_id": reply_id, "status": status, "error": error})
+        reply = self.replies.get(reply_id)
+        if reply is None:
+            return False
+        if reply["status"] in ("queued", "sent"):
+            reply["status"] = status
+        return True
+
+    def push(self, frame: dict) -> None:
+        """A reply made outside `ingest` (e.g. a supervisor's), pushed to connected agents."""
+        self.replies[frame["reply_id"]] = {**frame, "status": "queued"}
+        for ws in list(self._sockets):
+            asyncio.ensure_future(ws.send_json(frame))
+
+    # -- WebSocket -------------------------------------------------------------------------------
+    async def websocket(self, request):
+        if not self.ws_enabled:
+            return web.Response(status=503, text="websocket disabled")
+        if not self._authorised(request):
+            return web.Response(status=401, text="unauthorised")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.ws_connections += 1
+        self._sockets.add(ws)
+        try:
+            for frame in self.outbox():
+                await ws.send_json(frame)
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                frame = json.loads(msg.data)
+                kind = frame.get("type")
+                if kind in ("messages", "message"):
+                    items = frame.get("messages") or [frame]
+                    results, replies = self.ingest(items)
+                    await ws.send_json({"type": "accepted", "results": results})
+                    for reply in replies:
+                        await ws.send_json(reply)
+                elif kind == "ack":
+                    self.ack(int(frame["reply_id"]), frame["status"], frame.get("error", ""))
+                elif kind == "heartbeat":
+                    self.heartbeats.append(frame)
+                elif kind == "takeover":
+                    self.takeovers.append(frame)
+        finally:
+            self._sockets.discard(ws)
+        return ws
+
+    # -- REST ------------------------------------------------------------------------------------
+    async def rest_messages(self, request):
+        if not self._authorised(request):
+            return web.json_response({"detail": "unauthorised"}, status=401)
+        self.rest_posts += 1
+        body = await request.json()
+        results, _ = self.ingest(body["messages"])
+        return web.json_response({"results": results}, status=202)
+
+    async def rest_outbox(self, request):
+        if not self._authorised(request):
+            return web.json_response({"detail": "unauthorised"}, status=401)
+        return web.json_response({"replies": self.outbox()})
+
+    async def rest_ack(self, request):
+        if not self._authorised(request):
+            return web.json_response({"detail": "unauthorised"}, status=401)
+        body = await request.json()
+        if not self.ack(int(request.match_info["id"]), body["status"], body.get("error", "")):
+            return web.json_response({"detail": "not found"}, status=404)
+        return web.json_response({"ok": True})
+
+    async def rest_heartbeat(self, request):
+        if not self._authorised(request):
+            return web.json_response({"detail": "unauthorised"}, status=401)
+        self.heartbeats.append(await request.json())
+        return web.json_response({"presence": "online"})
+
+    async def rest_takeover(self, request):
+        if not self._authorised(request):
+            return web.json_response({"detail": "unauthorised"}, status=401)
+        self.takeovers.append(await request.json())
+        return web.json_response({"ok": True})
