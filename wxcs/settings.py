@@ -368,3 +368,45 @@ ERP_SESSION_TTL = env.int("ERP_SESSION_TTL", default=6600)
 # Celery beat runs sync_erp every this many minutes (0 = no periodic sync).
 ERP_SYNC_INTERVAL_MINUTES = env.int("ERP_SYNC_INTERVAL_MINUTES", default=60)
 ERP_SYNC_LOCK_SECONDS = env.int("ERP_SYNC_LOCK_SECONDS", default=1800)
+
+# --- LLM gateway and costs (apps.llm_gateway, apps.costs) ----------------------------------------
+# Providers from the environment: <NAME>_API_KEY / _API_BASE / _MODEL / _TIMEOUT (presets fill the rest;
+# `custom` needs _API_BASE and _MODEL, its key is optional). Admin Provider rows override these per name.
+LLM_PROVIDER_NAMES = ("qwen", "glm", "deepseek", "openai", "claude", "gemini", "moonshot", "ernie", "custom")
+LLM_PROVIDERS = {
+    name: {
+        key: value
+        for key, value in {
+            "api_key": env.str(f"{name.upper()}_API_KEY", default=""),
+            "api_base": env.str(f"{name.upper()}_API_BASE", default=""),
+            "model": env.str(f"{name.upper()}_MODEL", default=""),
+            "timeout": env.str(f"{name.upper()}_TIMEOUT", default=""),
+        }.items()
+        if value
+    }
+    for name in LLM_PROVIDER_NAMES
+}
+LLM_PROVIDERS = {name: values for name, values in LLM_PROVIDERS.items() if values}
+LLM_ROUTES: dict = {}  # {"default": [{"provider": ..., "model": ...}, ...]}; empty = admin routes / built-ins
+LLM_TIMEOUT = env.float("LLM_TIMEOUT", default=30.0)  # per attempt, unless the provider / route entry says
+LLM_TOTAL_TIMEOUT = env.float("LLM_TOTAL_TIMEOUT", default=60.0)  # whole complete() call, all attempts
+LLM_RETRIES = env.int("LLM_RETRIES", default=2)  # per route entry, on 429 / 5xx / timeouts
+LLM_BACKOFF_BASE = env.float("LLM_BACKOFF_BASE", default=0.5)
+LLM_BACKOFF_MAX = env.float("LLM_BACKOFF_MAX", default=8.0)
+LLM_RETRY_AFTER_MAX = env.float("LLM_RETRY_AFTER_MAX", default=10.0)  # a longer Retry-After → next entry
+LLM_CIRCUIT_FAILURES = env.int("LLM_CIRCUIT_FAILURES", default=5)
+LLM_CIRCUIT_WINDOW = env.float("LLM_CIRCUIT_WINDOW", default=60.0)
+LLM_CIRCUIT_COOLDOWN = env.float("LLM_CIRCUIT_COOLDOWN", default=30.0)
+LLM_CIRCUIT_PROBE_TIMEOUT = env.float("LLM_CIRCUIT_PROBE_TIMEOUT", default=30.0)
+LLM_CONFIG_TTL = env.float("LLM_CONFIG_TTL", default=5.0)  # seconds providers / routes / prices / budgets are cached
+LLM_ESTIMATE_OUTPUT_TOKENS = env.int("LLM_ESTIMATE_OUTPUT_TOKENS", default=512)  # budget reservation per call
+# The offline provider: `offline_answer(messages) -> str | None` (sync or async), else the apology.
+LLM_OFFLINE_ANSWERER = env.str("LLM_OFFLINE_ANSWERER", default="apps.knowledge.services.offline_answer")
+LLM_OFFLINE_APOLOGY = env.str(
+    "LLM_OFFLINE_APOLOGY", default="抱歉，智能助手暂时无法回答您的问题，已为您通知人工客服，请稍候。"
+)
+COST_DEFAULT_INPUT_PER_1K = env.float("COST_DEFAULT_INPUT_PER_1K", default=0.05)  # unknown models (flagged)
+COST_DEFAULT_OUTPUT_PER_1K = env.float("COST_DEFAULT_OUTPUT_PER_1K", default=0.1)
+COST_GLOBAL_DAILY_LIMIT = env.float("COST_GLOBAL_DAILY_LIMIT", default=100.0)  # the seeded global budget
+COST_FLUSH_BATCH = env.int("COST_FLUSH_BATCH", default=200)  # queued usage records that trigger a flush
+COST_FLUSH_SECONDS = env.float("COST_FLUSH_SECONDS", default=2.0)

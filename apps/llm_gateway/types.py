@@ -15,6 +15,17 @@ class EmbeddingUnavailable(GatewayError):
     """No embedding model answered; callers fall back to keyword retrieval."""
 
 
+class BudgetExceeded(GatewayError):
+    """A budget refused the call and its policy is "block" (no answer) or "handoff" (hold the reply for a
+    human). ("cheap" and "kb_only" degrade inside the gateway and are reported in Completion.budget_policy.)"""
+
+    def __init__(self, message: str = "", *, policy: str = "block", budget: str = "", scope: str = ""):
+        super().__init__(message or f"budget exhausted ({policy})")
+        self.policy = policy
+        self.budget = budget
+        self.scope = scope
+
+
 @dataclass(frozen=True)
 class ToolCall:
     id: str
@@ -49,6 +60,11 @@ class Completion:
     attempts: list[Attempt] = field(default_factory=list)
     offline: bool = False  # answered by the offline provider (no LLM)
     finish_reason: str = ""
+    route: str = ""  # the route that answered ("cheap" after a budget degradation)
+    budget_policy: str = ""  # "cheap" / "kb_only" when a budget degraded this call, else ""
+    call_id: str = ""  # the usage record's key
+    price_known: bool = True  # False: the model is not in the price table (charged the default price)
+    offline_reason: str = ""  # "unavailable" / "no_provider" / "budget" when offline
 
 
 @dataclass
