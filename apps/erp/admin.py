@@ -85,6 +85,6 @@ class SyncRunAdmin(admin.ModelAdmin):
             messages.warning(request, _("ERP 同步正在进行中，请稍后查看同步记录"))
         else:
             full = request.POST.get("full") == "1"
-            transaction.on_commit(lambda: tasks.sync_erp.delay(full=full, trigger=SyncRun.Trigger.ADMIN))
+            transaction.on_commit(lambda: tasks.enqueue_sync(full=full, trigger=SyncRun.Trigger.ADMIN))
             messages.success(request, _("已开始从 ERP 同步，完成后刷新本页查看结果"))
         return HttpResponseRedirect(reverse("admin:erp_syncrun_changelist"))

@@ -29,7 +29,11 @@ if settings.ERP_SYNC_INTERVAL_MINUTES > 0:
     }
 
 
-@shared_task(bind=True, name=TASK_NAME, queue="sync", ignore_result=True, max_retries=3)
+def enqueue_sync(*, full: bool = False, trigger: str = SyncRun.Trigger.ADMIN) -> None:
+    sync_erp.apply_async(kwargs={"full": full, "trigger": trigger}, queue="sync")
+
+
+@shared_task(bind=True, name=TASK_NAME, ignore_result=True, max_retries=3)
 def sync_erp(self, full: bool = False, trigger: str = SyncRun.Trigger.BEAT) -> int | None:
     """Run one sync; a sync already running makes this a no-op. Returns the SyncRun id."""
     try:
