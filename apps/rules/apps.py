@@ -6,3 +6,6 @@ class RulesConfig(AppConfig):
     name = "apps.rules"
     label = "rules"
     verbose_name = _("规则")
+
+    def ready(self):
+        from . import signals  # noqa: F401
