@@ -228,7 +228,7 @@ class ChatEngine(BaseEngine):
     ) -> EngineReply:
         """`stream` is not supported: the reply is written to the outbox whole."""
         from apps.llm_gateway import services as gateway
-        from apps.llm_gateway.types import GatewayError
+        from apps.llm_gateway.types import BudgetExceeded, GatewayError
 
         watch = Stopwatch()
         turn = await self.prepare(messages, conversation_id, personality_id, watch)
@@ -272,6 +272,10 @@ class ChatEngine(BaseEngine):
                         text, record = await run_tool(turn.tools, call.name, call.arguments)
                         tool_records.append(record)
                         prompt.append({"role": "tool", "tool_call_id": call.id, "content": text})
+        except BudgetExceeded as exc:
+            logger.warning("budget refused the LLM call (%s); a supervisor takes the reply", exc.policy)
+            reply = self._knowledge_fallback(turn)
+            reply.handoff, reply.handoff_reason = True, f"budget {exc.policy}"
         except GatewayError as exc:
             logger.warning("gateway gave no answer (%s); falling back to the knowledge base", exc)
             reply = self._knowledge_fallback(turn)
@@ -346,7 +350,7 @@ class ChatEngine(BaseEngine):
             return {"ok": False, "detail": f"大模型网关不可用：{exc}"}
         try:
             completion = await gateway.complete(
-                [{"role": "user", "content": "ping"}], route="default", timeout=10, max_tokens=1
+                [{"role": "user", "content": "ping"}], route="default", timeout=10, max_tokens=1, offline_fallback=False
             )
         except GatewayError as exc:
             return {"ok": False, "detail": f"大模型无应答：{exc}"}
