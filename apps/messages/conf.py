@@ -23,6 +23,9 @@ DEFAULTS = {
     "PIPELINE_LOCK_TTL": _env.int("PIPELINE_LOCK_TTL", default=120),
     "PIPELINE_HISTORY_TURNS": _env.int("PIPELINE_HISTORY_TURNS", default=10),
     "PIPELINE_ENGINE_TIMEOUT": _env.float("PIPELINE_ENGINE_TIMEOUT", default=90.0),
+    # Dotted path of one engine class for every message, bypassing the engine manager (benchmarks, e2e
+    # tests: e.g. apps.messages.testing.EchoEngine). Empty in production.
+    "PIPELINE_ENGINE_CLASS": _env.str("PIPELINE_ENGINE_CLASS", default=""),
     "PIPELINE_MAX_RETRIES": _env.int("PIPELINE_MAX_RETRIES", default=5),
 }
 

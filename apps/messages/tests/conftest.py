@@ -34,3 +34,16 @@ def fake_engine(monkeypatch):
 
     monkeypatch.setattr(services, "resolve_engine", resolve)
     return engine
+
+
+@pytest.fixture
+def live_env(live_env):
+    """The root fixture's child environment plus the pipeline's test knobs."""
+    live_env.update(
+        PIPELINE_ENGINE_CLASS="apps.messages.testing.EchoEngine",
+        ECHO_ENGINE_DELAY="0",
+        PIPELINE_LOCK_TTL="5",
+        CELERY_VISIBILITY_TIMEOUT="3",
+        INGEST_RATE_LIMIT="0",
+    )
+    return live_env
