@@ -6,11 +6,12 @@ not installed (or not migrated yet) yields "no data" instead of breaking the das
 
 import logging
 import math
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.apps import apps
-from django.db import DatabaseError
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
@@ -31,7 +32,9 @@ def _safe(default):
     def wrap(function):
         def guarded(*args, **kwargs):
             try:
-                return function(*args, **kwargs)
+                # Inside a transaction (a caller's, or a test's) a failed query must not poison it.
+                with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                    return function(*args, **kwargs)
             except (DatabaseError, ImportError, AttributeError, LookupError) as exc:
                 logger.debug("monitoring source %s unavailable: %s", function.__name__, exc)
                 return default() if callable(default) else default
@@ -206,11 +209,10 @@ def agents() -> list[dict]:
 
 @_safe(dict)
 def circuit_states() -> dict[str, str]:
-    """{"provider/model": "closed"|"open"|"half_open"} from the gateway's breaker, when it offers one."""
-    from apps.llm_gateway import services
+    """{"provider/model": "closed"|"open"|"half_open"} from the gateway's cross-process circuit breaker."""
+    from apps.llm_gateway.breaker import states
 
-    reader = getattr(services, "circuit_states", None)
-    return {str(key): str(value) for key, value in (reader() if reader else {}).items()}
+    return {str(key): str(value) for key, value in states().items()}
 
 
 @_safe(0)

@@ -1,0 +1,197 @@
+import asyncio
+import json
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import websockets
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from apps.monitoring import metrics, services
+from apps.monitoring.models import AlertEvent, AlertRule
+from apps.monitoring.tests import rows
+
+pytestmark = pytest.mark.django_db
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def staff_user(username="ops", password="Pa55-word-ops", **fields):
+    return get_user_model().objects.create_user(username=username, password=password, is_staff=True, **fields)
+
+
+def test_snapshot_reads_real_numbers_in_few_queries():
+    online = rows.agent("agt_a", online=True)
+    rows.agent("agt_b", online=False)
+    rows.message_with_reply(online, response_ms=1000, cost="0.010")
+    rows.message_with_reply(online, response_ms=3000, cost="0.020", status="pending_review")
+    metrics.cache_hit("memory", True)
+    metrics.cache_hit("memory", True)
+    metrics.cache_hit("knowledge", False)
+    rule = AlertRule.objects.create(name="P95 过高", metric=AlertRule.Metric.P95_LATENCY, threshold=2000)
+    AlertEvent.objects.create(rule=rule, value=3000)
+
+    with CaptureQueriesContext(connection) as captured:
+        snapshot = services.dashboard_snapshot()
+    # Savepoints only exist because the test runs inside a transaction (the producer runs in autocommit).
+    queries = [q["sql"] for q in captured.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    # 10 of our own; the rest is the costs app's budget check and daily report (its DB fallback when the
+    # day's Redis counters are cold, as here).
+    assert len(queries) <= 18, "\n".join(queries)
+
+    cards = snapshot["cards"]
+    assert cards["avg_response_ms"] == pytest.approx(2000, abs=1)
+    assert cards["p95_response_ms"] == pytest.approx(3000, abs=1)
+    assert cards["cache_hit_rate"] == pytest.approx(2 / 3, abs=1e-3)
+    assert cards["total_requests"] == 2
+    assert (cards["active_agents"], cards["agents"]) == (1, 2)
+    assert cards["pending_reviews"] == 1
+    assert [point["ms"] for point in snapshot["charts"]["response_times"]] == [
+        pytest.approx(1000, abs=1),
+        pytest.approx(3000, abs=1),
+    ]
+    assert len(snapshot["charts"]["messages_per_minute"]) == 30
+    assert sum(point["n"] for point in snapshot["charts"]["messages_per_minute"]) == 2
+    assert [alert["rule"] for alert in snapshot["alerts"]] == ["P95 过高"]
+    json.dumps(snapshot)  # what the producer sends
+
+
+def test_cost_today_comes_from_the_costs_tracker():
+    costs = pytest.importorskip("apps.costs.services")
+    before = services.dashboard_snapshot()["cards"]["cost_today"]
+    tracked = costs.track("deepseek", "deepseek-chat", 100_000, 50_000)
+    spent = float(getattr(tracked, "cost", tracked))
+    assert spent > 0
+    assert services.dashboard_snapshot()["cards"]["cost_today"] == pytest.approx(before + spent, rel=1e-3)
+
+
+def test_dashboard_is_for_staff_only(client):
+    assert client.get("/dashboard/").status_code == 302
+    get_user_model().objects.create_user(username="plain", password="Pa55-word-x")
+    client.login(username="plain", password="Pa55-word-x")
+    assert client.get("/dashboard/").status_code == 302
+    assert client.get("/dashboard/snapshot").status_code == 302
+    staff_user()
+    client.login(username="ops", password="Pa55-word-ops")
+    page = client.get("/dashboard/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "vendor/chart.js/chart.umd.min.js" in html and "cdn" not in html.lower()
+    assert 'id="initial-snapshot"' in html and "P95 响应时间" in html
+    assert client.get("/dashboard/snapshot").json()["cards"]["total_requests"] == 0
+
+
+def in_thread(function):
+    def run():
+        try:
+            return function()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
+
+
+def session_cookie(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+async def read_frames(url: str, cookie: str, count: int, timeout: float = 15) -> list[dict]:
+    async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": "http://127.0.0.1"}) as ws:
+        return [json.loads(await asyncio.wait_for(ws.recv(), timeout)) for _ in range(count)]
+
+
+@pytest.mark.e2e
+def test_websocket_one_producer_pushes_every_second_to_every_viewer(live_server_stack):
+    base_url, _ = live_server_stack
+    ws_url = base_url.replace("http", "ws") + "/ws/dashboard/"
+    staff_cookie = session_cookie(staff_user())
+    plain_cookie = session_cookie(get_user_model().objects.create_user(username="plain", password="x-Pa55-word"))
+
+    async def scenario():
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await read_frames(ws_url, plain_cookie, 1)
+        assert closed.value.rcvd.code == 4403
+        started = time.monotonic()
+        viewers = await asyncio.gather(*(read_frames(ws_url, staff_cookie, 4) for _ in range(3)))
+        return viewers, time.monotonic() - started
+
+    viewers, elapsed = asyncio.run(scenario())
+    timestamps = [[frame["ts"] for frame in frames] for frames in viewers]
+    # Everyone sees the same snapshots (one producer), about one per second.
+    shared = set(timestamps[0][-2:])
+    assert all(shared <= set(ts) for ts in timestamps), timestamps
+    assert 1.5 < elapsed < 10, elapsed
+    assert all(len(set(ts)) >= 3 for ts in timestamps)
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium not installed (.ci/run installs it)")
+def test_dashboard_in_headless_chromium_shows_live_numbers(live_env, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from apps.core.testing import running, start_daphne
+
+    daphne, base_url = start_daphne({**live_env, "SERVE_STATIC": "true"}, tmp_path)
+    with running(daphne):
+        chromium_session(base_url, tmp_path, expect, sync_playwright)
+
+
+def chromium_session(base_url, tmp_path, expect, sync_playwright):
+    staff_user()
+    the_agent = rows.agent("agt_live", online=True)
+    with sync_playwright() as pw:
+        # A fresh profile directory per run (playwright passes it as --user-data-dir).
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{base_url}/admin/login/?next=/dashboard/")
+            page.fill("#id_username", "ops")
+            page.fill("#id_password", "Pa55-word-ops")
+            page.click("input[type=submit]")
+            page.wait_for_url(f"{base_url}/dashboard/")
+
+            expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=15000)
+            expect(page.locator('[data-card="total_requests"]')).to_have_text("0")
+            expect(page.locator('[data-card="active_agents"]')).to_have_text("1")
+            assert page.evaluate("typeof Chart") == "function"  # the vendored Chart.js loaded
+            expect(page.locator("#dashboard")).not_to_have_attribute("data-frames", "0", timeout=10000)
+
+            # Messages flow: three decided messages with replies held for review (written from a plain
+            # thread: the playwright sync API keeps an event loop running in this one).
+            in_thread(
+                lambda: [
+                    rows.message_with_reply(the_agent, response_ms=ms, status="pending_review")
+                    for ms in (400, 800, 1200)
+                ]
+            )
+
+            expect(page.locator('[data-card="total_requests"]')).to_have_text("3", timeout=10000)
+            expect(page.locator('[data-card="pending_reviews"]')).to_have_text("3")
+            expect(page.locator('[data-card="avg_response_ms"]')).to_have_text("800")
+            expect(page.locator('[data-card="p95_response_ms"]')).to_have_text("1200")
+            points = page.evaluate("Chart.getChart('chart-response').data.datasets[0].data")
+            assert points == pytest.approx([400, 800, 1200], abs=1)
+            assert errors == []
+        finally:
+            browser.close()
