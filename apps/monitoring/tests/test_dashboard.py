@@ -19,8 +19,11 @@ pytestmark = pytest.mark.django_db
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-def staff_user(username="ops", password="Pa55-word-ops", **fields):
-    return get_user_model().objects.create_user(username=username, password=password, is_staff=True, **fields)
+STAFF_PASSWORD = "Pa55-word-ops"
+
+
+def staff_user(username="ops", **fields):
+    return get_user_model().objects.create_user(username=username, password=STAFF_PASSWORD, is_staff=True, **fields)
 
 
 def test_snapshot_reads_real_numbers_in_few_queries():
@@ -75,7 +78,7 @@ def test_dashboard_is_for_staff_only(client):
     assert client.get("/dashboard/").status_code == 302
     assert client.get("/dashboard/snapshot").status_code == 302
     staff_user()
-    client.login(username="ops", password="Pa55-word-ops")
+    client.login(username="ops", password=STAFF_PASSWORD)
     page = client.get("/dashboard/")
     assert page.status_code == 200
     html = page.content.decode()
@@ -101,9 +104,9 @@ def session_cookie(user) -> str:
     return f"sessionid={client.cookies['sessionid'].value}"
 
 
-async def read_frames(url: str, cookie: str, count: int, timeout: float = 15) -> list[dict]:
+async def read_frames(url: str, cookie: str, count: int) -> list[dict]:
     async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": "http://127.0.0.1"}) as ws:
-        return [json.loads(await asyncio.wait_for(ws.recv(), timeout)) for _ in range(count)]
+        return [json.loads(await asyncio.wait_for(ws.recv(), 15)) for _ in range(count)]
 
 
 @pytest.mark.e2e
@@ -167,7 +170,7 @@ def chromium_session(base_url, tmp_path, expect, sync_playwright):
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(f"{base_url}/admin/login/?next=/dashboard/")
             page.fill("#id_username", "ops")
-            page.fill("#id_password", "Pa55-word-ops")
+            page.fill("#id_password", STAFF_PASSWORD)
             page.click("input[type=submit]")
             page.wait_for_url(f"{base_url}/dashboard/")
 
