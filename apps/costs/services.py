@@ -179,13 +179,19 @@ def _script(redis, name: str, source: str):
     return s
 
 
-async def reserve(provider: str, model: str, agent: str, estimate: float) -> Reservation | Refusal:
+async def reserve(
+    provider: str, model: str, agent: str, estimate: float, exempt: frozenset[int] = frozenset()
+) -> Reservation | Refusal:
+    """`exempt`: budgets that already degraded this call to the cheap route — still counted, no longer
+    refusing (a "cheap" budget keeps the service answering at the cheaper rate past its limit)."""
     config = await get_config()
     budgets = [b for b in config.budgets if b.applies(provider, model, agent)]
     if not budgets:
         return Reservation()
     keys = [_budget_key(b) for b in budgets]
-    flags = [("e" if b.enforcing else "") + ("a" if 100 in b.thresholds else "") for b in budgets]
+    flags = [
+        ("e" if b.enforcing and b.id not in exempt else "") + ("a" if 100 in b.thresholds else "") for b in budgets
+    ]
     redis = aredis.client()
     if redis is None:
         result = store.local.reserve(keys, estimate, [b.limit for b in budgets], flags)
@@ -519,7 +525,9 @@ def check_budget(provider: str = "", model: str = "", agent: str = "", estimate:
     worst = None
     for budget, (spent, reserved) in zip(budgets, _spent_now(budgets), strict=True):
         ratio = spent / budget.limit if budget.limit > 0 else 0.0
-        refused = budget.enforcing and spent + reserved + estimate > budget.limit
+        refused = budget.enforcing and (
+            spent + reserved + estimate > budget.limit + store.EPSILON or spent >= budget.limit - store.EPSILON
+        )
         status = BudgetStatus(not refused, budget.policy, ratio, spent, budget.limit, budget.name)
         if (
             worst is None

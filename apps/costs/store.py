@@ -13,6 +13,7 @@ Keys (all under `<CACHE_KEY_PREFIX>:llm:`):
 
 import threading
 
+EPSILON = 1e-9  # CNY: float sums of prices must not flip a comparison at the limit
 SEEN_TTL = 2 * 86400
 DAY_TTL = 100 * 86400
 BUDGET_TTL = 62 * 86400
@@ -25,7 +26,8 @@ for i = 1, #KEYS do
   local spent = tonumber(v[1] or '0')
   local reserved = tonumber(v[2] or '0')
   local flags = ARGV[2 + 2 * i]
-  if string.find(flags, 'e') and spent + reserved + est > tonumber(ARGV[1 + 2 * i]) then
+  local limit = tonumber(ARGV[1 + 2 * i])
+  if string.find(flags, 'e') and (spent + reserved + est > limit + 1e-9 or spent >= limit - 1e-9) then
     local first = 0
     if string.find(flags, 'a') and redis.call('SET', KEYS[i] .. ':alert:100', 1, 'NX', 'EX', ttl) then first = 1 end
     return {i, tostring(spent), first}
@@ -75,7 +77,7 @@ for i = 4, #KEYS do
   redis.call('EXPIRE', k, ttl)
   local crossed = ''
   for t in string.gmatch(ARGV[base + 2 * b], '[^,]+') do
-    if limit > 0 and spent >= limit * tonumber(t) / 100 then
+    if limit > 0 and spent + 1e-9 >= limit * tonumber(t) / 100 then
       if redis.call('SET', k .. ':alert:' .. t, 1, 'NX', 'EX', ttl) then crossed = crossed .. t .. ',' end
     end
   end
@@ -108,7 +110,10 @@ class Local:
         with self.lock:
             for i, k in enumerate(keys):
                 h = self._h(k)
-                if "e" in flags[i] and h.get("spent", 0) + h.get("reserved", 0) + est > limits[i]:
+                spent = h.get("spent", 0)
+                if "e" in flags[i] and (
+                    spent + h.get("reserved", 0) + est > limits[i] + EPSILON or spent >= limits[i] - EPSILON
+                ):
                     first = 0
                     if "a" in flags[i] and f"{k}:alert:100" not in self.flags:
                         self.flags.add(f"{k}:alert:100")
@@ -157,7 +162,7 @@ class Local:
                 b["spent"] = spent = b.get("spent", 0) + cost
                 crossed = ""
                 for t in filter(None, th.split(",")):
-                    if limit > 0 and spent >= limit * float(t) / 100 and f"{k}:alert:{t}" not in self.flags:
+                    if limit > 0 and spent + EPSILON >= limit * float(t) / 100 and f"{k}:alert:{t}" not in self.flags:
                         self.flags.add(f"{k}:alert:{t}")
                         crossed += t + ","
                 out += [str(spent), crossed]

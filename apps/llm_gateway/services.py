@@ -3,7 +3,8 @@
 For each entry of the route (provider, model), in order:
 1. one Redis round trip: the entry's circuit breaker (apps.llm_gateway.breaker) and the budget
    reservation (apps.costs.services.reserve) — an open circuit skips the entry, a refused budget applies
-   its policy: `cheap` → restart on the `cheap` route (then offline), `kb_only` → offline answer,
+   its policy: `cheap` → restart on the `cheap` route, where that budget still counts but no longer
+   refuses (if the cheap route fails too: offline), `kb_only` → offline answer,
    `block` / `handoff` → BudgetExceeded(policy=...), `alert` → never refuses;
 2. the call through `openai.AsyncOpenAI` (aiohttp transport, one client per provider + base URL + key per
    event loop, `max_retries=0`: retries are ours) with a per-attempt timeout; on 429 / 5xx / timeouts /
@@ -148,14 +149,14 @@ def _estimate(cfg: costs.CostConfig, entry: Entry, input_chars: int, max_tokens:
     return costs.cost_of(price_in, price_out, input_chars, output)
 
 
-async def _preflight(entry: Entry, agent: str, estimate: float):
+async def _preflight(entry: Entry, agent: str, estimate: float, exempt: frozenset[int] = frozenset()):
     """Circuit check + budget reservation for one entry: (allowed, circuit state, failures counted,
     reservation | refusal | None)."""
     allowed, state, failures = await breaker.op(entry.provider.name, entry.model, "allow")
     if not allowed:
         metrics.CIRCUIT.labels(entry.provider.name, entry.model).set(state)
         return False, state, failures, None
-    reserved = await costs.reserve(entry.provider.name, entry.model, agent, estimate)
+    reserved = await costs.reserve(entry.provider.name, entry.model, agent, estimate, exempt)
     return True, state, failures, reserved
 
 
@@ -252,12 +253,13 @@ async def complete(
         entries = cfg.routes.get("default", [])
     input_chars = _text_len(messages)
     budget_policy = ""
+    exempt: frozenset[int] = frozenset()
     i = 0
     while i < len(entries):
         entry = entries[i]
         i += 1
         estimate = _estimate(cost_cfg, entry, input_chars, max_tokens)
-        allowed, state, failures, reserved = await _preflight(entry, agent, estimate)
+        allowed, state, failures, reserved = await _preflight(entry, agent, estimate, exempt)
         if not allowed:
             attempts.append(Attempt(entry.provider.name, entry.model, "circuit_open", 0.0))
             metrics.CALLS.labels(entry.provider.name, entry.model, "circuit_open").inc()
@@ -273,6 +275,7 @@ async def complete(
             metrics.FALLBACKS.labels(route_name, f"budget_{policy}").inc()
             if policy == "cheap" and route_name != "cheap" and cfg.routes.get("cheap"):
                 route_name, entries, i, budget_policy = "cheap", cfg.routes["cheap"], 0, "cheap"
+                exempt = exempt | {reserved.budget.id}
                 continue
             if policy in ("cheap", "kb_only"):
                 return await _offline(messages, "budget", attempts, started, route_name, policy)

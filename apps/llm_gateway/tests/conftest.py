@@ -49,8 +49,13 @@ def gw(settings, transactional_db):
             ("p2", "cheap-m", "0", "0"),
             ("p2", "emb", "0.001", "0"),
         ):
-            ModelPrice.objects.create(provider=provider, model=model, effective_date="2024-01-01",
-                                      input_per_1k=Decimal(price_in), output_per_1k=Decimal(price_out))
+            ModelPrice.objects.create(
+                provider=provider,
+                model=model,
+                effective_date="2024-01-01",
+                input_per_1k=Decimal(price_in),
+                output_per_1k=Decimal(price_out),
+            )
         reset_gateway()
         yield server
         reset_gateway()
