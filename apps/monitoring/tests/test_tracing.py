@@ -1,0 +1,85 @@
+import asyncio
+import json
+import logging
+import uuid
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from apps.monitoring import tracing
+from apps.monitoring.tests import rows
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def trace_logger():
+    """A logger wired like settings.LOGGING (filter + trace store), independent of pytest's capture."""
+    logger = logging.getLogger("wxcs.test.trace")
+    handler = tracing.TraceStoreHandler()
+    handler.addFilter(tracing.TraceIdFilter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # the root logger's own trace_store handler would store each line twice
+    yield logger
+    logger.removeHandler(handler)
+    logger.propagate = True
+
+
+def test_bound_trace_id_follows_async_tasks_and_is_stored_per_trace(trace_logger):
+    trace_id = uuid.uuid4()
+
+    async def provider_call():
+        await asyncio.sleep(0)
+        trace_logger.info("provider answered")
+
+    with tracing.bind(trace_id) as bound:
+        assert bound == trace_id.hex == tracing.current_trace_id()
+        trace_logger.info("ingest %s", "ok")
+        asyncio.run(provider_call())
+    trace_logger.info("outside any trace")
+
+    assert tracing.current_trace_id() == ""
+    events = tracing.events(str(trace_id))  # the dashed form finds the same trace
+    assert [event["message"] for event in events] == ["ingest ok", "provider answered"]
+    assert all(event["trace_id"] == trace_id.hex for event in events)
+
+
+def test_trace_store_is_bounded(trace_logger, settings):
+    settings.TRACE_MAX_EVENTS = 5
+    with tracing.bind("t-bounded"):
+        for i in range(12):
+            trace_logger.info("step %d", i)
+    assert [event["message"] for event in tracing.events("t-bounded")] == [f"step {i}" for i in range(7, 12)]
+
+
+def test_json_formatter_emits_one_object_with_the_trace_id():
+    record = logging.LogRecord("apps.messages", logging.WARNING, __file__, 1, "规则 %s 命中", ("退款",), None)
+    with tracing.bind("abc123"):
+        tracing.TraceIdFilter().filter(record)
+    data = json.loads(tracing.JsonFormatter().format(record))
+    assert data["message"] == "规则 退款 命中"
+    assert data["trace_id"] == "abc123" and data["level"] == "WARNING" and data["logger"] == "apps.messages"
+
+
+def test_admin_trace_views_show_a_conversations_log_lines(client, trace_logger):
+    reply = rows.message_with_reply(rows.agent())
+    message = reply.message
+    with tracing.bind(message.trace_id):
+        trace_logger.info("rules: no match")
+        trace_logger.info("delivered reply %s", reply.pk)
+
+    url = f"/dashboard/conversations/{message.conversation_id}/trace/"
+    assert client.get(url).status_code == 302  # staff only
+    get_user_model().objects.create_user(username="ops", password="x-Pa55-word", is_staff=True)
+    client.login(username="ops", password="x-Pa55-word")
+    page = client.get(url).content.decode()
+    assert "rules: no match" in page and f"delivered reply {reply.pk}" in page and message.trace_id.hex in page
+    assert "rules: no match" in client.get(f"/dashboard/traces/{message.trace_id}/").content.decode()
+    assert client.get("/dashboard/conversations/999999/trace/").status_code == 404
+
+
+def test_settings_logging_stores_traced_lines_once():
+    with tracing.bind("t-settings"):
+        logging.getLogger("apps.messages.tasks").warning("decided by rule")
+    assert [event["message"] for event in tracing.events("t-settings")] == ["decided by rule"]
