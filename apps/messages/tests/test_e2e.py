@@ -216,3 +216,28 @@ def test_batched_frames_keep_conversation_order(live_server_stack):
     assert [r["content"] for r in replies] == [f"收到：第{i}条" for i in range(20)]
     decided = list(Message.objects.filter(agent=agent).order_by("id").values_list("decided_at", flat=True))
     assert decided == sorted(decided)
+
+
+def test_worker_killed_mid_task_still_exactly_one_reply(live_env, tmp_path):
+    """kill -9 while the engine is being awaited; the task (acks_late) comes back to a new worker."""
+    from apps.core.testing import running, start_daphne, start_worker
+
+    slow = dict(live_env, ECHO_ENGINE_DELAY="4")
+    worker = start_worker(slow, tmp_path, name="doomed")
+    daphne, base_url = start_daphne(live_env, tmp_path)
+    with running(daphne):
+        agent, _, token = make_agent()
+        resp = httpx.post(f"{base_url}/api/v1/messages", headers={"Authorization": f"Bearer {token}"},
+                          json={"message": message_frame("k-1")["message"]})
+        message_id = resp.json()["message_id"]
+        wait_for(lambda: Message.objects.filter(pk=message_id, status="processing").exists())
+        worker.kill()
+        worker.stop()
+        assert not Reply.objects.filter(message_id=message_id).exists()
+        second = start_worker(live_env, tmp_path, name="survivor")
+        with running(second):
+            wait_for(lambda: Message.objects.filter(pk=message_id, status="decided").exists(), timeout=60)
+            time.sleep(1)
+        message = Message.objects.get(pk=message_id)
+        assert Reply.objects.filter(message_id=message_id).count() == 1
+        assert message.attempts >= 2  # claimed by the killed worker, then reclaimed
