@@ -279,6 +279,9 @@ class ChatEngine(BaseEngine):
         except GatewayError as exc:
             logger.warning("gateway gave no answer (%s); falling back to the knowledge base", exc)
             reply = self._knowledge_fallback(turn)
+        except Exception:  # the gateway's own dependencies failing (e.g. Redis down) must not lose the reply
+            logger.exception("gateway failed; falling back to the knowledge base")
+            reply = self._knowledge_fallback(turn)
         else:
             reply = self._reply_from(turn, completions[-1])
         reply.tool_calls = tool_records

