@@ -120,14 +120,14 @@ class DocumentAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         upload = form.cleaned_data.get("upload")
         if upload is not None:
-            _, count = services.import_document(
+            count = services.import_document(
                 upload.name,
                 upload.read(),
                 version=obj.version,
                 chunk_size=obj.chunk_size,
                 chunk_overlap=obj.chunk_overlap,
                 document=obj,
-            )
+            )[1]
             self.message_user(request, _("已导入 %d 个分块，向量将在后台生成") % count, messages.SUCCESS)
 
 

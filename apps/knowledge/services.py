@@ -32,7 +32,7 @@ from contextlib import contextmanager
 import numpy as np
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -353,10 +353,17 @@ def search(query: str, k: int = 5, *, hybrid: bool = True) -> SearchResult:
     return _finish(index, query, k, started, qvec, reason, embed_ms, model)
 
 
+def _get_index_in_thread() -> RetrievalIndex:
+    try:
+        return get_index()
+    finally:
+        connection.close()  # a worker thread of asgiref's pool: do not keep a connection per thread
+
+
 async def asearch(query: str, k: int = 5, *, hybrid: bool = True) -> SearchResult:
     """`search` for async callers (engines): index checks/rebuilds go to a thread."""
     started = time.perf_counter()
-    index = _fresh_index() or await sync_to_async(get_index, thread_sensitive=False)()
+    index = _fresh_index() or await sync_to_async(_get_index_in_thread, thread_sensitive=False)()
     reason = _vector_plan(index, hybrid)
     qvec = model = None
     embed_ms = 0.0

@@ -3,11 +3,12 @@
 Order of evaluation for one message:
 1. admin commands (`#mute [minutes]`, `#unmute`, `#status`) from a configured admin nickname;
 2. a muted chat → ignore;
-3. rate limits (Redis counters, fixed windows): over the limit → the limit's action (default ignore);
-4. rules by priority (smaller first, then id). Every matching rule adds its tags; the first matching
+3. rules by priority (smaller first, then id). Every matching rule adds its tags; the first matching
    rule whose action is not "tag" sets the decision (reply / ignore / handoff / route); evaluation
    ends at the first matching rule with "stop here". No decisive rule → action "none" (the engine
-   answers), with whatever tags matched.
+   answers), with whatever tags matched;
+4. rate limits (Redis counters, fixed windows), for messages not ignored by then (a group message
+   without @ does not use up the group's quota): over a limit → that limit's action (default ignore).
 
 Rules, limits, admin nicknames and mutes are compiled into one immutable `RuleSet` per process,
 rebuilt when the Redis key `rules:version` changes (checked at most once per `RULES_VERSION_CHECK_MS`;
@@ -350,11 +351,6 @@ def evaluate(facts: MessageFacts, *, dry_run: bool = False) -> RuleDecision:
         return RuleDecision(action="ignore", reason=f"会话已静音{until}", trace=trace, tags=["muted"])
     trace.append({"step": "mute", "matched": False, "why": "会话未静音"})
 
-    limited = _rate_limits(ruleset, ctx, trace, dry_run)
-    if limited is not None:
-        limited.trace = trace
-        return limited
-
     decision = RuleDecision(action="none", reason="没有规则命中", trace=trace)
     decided = False
     for rule in ruleset.rules:
@@ -382,6 +378,13 @@ def evaluate(facts: MessageFacts, *, dry_run: bool = False) -> RuleDecision:
         if rule.stop:
             entry["note"] = (entry.get("note", "") + " 到此为止").strip()
             break
+    if decision.action != "ignore":
+        # Only messages we would act on count towards (and are held back by) the rate limits.
+        limited = _rate_limits(ruleset, ctx, trace, dry_run)
+        if limited is not None:
+            limited.tags = decision.tags + limited.tags
+            limited.trace = trace
+            return limited
     return decision
 
 

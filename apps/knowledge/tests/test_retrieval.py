@@ -73,7 +73,8 @@ def test_empty_knowledge_base_returns_nothing(db):
     assert services.offline_answer([{"role": "user", "content": "充电桩质保多久"}]) is None
 
 
-async def test_empty_knowledge_base_async(db):
+@pytest.mark.django_db(transaction=True)
+async def test_empty_knowledge_base_async():
     result = await services.asearch("E01 是什么意思", k=3)
     assert result.hits == []
 
@@ -82,8 +83,12 @@ def test_hits_carry_citation_and_calibrated_scores(faq_kb):
     result = services.search("E05 报警怎么处理", k=3, hybrid=False)
     best = result.best
     assert best.entry_id == faq_kb["e05"]
-    assert best.citation == {"entry_id": best.entry_id, "document": "充电桩常见问题", "version": "2026.11",
-                             "section": "报警码"}
+    assert best.citation == {
+        "entry_id": best.entry_id,
+        "document": "充电桩常见问题",
+        "version": "2026.11",
+        "section": "报警码",
+    }
     assert all(0 < h.score <= 1 for h in result.hits)
     assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
     assert best.vector_score is None and result.path == "keyword"
@@ -92,7 +97,9 @@ def test_hits_carry_citation_and_calibrated_scores(faq_kb):
 
 
 def test_offline_answer_uses_threshold(faq_kb, settings):
-    answer = services.offline_answer([{"role": "system", "content": "x"}, {"role": "user", "content": "充电桩质保多久"}])
+    answer = services.offline_answer(
+        [{"role": "system", "content": "x"}, {"role": "user", "content": "充电桩质保多久"}]
+    )
     assert answer and "3 年" in answer
     assert services.offline_answer([{"role": "user", "content": "今天天气怎么样"}]) is None
     settings.KNOWLEDGE_OFFLINE_MIN_SCORE = 0.99
@@ -141,7 +148,9 @@ def test_search_is_deterministic(faq_kb):
     assert [(h.entry_id, h.score) for h in first.hits] == [(h.entry_id, h.score) for h in second.hits]
 
 
-@pytest.mark.parametrize("text, code", [("显示E1", "e01"), ("ｅ０５报警", "e05"), ("e 10 离线", "e10"), ("7千瓦", "7kw")])
+@pytest.mark.parametrize(
+    "text, code", [("显示E1", "e01"), ("ｅ０５报警", "e05"), ("e 10 离线", "e10"), ("7千瓦", "7kw")]
+)
 def test_normalisation(text, code):
     from apps.knowledge.text import normalize
 
