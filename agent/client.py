@@ -1,18 +1,24 @@
 """The agent side of the server protocol: login / refresh, WebSocket frames, REST fallback.
 
+The server side is apps/messages (consumers.py, api.py) and apps/agents (api.py).
+
 REST (under ``<url>/api/v1/``):
 - ``POST auth/login`` ``{agent_id, api_key}`` → ``{access_token, refresh_token, expires_in}``
 - ``POST auth/refresh`` ``{refresh_token}`` → the same
-- ``POST messages`` ``{"messages": [item, ...]}`` → ``{"results": [{client_id, status}, ...]}``
-- ``GET replies/outbox`` → ``{"replies": [reply frame, ...]}`` (unacked replies, oldest first)
+- ``POST messages`` ``{"message": item}`` → 202 ``{client_id, message_id, status: accepted | duplicate}``;
+  400 / 413 for an item the server will never take
+- ``GET replies`` → ``[{id, chat, content, at, ...}]`` (unacked replies, oldest first)
 - ``POST replies/<id>/ack`` ``{status: delivered | failed, error}``
-- ``POST heartbeat`` (the heartbeat fields), ``POST takeover`` ``{chat_name, active}``
+- ``POST heartbeat`` (the heartbeat fields)
 
-WebSocket ``<ws>/ws/agent/`` with ``Authorization: Bearer <access>``; JSON frames with a ``type``:
-agent → server ``messages`` ``{messages: [item...]}``, ``ack``, ``heartbeat``, ``takeover``;
-server → agent ``accepted`` ``{results: [{client_id, status}]}``, ``reply`` (one outbox reply),
-``error``. A message item: ``{id, chat_name, chat_type, sender, content, type, is_at_me, timestamp}``
-where ``id`` is the message fingerprint (the server keeps one message per agent + id).
+WebSocket ``<ws>/ws/agent/`` with ``Authorization: Bearer <access>`` (a bad token: close 4401); JSON
+frames with a ``type``. Agent → server: ``messages`` ``{messages: [item, ...]}``, ``ack`` ``{reply_id,
+status, error}``, ``heartbeat`` (the fields), ``takeover`` ``{chat_name, active}``. Server → agent:
+``hello``, ``accepted_batch`` ``{accepted: [{client_id, status}], errors: [{client_id, detail}]}``,
+``reply`` ``{reply_id, chat, content, at}`` (every unacked one again on connect), ``acked``,
+``heartbeat_ok``, ``takeover_ok``, ``error`` ``{code, detail, client_id?, retry_after?}``.
+A message item: ``{id, chat_name, chat_type, sender, content, type, is_at_me, timestamp}``; ``id`` is
+the message fingerprint (the server keeps one message per agent + id, so a resend is a no-op).
 """
 
 from __future__ import annotations
@@ -35,6 +41,14 @@ class AuthFailed(RuntimeError):
 class ServerUnavailable(RuntimeError):
     """Network error, timeout or 5xx: retry later."""
 
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Rejected(ValueError):
+    """HTTP 400 / 413 for one item: the server will never take it as it is."""
+
 
 def message_item(item: dict[str, Any]) -> dict[str, Any]:
     """Queue item (a normalised InboundMessage) → the server's message fields."""
@@ -53,7 +67,7 @@ def message_item(item: dict[str, Any]) -> dict[str, Any]:
 
 def accepted_ids(frame: dict[str, Any]) -> set[str]:
     """Client ids the server confirmed (stored now or already before) in an accepted frame / response."""
-    results = frame.get("results") or frame.get("accepted") or frame.get("messages") or []
+    results = frame.get("accepted") or frame.get("results") or []
     if isinstance(results, dict):
         results = [results]
     ids = set()
@@ -102,11 +116,15 @@ class ServerClient:
                 self._access = ""  # next call logs in again
             raise AuthFailed(f"{method} {path}: 401 {response.text[:200]}")
         if response.status_code == 429:
-            raise ServerUnavailable(f"{method} {path}: throttled, retry after {response.headers.get('Retry-After')}s")
-        if response.status_code >= 500:
+            retry = response.headers.get("Retry-After")
+            raise ServerUnavailable(f"{method} {path}: throttled, retry after {retry}s",
+                                    retry_after=float(retry) if retry and retry.isdigit() else 5.0)
+        if response.status_code >= 500 or response.status_code in (404, 408):
             raise ServerUnavailable(f"{method} {path}: HTTP {response.status_code}")
+        if response.status_code in (400, 413, 422):
+            raise Rejected(f"{method} {path}: HTTP {response.status_code} {response.text[:300]}")
         if response.status_code >= 400:
-            raise ValueError(f"{method} {path}: HTTP {response.status_code} {response.text[:300]}")
+            raise ServerUnavailable(f"{method} {path}: HTTP {response.status_code}")
         return response.json() if response.content else {}
 
     # -- tokens ----------------------------------------------------------------------------------
@@ -159,12 +177,19 @@ class ServerClient:
         return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
     # -- REST fallback ---------------------------------------------------------------------------
-    async def post_messages(self, items: list[dict[str, Any]]) -> set[str]:
-        data = await self._request("POST", "messages", body={"messages": items})
-        return accepted_ids(data if isinstance(data, dict) else {"results": data})
+    async def post_messages(self, items: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
+        """POST each item in order; (ids the server has, ids it refused for good)."""
+        accepted, rejected = set(), set()
+        for item in items:
+            try:
+                accepted |= accepted_ids(await self._request("POST", "messages", body={"message": item}))
+            except Rejected as exc:
+                log.error("server refused message %s: %s", item["id"], exc)
+                rejected.add(item["id"])
+        return accepted, rejected
 
     async def fetch_outbox(self) -> list[dict[str, Any]]:
-        data = await self._request("GET", "replies/outbox")
+        data = await self._request("GET", "replies")
         replies = data.get("replies", data.get("results", [])) if isinstance(data, dict) else data
         return list(replies or [])
 
@@ -175,7 +200,8 @@ class ServerClient:
         return await self._request("POST", "heartbeat", body=data)
 
     async def post_takeover(self, chat: str, active: bool = True) -> None:
-        await self._request("POST", "takeover", body={"chat_name": chat, "active": active})
+        """The server has no REST twin of the ``takeover`` frame: report it with the heartbeat."""
+        await self._request("POST", "heartbeat", body={"takeover": {"chat_name": chat, "active": active}})
 
     async def close(self) -> None:
         if self._http is not None:

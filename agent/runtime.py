@@ -83,6 +83,7 @@ class AgentRuntime:
         self._wx_error = ""
         self._started_at = time.time()
         self._proc = None
+        self._last_status: dict | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -128,7 +129,24 @@ class AgentRuntime:
     async def _poll_loop(self) -> None:
         while not self._stop.is_set():
             self.poll_once()
+            self._write_status()
             await self._sleep(self.config.poll_interval_s)
+
+    def status(self) -> dict[str, Any]:
+        """A local snapshot (state_dir/status.json) for whoever runs the agent: no secret, no content."""
+        return {"mode": self.mode, "queue_size": len(self.queue), "dropped": self.queue.dropped,
+                "paused_chats": self.takeover.paused_chats(), "wx_error": self._wx_error, **self.counters}
+
+    def _write_status(self) -> None:
+        snapshot = self.status()
+        if snapshot == self._last_status:
+            return
+        self._last_status = snapshot
+        path = Path(self.config.state_dir) / "status.json"
+        tmp = path.with_name("status.json.tmp")
+        tmp.write_text(json.dumps({**snapshot, "pid": os.getpid(), "at": time.time()}, ensure_ascii=False),
+                       encoding="utf-8")
+        os.replace(tmp, path)
 
     def poll_once(self) -> int:
         """One drain of the driver; returns how many new customer messages were queued."""
@@ -253,13 +271,17 @@ class AgentRuntime:
         elif kind == "replies":
             for reply in frame.get("replies") or []:
                 self._enqueue_reply(reply)
-        elif kind in ("accepted", "messages.accepted", "ack.messages"):
+        elif kind in ("accepted_batch", "accepted"):
             self._resolve_accepted(accepted_ids(frame), rejected=self._rejected_ids(frame))
         elif kind == "error":
             rejected = self._rejected_ids(frame)
-            log.warning("server error frame: %s", frame.get("detail") or frame.get("code") or frame)
+            log.warning("server error frame: %s %s", frame.get("code"), frame.get("detail"))
             if rejected:
                 self._resolve_accepted(set(), rejected=rejected)
+            elif frame.get("code") in ("throttled", "server_error", "too_large", "invalid", "malformed"):
+                # about the batch as a whole: retry it (after Retry-After when throttled)
+                self._fail_accept_waiter(ServerUnavailable(f"batch refused: {frame.get('code')}",
+                                                           retry_after=frame.get("retry_after") or 2.0))
         elif kind in ("resume", "hand_back"):
             chat = frame.get("chat") or frame.get("chat_name")
             if chat:
@@ -270,13 +292,8 @@ class AgentRuntime:
     @staticmethod
     def _rejected_ids(frame: dict[str, Any]) -> set[str]:
         """Items the server will never accept (validation errors): retrying them would block the queue."""
-        out = set()
-        for result in frame.get("results") or []:
-            if isinstance(result, dict) and result.get("status") in ("rejected", "invalid", "error"):
-                cid = result.get("client_id") or result.get("id")
-                if cid:
-                    out.add(str(cid))
-        if frame.get("type") == "error" and frame.get("client_id") and frame.get("status", 400) < 500:
+        out = {str(e["client_id"]) for e in frame.get("errors") or [] if isinstance(e, dict) and e.get("client_id")}
+        if frame.get("type") == "error" and frame.get("client_id") and frame.get("code") == "invalid":
             out.add(str(frame["client_id"]))
         return out
 
@@ -304,16 +321,30 @@ class AgentRuntime:
             if self.mode == "ws":
                 future = asyncio.get_running_loop().create_future()
                 self._accept_waiter = ({i["id"] for i in items}, future)
-                await self._send_frame({"type": "messages", "messages": items})
                 try:
+                    await self._send_frame({"type": "messages", "messages": items})
                     await asyncio.wait_for(future, timeout=self.config.server.timeout_s * 3)
                 except asyncio.TimeoutError as exc:
                     raise ServerUnavailable("no accepted frame for a batch") from exc
+                except ServerUnavailable as exc:
+                    if exc.retry_after is None:
+                        raise
+                    log.warning("%s; retrying in %.0f s", exc, exc.retry_after)
+                    await self._sleep(float(exc.retry_after))
+                    continue
                 finally:
                     self._accept_waiter = None
             else:
-                ids = await self.client.post_messages(items)
-                missing = {i["id"] for i in items} - ids
+                try:
+                    ids, rejected = await self.client.post_messages(items)
+                except ServerUnavailable as exc:
+                    if exc.retry_after is None:
+                        raise
+                    await self._sleep(float(exc.retry_after))
+                    continue
+                if rejected:
+                    self.counters["rejected"] += len(rejected)
+                missing = {i["id"] for i in items} - ids - rejected
                 if missing:
                     raise ServerUnavailable(f"{len(missing)} message(s) not confirmed")
             self.queue.ack(batch[-1][0])

@@ -192,14 +192,17 @@ class SimulatorDriver(WeChatDriver):
             fh.seek(self._inbox_offset)
             chunk = fh.read(size - self._inbox_offset)
         end = chunk.rfind(b"\n") + 1  # only whole lines; a line being written is read next time
-        self._inbox_offset += end
-        for line in chunk[:end].splitlines():
+        start, self._inbox_offset = self._inbox_offset, self._inbox_offset + end
+        position = start
+        for line in chunk[:end].split(b"\n")[:-1]:
+            offset, position = position, position + len(line) + 1
             if not line.strip():
                 continue
             item = json.loads(line)
+            # without an explicit id, the line's place in the file is its id: stable when re-read
+            msg_id = item.get("id") or item.get("msg_id") or f"inbox-{offset}"
             self.inject(item["chat"], item["text"], sender=item.get("sender"), kind=item.get("kind", "private"),
-                        origin=item.get("origin", "friend"), mention=item.get("mention", True),
-                        msg_id=item.get("id"))
+                        origin=item.get("origin", "friend"), mention=item.get("mention", True), msg_id=msg_id)
 
     @staticmethod
     def _load_script(script: list[dict] | str | None) -> list[dict]:

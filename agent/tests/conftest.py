@@ -59,3 +59,12 @@ async def running_agent(config, driver=None):
         runtime.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+def live_env(live_env):
+    """The root fixture's child environment with a deterministic engine (the pipeline's EchoEngine:
+    "收到：<text>", confidence 0.9) and no ingest throttle, for the agent's e2e tests."""
+    live_env.update(PIPELINE_ENGINE_CLASS="apps.messages.testing.EchoEngine", ECHO_ENGINE_DELAY="0",
+                    PIPELINE_LOCK_TTL="5", CELERY_VISIBILITY_TIMEOUT="3", INGEST_RATE_LIMIT="0")
+    return live_env

@@ -1,5 +1,6 @@
 """A small stand-in for the wxcs server's agent protocol (aiohttp, HTTP + WebSocket on loopback), for
-unit tests of the agent: login / refresh, `messages` frames answered with `accepted`, an auto-reply
+unit tests of the agent — the same frames and endpoints as apps/messages/consumers.py and api.py
+(the e2e tests run the real ones): login / refresh, `messages` frames answered with `accepted_batch`, an auto-reply
 per new message pushed as a `reply` frame, unacked replies pushed again on (re)connect, acks,
 heartbeats, takeovers, and the REST fallback. `stop()` / `start()` take it off / back on the same port.
 """
@@ -52,10 +53,9 @@ class FakeServer:
         app.router.add_post("/api/v1/auth/login", self.login)
         app.router.add_post("/api/v1/auth/refresh", self.refresh)
         app.router.add_post("/api/v1/messages", self.rest_messages)
-        app.router.add_get("/api/v1/replies/outbox", self.rest_outbox)
+        app.router.add_get("/api/v1/replies", self.rest_outbox)
         app.router.add_post(r"/api/v1/replies/{id:\d+}/ack", self.rest_ack)
         app.router.add_post("/api/v1/heartbeat", self.rest_heartbeat)
-        app.router.add_post("/api/v1/takeover", self.rest_takeover)
         app.router.add_get("/ws/agent/", self.websocket)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -106,6 +106,10 @@ class FakeServer:
                 results.append({"client_id": cid, "status": "duplicate"})
                 continue
             self.messages[cid] = item
+            if not item.get("content"):
+                results.append({"client_id": cid, "status": "invalid"})
+                del self.messages[cid]
+                continue
             results.append({"client_id": cid, "status": "accepted"})
             if self.auto_reply:
                 rid = next(self._ids)
@@ -146,6 +150,7 @@ class FakeServer:
         self.ws_connections += 1
         self._sockets.add(ws)
         try:
+            await ws.send_json({"type": "hello", "agent_id": AGENT_ID, "heartbeat_interval": 30})
             for frame in self.outbox():
                 await ws.send_json(frame)
             async for msg in ws:
@@ -156,11 +161,16 @@ class FakeServer:
                 if kind in ("messages", "message"):
                     items = frame.get("messages") or [frame]
                     results, replies = self.ingest(items)
-                    await ws.send_json({"type": "accepted", "results": results})
+                    await ws.send_json({
+                        "type": "accepted_batch",
+                        "accepted": [r for r in results if r["status"] != "invalid"],
+                        "errors": [{"client_id": r["client_id"], "detail": {"content": ["required"]}}
+                                   for r in results if r["status"] == "invalid"]})
                     for reply in replies:
                         await ws.send_json(reply)
                 elif kind == "ack":
                     self.ack(int(frame["reply_id"]), frame["status"], frame.get("error", ""))
+                    await ws.send_json({"type": "acked", "reply_id": frame["reply_id"], "status": frame["status"]})
                 elif kind == "heartbeat":
                     self.heartbeats.append(frame)
                 elif kind == "takeover":
@@ -175,13 +185,17 @@ class FakeServer:
             return web.json_response({"detail": "unauthorised"}, status=401)
         self.rest_posts += 1
         body = await request.json()
-        results, _ = self.ingest(body["messages"])
-        return web.json_response({"results": results}, status=202)
+        (result,), _ = self.ingest([body["message"]])
+        if result["status"] == "invalid":
+            return web.json_response({"detail": {"message": {"content": ["required"]}}, "code": "invalid"},
+                                     status=400)
+        return web.json_response({**result, "message_id": len(self.messages)}, status=202)
 
     async def rest_outbox(self, request):
         if not self._authorised(request):
             return web.json_response({"detail": "unauthorised"}, status=401)
-        return web.json_response({"replies": self.outbox()})
+        return web.json_response([{**{k: v for k, v in r.items() if k not in ("type", "reply_id")},
+                                   "id": r["reply_id"]} for r in self.outbox()])
 
     async def rest_ack(self, request):
         if not self._authorised(request):
@@ -194,11 +208,9 @@ class FakeServer:
     async def rest_heartbeat(self, request):
         if not self._authorised(request):
             return web.json_response({"detail": "unauthorised"}, status=401)
-        self.heartbeats.append(await request.json())
+        body = await request.json()
+        if "takeover" in body:
+            self.takeovers.append(body["takeover"])
+        else:
+            self.heartbeats.append(body)
         return web.json_response({"presence": "online"})
-
-    async def rest_takeover(self, request):
-        if not self._authorised(request):
-            return web.json_response({"detail": "unauthorised"}, status=401)
-        self.takeovers.append(await request.json())
-        return web.json_response({"ok": True})

@@ -202,3 +202,13 @@ async def test_heartbeat_has_the_figures_and_no_secret(server, tmp_path):
     assert beat["driver"] == "simulator" and beat["wx_online"] is True
     assert SECRET not in str(beat)
     assert "access" not in str(beat).lower().replace("processed", "")
+
+
+async def test_a_message_the_server_refuses_does_not_block_the_queue(server, tmp_path):
+    async with running_agent(agent_config(tmp_path, server.url)) as (runtime, sim):
+        sim.inject("张三", "")  # empty: the server answers it with a validation error
+        sim.inject("张三", "下一条")
+        await wait_for(lambda: sim.outbox)
+        await wait_for(lambda: len(runtime.queue) == 0)
+    assert runtime.counters["rejected"] == 1
+    assert [m["content"] for m in server.messages.values()] == ["下一条"]

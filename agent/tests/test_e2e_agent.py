@@ -1,0 +1,239 @@
+"""End to end: the real agent process (`python -m agent`, simulator driver) against the real server
+(Daphne, a Celery worker, PostgreSQL, Redis; the pipeline's EchoEngine answers "收到：<text>").
+
+The simulator is fed through its inbox file and every send is appended to its outbox file, so both
+outlive a kill -9 of the agent and the test can count what WeChat really got.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent.drivers.simulator import append_inbox, read_outbox
+from conftest import requires_services
+
+pytestmark = [pytest.mark.e2e, requires_services]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached in {timeout}s")
+
+
+class AgentProcess:
+    """`python -m agent --config …` with the simulator driver, as a separate process."""
+
+    def __init__(self, tmp_path: Path, base_url: str, agent_id: str, secret: str, *, min_gap_s: float = 0.0):
+        self.dir = tmp_path / "agent"
+        self.dir.mkdir(exist_ok=True)
+        self.inbox = self.dir / "inbox.jsonl"
+        self.outbox = self.dir / "outbox.jsonl"
+        self.config = self.dir / "agent.yaml"
+        self.config.write_text(yaml.safe_dump({
+            "server": {"url": base_url, "agent_id": agent_id, "secret_env": "WXCS_AGENT_SECRET", "timeout_s": 5},
+            "driver": {"name": "simulator",
+                       "options": {"inbox_path": str(self.inbox), "outbox_path": str(self.outbox), "script": None,
+                                   "self_name": "客服小王"}},
+            "pacing": {"min_gap_s": min_gap_s, "typing_s_per_char": 0, "max_typing_s": 0, "jitter_s": 0,
+                       "per_minute_cap": 0, "daily_cap": 0},
+            "state_dir": str(self.dir / "state"),
+            "heartbeat_s": 2,
+            "poll_interval_s": 0.05,
+            "reconnect": {"initial_s": 0.2, "max_s": 1.0},
+            "log": {"file": str(self.dir / "state" / "agent.log"), "level": "INFO"},
+        }, allow_unicode=True), encoding="utf-8")
+        self.env = {**os.environ, "WXCS_AGENT_SECRET": secret, "PYTHONUNBUFFERED": "1"}
+        self.proc: subprocess.Popen | None = None
+        self.runs = 0
+
+    def start(self) -> "AgentProcess":
+        self.runs += 1
+        log = open(self.dir / f"stdout-{self.runs}.log", "wb")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(self.config)], cwd=ROOT,
+                                     env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.status().get("pid") == self.proc.pid, 30, what="agent start")
+        return self
+
+    def status(self) -> dict:
+        try:
+            return json.loads((self.dir / "state" / "status.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def inject(self, chat: str, text: str, **kwargs) -> None:
+        append_inbox(self.inbox, chat=chat, text=text, **kwargs)
+
+    def sent(self) -> list[dict]:
+        return read_outbox(self.outbox)
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.dir.glob("stdout-*.log")))
+
+
+@pytest.fixture
+def agent_account(transactional_db):
+    from apps.agents.services import create_agent
+
+    agent, secret = create_agent("e2e 客服终端")
+    return agent.id, secret
+
+
+@pytest.fixture
+def daphne_restarter(live_server_stack, live_env, tmp_path):
+    """stop() takes the server's Daphne down; start() brings a new one up on the same port. Every
+    Daphne started here is stopped at the end of the test."""
+    from apps.core.testing import Process, wait_until_http_ok
+
+    base_url, processes = live_server_stack
+    argv = list(processes["daphne"].popen.args)
+    started: list[Process] = []
+
+    class Restarter:
+        def stop(self):
+            for process in [processes["daphne"], *started]:
+                process.stop()
+
+        def start(self):
+            process = Process(f"daphne-{len(started) + 2}", argv, live_env, tmp_path)
+            started.append(process)
+            wait_until_http_ok(f"{base_url}/healthz", process)
+
+    yield Restarter()
+    for process in started:
+        process.stop()
+
+
+def replies_of(agent_id: str):
+    from apps.messages.models import Reply
+
+    return Reply.objects.filter(agent_id=agent_id)
+
+
+def test_customer_message_answered_through_wechat_group_reply_mentions_sender(live_server_stack, agent_account,
+                                                                          tmp_path):
+    base_url, _ = live_server_stack
+    agent_id, secret = agent_account
+    agent = AgentProcess(tmp_path, base_url, agent_id, secret).start()
+    try:
+        agent.inject("张三", "你好，我的订单发货了吗？")
+        agent.inject("渝A车友售后群", "保养一次多少钱？", sender="李四", kind="group")
+        agent.inject("渝A车友售后群", "今天天气不错", sender="王五", kind="group", mention=False)  # not for us
+        sent = wait_for(lambda: len(agent.sent()) >= 2 and agent.sent(), what="two replies in WeChat")
+        wait_for(lambda: replies_of(agent_id).filter(status="delivered").count() == 2, what="acks")
+        time.sleep(0.5)
+    finally:
+        agent.stop()
+    by_chat = {s["chat"]: s for s in agent.sent()}
+    assert len(agent.sent()) == 2
+    assert by_chat["张三"]["text"] == "收到：你好，我的订单发货了吗？" and by_chat["张三"]["at"] == []
+    group = by_chat["渝A车友售后群"]
+    assert group["text"] == "收到：保养一次多少钱？" and group["at"] == ["李四"]
+    assert group["shown"] == "@李四\u2005收到：保养一次多少钱？"
+    from apps.agents.models import Agent
+    from apps.messages.models import Message
+
+    stored = Message.objects.get(agent_id=agent_id, conversation__chat_name="渝A车友售后群")
+    assert stored.is_at_me is True and stored.content == "保养一次多少钱？" and stored.sender == "李四"
+    heartbeat = Agent.objects.get(pk=agent_id).last_heartbeat
+    assert heartbeat["driver"] == "simulator" and heartbeat["wx_online"] is True
+    assert secret not in json.dumps(heartbeat) and secret not in agent.log_text()
+    assert sent  # the outbox file was written by the agent process itself
+
+
+def test_server_down_200_messages_then_up_all_delivered_in_order_each_reply_once(live_server_stack, daphne_restarter,
+                                                                                agent_account, tmp_path):
+    base_url, _ = live_server_stack
+    agent_id, secret = agent_account
+    agent = AgentProcess(tmp_path, base_url, agent_id, secret).start()
+    try:
+        wait_for(lambda: agent.status().get("mode") == "ws", what="agent connected")
+        daphne_restarter.stop()
+        wait_for(lambda: agent.status().get("mode") == "offline", what="agent offline")
+        for i in range(200):
+            agent.inject(f"客户{i % 10:02d}", f"第 {i:03d} 条", msg_id=f"down-{i}")
+        wait_for(lambda: agent.status().get("queue_size") == 200, what="200 queued")
+        daphne_restarter.start()
+        wait_for(lambda: replies_of(agent_id).filter(status="delivered").count() == 200, 120,
+                 what="200 replies delivered")
+        time.sleep(1.0)  # anything sent twice would show up now
+    finally:
+        agent.stop()
+    from apps.messages.models import Message
+
+    contents = list(Message.objects.filter(agent_id=agent_id).order_by("id").values_list("content", flat=True))
+    assert contents == [f"第 {i:03d} 条" for i in range(200)]  # all delivered, in order
+    sent = Counter(s["text"] for s in agent.sent())
+    assert len(sent) == 200 and set(sent.values()) == {1}  # every reply sent exactly once
+    for chat in {f"客户{i:02d}" for i in range(10)}:  # and in order within each chat
+        texts = [s["text"] for s in agent.sent() if s["chat"] == chat]
+        assert texts == sorted(texts)
+    assert agent.status()["queue_size"] == 0
+
+
+def test_kill_9_with_messages_queued_and_while_sending_none_lost_none_sent_twice(live_server_stack, daphne_restarter,
+                                                                               agent_account, tmp_path):
+    base_url, _ = live_server_stack
+    agent_id, secret = agent_account
+    agent = AgentProcess(tmp_path, base_url, agent_id, secret, min_gap_s=0.05).start()
+    try:
+        # 1. server down, messages queued, kill -9, server up, restart: none lost
+        wait_for(lambda: agent.status().get("mode") == "ws", what="agent connected")
+        daphne_restarter.stop()
+        for i in range(40):
+            agent.inject(f"客户{i % 4}", f"离线 {i:02d}", msg_id=f"q-{i}")
+        wait_for(lambda: agent.status().get("queue_size") == 40, what="40 queued")
+        agent.kill9()
+        daphne_restarter.start()
+        agent.start()
+        wait_for(lambda: replies_of(agent_id).filter(status="delivered").count() == 40, 90, what="40 delivered")
+        # 2. kill -9 in the middle of sending replies, restart: none sent twice
+        for i in range(60):
+            agent.inject(f"客户{i % 4}", f"在线 {i:02d}", msg_id=f"o-{i}")
+        wait_for(lambda: len(agent.sent()) >= 40 + 15, 60, interval=0.01, what="sending under way")
+        agent.kill9()
+        agent.start()
+        wait_for(lambda: not replies_of(agent_id).filter(status__in=("queued", "sent", "pending_review")).exists()
+                 and replies_of(agent_id).count() == 100, 120, what="every reply acked")
+        time.sleep(1.0)
+    finally:
+        agent.stop()
+    from apps.messages.models import Message
+
+    contents = set(Message.objects.filter(agent_id=agent_id).values_list("content", flat=True))
+    assert contents == {f"离线 {i:02d}" for i in range(40)} | {f"在线 {i:02d}" for i in range(60)}  # none lost
+    sent = Counter(s["text"] for s in agent.sent())
+    assert set(sent.values()) == {1}, [t for t, n in sent.items() if n > 1]  # none sent twice
+    delivered = replies_of(agent_id).filter(status="delivered").count()
+    failed = list(replies_of(agent_id).filter(status="failed").values_list("delivery_error", flat=True))
+    # at most the one reply the kill interrupted mid-send is reported failed (at-most-once), never resent
+    assert delivered + len(failed) == 100 and len(failed) <= 1
+    assert all("outcome unknown" in error for error in failed)
+    assert delivered <= len(sent) <= delivered + len(failed)
