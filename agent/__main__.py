@@ -26,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m agent", description="wxcs WeChat agent")
     parser.add_argument("--config", help="YAML config file (see agent/agent.example.yaml)")
     parser.add_argument("--simulate", action="store_true", help="simulator driver with scripted customers")
-    parser.add_argument("--credentials", help=f"JSON file with agent_id + api_key (default with --simulate: "
-                                              f"{DEMO_CREDENTIALS})")
+    parser.add_argument(
+        "--credentials", help=f"JSON file with agent_id + api_key (default with --simulate: {DEMO_CREDENTIALS})"
+    )
     parser.add_argument("--server", help="server URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--state-dir", help="where the queue and ledgers live")
     parser.add_argument("--inbox", help="simulator: JSONL file another process appends customer messages to")
@@ -59,8 +60,15 @@ def overrides_from(args) -> dict:
     if args.state_dir:
         data["state_dir"] = args.state_dir
     if args.no_pacing:
-        data["pacing"] = {"min_gap_s": 0, "typing_s_per_char": 0, "max_typing_s": 0, "jitter_s": 0,
-                          "per_minute_cap": 0, "daily_cap": 0, "quiet_hours": None}
+        data["pacing"] = {
+            "min_gap_s": 0,
+            "typing_s_per_char": 0,
+            "max_typing_s": 0,
+            "jitter_s": 0,
+            "per_minute_cap": 0,
+            "daily_cap": 0,
+            "quiet_hours": None,
+        }
     if server:
         data["server"] = server
     return data

@@ -117,8 +117,10 @@ class ServerClient:
             raise AuthFailed(f"{method} {path}: 401 {response.text[:200]}")
         if response.status_code == 429:
             retry = response.headers.get("Retry-After")
-            raise ServerUnavailable(f"{method} {path}: throttled, retry after {retry}s",
-                                    retry_after=float(retry) if retry and retry.isdigit() else 5.0)
+            raise ServerUnavailable(
+                f"{method} {path}: throttled, retry after {retry}s",
+                retry_after=float(retry) if retry and retry.isdigit() else 5.0,
+            )
         if response.status_code >= 500 or response.status_code in (404, 408):
             raise ServerUnavailable(f"{method} {path}: HTTP {response.status_code}")
         if response.status_code in (400, 413, 422):
@@ -129,8 +131,9 @@ class ServerClient:
 
     # -- tokens ----------------------------------------------------------------------------------
     async def login(self) -> None:
-        data = await self._request("POST", "auth/login", auth=False,
-                                   body={"agent_id": self.config.agent_id, "api_key": self.config.secret})
+        data = await self._request(
+            "POST", "auth/login", auth=False, body={"agent_id": self.config.agent_id, "api_key": self.config.secret}
+        )
         self._store_tokens(data)
         log.info("logged in as agent %s", self.config.agent_id)
 
@@ -168,8 +171,12 @@ class ServerClient:
 
         token = await self.access_token()
         return await websockets.connect(
-            self.ws_url, additional_headers={"Authorization": f"Bearer {token}"},
-            open_timeout=self.config.timeout_s, ping_interval=20, ping_timeout=20, max_size=2**22,
+            self.ws_url,
+            additional_headers={"Authorization": f"Bearer {token}"},
+            open_timeout=self.config.timeout_s,
+            ping_interval=20,
+            ping_timeout=20,
+            max_size=2**22,
         )
 
     @staticmethod

@@ -112,12 +112,19 @@ class AgentConfig:
 
         data = asdict(self)
         if data["server"]["secret"]:
-            data["server"]["secret"] = "***"
+            data["server"]["secret"] = "***"  # noqa: S105 - the mask, not a password
         return data
 
 
-SECTIONS = {"server": ServerConfig, "driver": DriverConfig, "pacing": PacingConfig, "queue": QueueConfig,
-            "takeover": TakeoverConfig, "reconnect": ReconnectConfig, "log": LogConfig}
+SECTIONS = {
+    "server": ServerConfig,
+    "driver": DriverConfig,
+    "pacing": PacingConfig,
+    "queue": QueueConfig,
+    "takeover": TakeoverConfig,
+    "reconnect": ReconnectConfig,
+    "log": LogConfig,
+}
 SCALARS = {"state_dir": str, "heartbeat_s": float, "poll_interval_s": float}
 
 
@@ -153,8 +160,7 @@ def _coerce(value: Any, kind: type, where: str, errors: list[str]) -> Any:
     return None
 
 
-_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict,
-          "str | None": str}
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict, "str | None": str}
 
 
 def _section(cls, raw: Any, name: str, errors: list[str]):
@@ -214,7 +220,7 @@ def _check(c: AgentConfig, errors: list[str], base_dir: Path | None) -> None:
         try:
             creds = json.loads(path.read_text(encoding="utf-8"))
             s.agent_id = s.agent_id or str(creds.get("agent_id") or creds.get("id") or "")
-            s.secret = s.secret or str(creds.get("secret") or creds.get("agent_secret") or "")
+            s.secret = s.secret or str(creds.get("api_key") or creds.get("secret") or creds.get("agent_secret") or "")
             s.url = str(creds.get("url") or creds.get("server_url") or s.url) if s.url == ServerConfig.url else s.url
         except (OSError, ValueError, AttributeError) as exc:
             errors.append(f"server.credentials_file: cannot read {path}: {exc}")

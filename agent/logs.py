@@ -59,8 +59,9 @@ def setup(file: str = "", level: str = "INFO", max_bytes: int = 5_000_000, backu
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if file:
         Path(file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.handlers.RotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups,
-                                                             encoding="utf-8"))
+        handlers.append(
+            logging.handlers.RotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        )
     for handler in handlers:
         handler.setFormatter(fmt)
         handler.addFilter(SECRETS)

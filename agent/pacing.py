@@ -32,7 +32,7 @@ class PacingConfig:
 
 
 def parse_quiet_hours(value: str | None) -> tuple[int, int] | None:
-    """"23:00-07:00" → (1380, 420) minutes since midnight; raises ValueError when malformed."""
+    """ "23:00-07:00" → (1380, 420) minutes since midnight; raises ValueError when malformed."""
     if not value:
         return None
     try:

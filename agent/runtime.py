@@ -44,8 +44,7 @@ ACK_DELIVERED, ACK_FAILED = "delivered", "failed"
 
 
 class AgentRuntime:
-    def __init__(self, config: AgentConfig, driver: WeChatDriver | None = None, *,
-                 client: ServerClient | None = None):
+    def __init__(self, config: AgentConfig, driver: WeChatDriver | None = None, *, client: ServerClient | None = None):
         self.config = config
         state = Path(config.state_dir)
         state.mkdir(parents=True, exist_ok=True)
@@ -65,11 +64,18 @@ class AgentRuntime:
             driver = create_driver(config.driver.name, **options)
         self.driver = driver
         self.policy = PacingPolicy(config.pacing)
-        self.takeover = TakeoverDetector(bot_echo_window_s=config.takeover.bot_echo_window_s,
-                                         pause_s=config.takeover.pause_s)
+        self.takeover = TakeoverDetector(
+            bot_echo_window_s=config.takeover.bot_echo_window_s, pause_s=config.takeover.pause_s
+        )
         self.client = client or ServerClient(config.server)
-        self.counters = {"processed": 0, "send_failures": 0, "duplicates": 0, "takeovers": 0, "replies_sent": 0,
-                         "rejected": 0}
+        self.counters = {
+            "processed": 0,
+            "send_failures": 0,
+            "duplicates": 0,
+            "takeovers": 0,
+            "replies_sent": 0,
+            "rejected": 0,
+        }
         self.mode = "offline"  # offline | ws | rest
         self._ws = None
         self._ws_lock = asyncio.Lock()
@@ -88,11 +94,22 @@ class AgentRuntime:
     # -- lifecycle -------------------------------------------------------------------------------
     async def run(self) -> None:
         await asyncio.to_thread(self.driver.start)
-        log.info("agent %s started: driver %s, queue %d waiting (%d dropped so far)", self.config.server.agent_id,
-                 self.driver.name, len(self.queue), self.queue.dropped)
-        tasks = [asyncio.create_task(coro, name=name) for name, coro in (
-            ("poll", self._poll_loop()), ("connection", self._connection_loop()),
-            ("replies", self._reply_loop()), ("heartbeat", self._heartbeat_loop()))]
+        log.info(
+            "agent %s started: driver %s, queue %d waiting (%d dropped so far)",
+            self.config.server.agent_id,
+            self.driver.name,
+            len(self.queue),
+            self.queue.dropped,
+        )
+        tasks = [
+            asyncio.create_task(coro, name=name)
+            for name, coro in (
+                ("poll", self._poll_loop()),
+                ("connection", self._connection_loop()),
+                ("replies", self._reply_loop()),
+                ("heartbeat", self._heartbeat_loop()),
+            )
+        ]
         try:
             stop = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -134,8 +151,14 @@ class AgentRuntime:
 
     def status(self) -> dict[str, Any]:
         """A local snapshot (state_dir/status.json) for whoever runs the agent: no secret, no content."""
-        return {"mode": self.mode, "queue_size": len(self.queue), "dropped": self.queue.dropped,
-                "paused_chats": self.takeover.paused_chats(), "wx_error": self._wx_error, **self.counters}
+        return {
+            "mode": self.mode,
+            "queue_size": len(self.queue),
+            "dropped": self.queue.dropped,
+            "paused_chats": self.takeover.paused_chats(),
+            "wx_error": self._wx_error,
+            **self.counters,
+        }
 
     def _write_status(self) -> None:
         snapshot = self.status()
@@ -144,8 +167,9 @@ class AgentRuntime:
         self._last_status = snapshot
         path = Path(self.config.state_dir) / "status.json"
         tmp = path.with_name("status.json.tmp")
-        tmp.write_text(json.dumps({**snapshot, "pid": os.getpid(), "at": time.time()}, ensure_ascii=False),
-                       encoding="utf-8")
+        tmp.write_text(
+            json.dumps({**snapshot, "pid": os.getpid(), "at": time.time()}, ensure_ascii=False), encoding="utf-8"
+        )
         os.replace(tmp, path)
 
     def poll_once(self) -> int:
@@ -168,8 +192,9 @@ class AgentRuntime:
                     self.counters["takeovers"] += 1
                     self._pending_takeovers.append(msg.chat_name)
                     self._control_wake.set()
-                    log.info("human takeover in %s: bot paused there for %.0f s", msg.chat_name,
-                             self.config.takeover.pause_s)
+                    log.info(
+                        "human takeover in %s: bot paused there for %.0f s", msg.chat_name, self.config.takeover.pause_s
+                    )
             else:
                 self.queue.put(msg.to_dict())  # durable before we remember it as seen
                 new += 1
@@ -188,7 +213,8 @@ class AgentRuntime:
             started = time.monotonic()
             try:
                 use_rest = self.config.server.transport == "rest" or (
-                    self.config.server.transport == "auto" and time.monotonic() < rest_until)
+                    self.config.server.transport == "auto" and time.monotonic() < rest_until
+                )
                 if use_rest:
                     await self._rest_session(deadline=rest_until if self.config.server.transport == "auto" else None)
                 else:
@@ -280,8 +306,11 @@ class AgentRuntime:
                 self._resolve_accepted(set(), rejected=rejected)
             elif frame.get("code") in ("throttled", "server_error", "too_large", "invalid", "malformed"):
                 # about the batch as a whole: retry it (after Retry-After when throttled)
-                self._fail_accept_waiter(ServerUnavailable(f"batch refused: {frame.get('code')}",
-                                                           retry_after=frame.get("retry_after") or 2.0))
+                self._fail_accept_waiter(
+                    ServerUnavailable(
+                        f"batch refused: {frame.get('code')}", retry_after=frame.get("retry_after") or 2.0
+                    )
+                )
         elif kind in ("resume", "hand_back"):
             chat = frame.get("chat") or frame.get("chat_name")
             if chat:
@@ -324,7 +353,7 @@ class AgentRuntime:
                 try:
                     await self._send_frame({"type": "messages", "messages": items})
                     await asyncio.wait_for(future, timeout=self.config.server.timeout_s * 3)
-                except asyncio.TimeoutError as exc:
+                except TimeoutError as exc:
                     raise ServerUnavailable("no accepted frame for a batch") from exc
                 except ServerUnavailable as exc:
                     if exc.retry_after is None:
@@ -526,8 +555,12 @@ class AgentRuntime:
             "wx_online": wx_online,
             "driver": self.driver.name,
             "agent_version": __version__,
-            "versions": {"agent": __version__, "python": platform.python_version(),
-                         "wechat": str(status.get("wechat_version", "")), "os": platform.platform(terse=True)},
+            "versions": {
+                "agent": __version__,
+                "python": platform.python_version(),
+                "wechat": str(status.get("wechat_version", "")),
+                "os": platform.platform(terse=True),
+            },
             "queue_size": len(self.queue),
             "dropped": self.queue.dropped,
             "processed": self.counters["processed"],

@@ -95,7 +95,7 @@ class RecordLog:
         plaintexts = []
         while offset + _PREFIX.size <= len(data):
             length, crc = _PREFIX.unpack_from(data, offset)
-            body = data[offset + _PREFIX.size: offset + _PREFIX.size + length]
+            body = data[offset + _PREFIX.size : offset + _PREFIX.size + length]
             if len(body) != length or zlib.crc32(body) != crc or length < 12 + 16:
                 break
             try:
@@ -198,7 +198,7 @@ class OfflineQueue:
             kind = plain[:1]
             if kind == b"E":
                 (seq,) = _SEQ.unpack_from(plain, 1)
-                items[seq] = (plain[1 + _SEQ.size:], b"")
+                items[seq] = (plain[1 + _SEQ.size :], b"")
                 self._next_seq = max(self._next_seq, seq + 1)
             elif kind in (b"A", b"X"):
                 if kind == b"A":
@@ -232,8 +232,11 @@ class OfflineQueue:
             oldest, _, _ = self._items.popleft()
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:
-                log.warning("offline queue full (%d): dropped the oldest message; %d dropped so far",
-                            self.capacity, self.dropped)
+                log.warning(
+                    "offline queue full (%d): dropped the oldest message; %d dropped so far",
+                    self.capacity,
+                    self.dropped,
+                )
             drop = self._log.seal(b"X" + _SEQ2.pack(oldest, self.dropped))
             self._log.append(record, drop)
         else:
@@ -287,8 +290,9 @@ class OfflineQueue:
 class KeyedStateLog:
     """A small persisted map key → value (both short strings), bounded, oldest keys forgotten first."""
 
-    def __init__(self, path: str | os.PathLike, secret: str | bytes, purpose: str, *, capacity: int,
-                 fsync: bool = False):
+    def __init__(
+        self, path: str | os.PathLike, secret: str | bytes, purpose: str, *, capacity: int, fsync: bool = False
+    ):
         self.capacity = capacity
         self._log = RecordLog(path, secret, purpose, fsync=fsync)
         self._state: OrderedDict[str, str] = OrderedDict()

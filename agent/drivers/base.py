@@ -101,9 +101,19 @@ class MessageFilter:
     def watched(self, chat_name: str) -> bool:
         return not self.watch_chats or chat_name in self.watch_chats
 
-    def build(self, *, chat_name: str, chat_kind: ChatKind, sender: str, display_name: str, text: str,
-              content_kind: str, origin: str, native_id: str = "",
-              received_at: float | None = None) -> InboundMessage | None:
+    def build(
+        self,
+        *,
+        chat_name: str,
+        chat_kind: ChatKind,
+        sender: str,
+        display_name: str,
+        text: str,
+        content_kind: str,
+        origin: str,
+        native_id: str = "",
+        received_at: float | None = None,
+    ) -> InboundMessage | None:
         """The normalised message, or None when the rules drop it."""
         if origin not in ("friend", "self") or not self.watched(chat_name):
             return None
@@ -115,9 +125,15 @@ class MessageFilter:
         else:
             stripped = text
         return InboundMessage(
-            chat_name=chat_name, chat_kind=chat_kind, sender=sender, display_name=display_name or sender,
-            text=stripped, content_kind=content_kind or "text", origin=origin,  # type: ignore[arg-type]
-            mentions_me=mentions_me, fingerprint=fingerprint(chat_name, sender, text, native_id),
+            chat_name=chat_name,
+            chat_kind=chat_kind,
+            sender=sender,
+            display_name=display_name or sender,
+            text=stripped,
+            content_kind=content_kind or "text",
+            origin=origin,  # type: ignore[arg-type]
+            mentions_me=mentions_me,
+            fingerprint=fingerprint(chat_name, sender, text, native_id),
             received_at=received_at if received_at is not None else time.time(),
         )
 

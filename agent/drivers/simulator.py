@@ -63,11 +63,21 @@ class RawMessage:
 class SimulatorDriver(WeChatDriver):
     name = "simulator"
 
-    def __init__(self, *, self_name: str = "客服小助手", watch_chats: list[str] | tuple[str, ...] = (),
-                 mention_names: list[str] | tuple[str, ...] = (), group_requires_mention: bool = True,
-                 pacing: PacingConfig | dict | None = None, inbox_path: str | None = None,
-                 outbox_path: str | None = None, script: list[dict] | str | None = None,
-                 script_interval_s: float = 30.0, echo_sends: bool = True, send_latency_s: float = 0.0):
+    def __init__(
+        self,
+        *,
+        self_name: str = "客服小助手",
+        watch_chats: list[str] | tuple[str, ...] = (),
+        mention_names: list[str] | tuple[str, ...] = (),
+        group_requires_mention: bool = True,
+        pacing: PacingConfig | dict | None = None,
+        inbox_path: str | None = None,
+        outbox_path: str | None = None,
+        script: list[dict] | str | None = None,
+        script_interval_s: float = 30.0,
+        echo_sends: bool = True,
+        send_latency_s: float = 0.0,
+    ):
         self.self_name = self_name
         self.filter = MessageFilter(tuple(watch_chats), tuple(mention_names) or (self_name,), group_requires_mention)
         config = PacingConfig(**pacing) if isinstance(pacing, dict) else (pacing or PacingConfig.immediate())
@@ -92,13 +102,28 @@ class SimulatorDriver(WeChatDriver):
         self._ui_latency_ms = 0.0
 
     # -- test / demo helpers ---------------------------------------------------------------------
-    def inject(self, chat: str, text: str, *, sender: str | None = None, kind: str = "private",
-               origin: str = "friend", mention: bool = True, msg_id: str | None = None) -> RawMessage:
+    def inject(
+        self,
+        chat: str,
+        text: str,
+        *,
+        sender: str | None = None,
+        kind: str = "private",
+        origin: str = "friend",
+        mention: bool = True,
+        msg_id: str | None = None,
+    ) -> RawMessage:
         """A customer (or, with origin="self", a person at this PC) writes `text` in `chat`."""
         if kind == "group" and origin == "friend" and mention:
             text = f"@{self.self_name}{MENTION_SEPARATOR}{text}"
-        raw = RawMessage(chat=chat, kind=kind, sender=sender or (chat if kind == "private" else "群成员"),
-                         text=text, origin=origin, id=msg_id or f"sim-{next(self._ids)}-{time.time_ns()}")
+        raw = RawMessage(
+            chat=chat,
+            kind=kind,
+            sender=sender or (chat if kind == "private" else "群成员"),
+            text=text,
+            origin=origin,
+            id=msg_id or f"sim-{next(self._ids)}-{time.time_ns()}",
+        )
         with self._lock:
             self._pending.append(raw)
             self._chat_kinds[chat] = kind
@@ -134,9 +159,17 @@ class SimulatorDriver(WeChatDriver):
                 batch = list(self._history)
         out = []
         for raw in batch:
-            msg = self.filter.build(chat_name=raw.chat, chat_kind="group" if raw.kind == "group" else "private",
-                                    sender=raw.sender, display_name=raw.sender, text=raw.text,
-                                    content_kind="text", origin=raw.origin, native_id=raw.id, received_at=raw.ts)
+            msg = self.filter.build(
+                chat_name=raw.chat,
+                chat_kind="group" if raw.kind == "group" else "private",
+                sender=raw.sender,
+                display_name=raw.sender,
+                text=raw.text,
+                content_kind="text",
+                origin=raw.origin,
+                native_id=raw.id,
+                received_at=raw.ts,
+            )
             if msg is not None:
                 out.append(msg)
         return out
@@ -162,8 +195,16 @@ class SimulatorDriver(WeChatDriver):
             self.outbox.append(record)
             if self.echo_sends:
                 kind = self._chat_kinds.get(chat, "group" if names else "private")
-                self._pending.append(RawMessage(chat=chat, kind=kind, sender=self.self_name, text=shown,
-                                                origin="self", id=f"sent-{next(self._ids)}"))
+                self._pending.append(
+                    RawMessage(
+                        chat=chat,
+                        kind=kind,
+                        sender=self.self_name,
+                        text=shown,
+                        origin="self",
+                        id=f"sent-{next(self._ids)}",
+                    )
+                )
         if self.outbox_path:
             line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
             with open(self.outbox_path, "ab") as fh:  # one write per send, survives a kill -9
@@ -175,8 +216,13 @@ class SimulatorDriver(WeChatDriver):
 
     def status(self) -> dict[str, Any]:
         online = not (self.faults["logged_out"] or self.faults["window_lost"])
-        return {"driver": self.name, "wx_online": online, "wechat_version": "simulator",
-                "ui_latency_ms": round(self._ui_latency_ms, 3), "pacing_violations": self.pacing_violations}
+        return {
+            "driver": self.name,
+            "wx_online": online,
+            "wechat_version": "simulator",
+            "ui_latency_ms": round(self._ui_latency_ms, 3),
+            "pacing_violations": self.pacing_violations,
+        }
 
     def stop(self) -> None:
         self._started = False
@@ -201,8 +247,15 @@ class SimulatorDriver(WeChatDriver):
             item = json.loads(line)
             # without an explicit id, the line's place in the file is its id: stable when re-read
             msg_id = item.get("id") or item.get("msg_id") or f"inbox-{offset}"
-            self.inject(item["chat"], item["text"], sender=item.get("sender"), kind=item.get("kind", "private"),
-                        origin=item.get("origin", "friend"), mention=item.get("mention", True), msg_id=msg_id)
+            self.inject(
+                item["chat"],
+                item["text"],
+                sender=item.get("sender"),
+                kind=item.get("kind", "private"),
+                origin=item.get("origin", "friend"),
+                mention=item.get("mention", True),
+                msg_id=msg_id,
+            )
 
     @staticmethod
     def _load_script(script: list[dict] | str | None) -> list[dict]:

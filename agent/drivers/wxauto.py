@@ -44,10 +44,19 @@ LEGACY_ORIGINS = {"friend": "friend", "self": "self", "sys": "system", "time": "
 
 
 class WxautoDriver(WeChatDriver):
-    def __init__(self, *, module: str = "wxauto", watch_chats: list[str] | tuple[str, ...] = (),
-                 mention_names: list[str] | tuple[str, ...] = (), group_requires_mention: bool = True,
-                 keepalive_s: float = 30.0, send_timeout_s: float = 30.0, history_grace_s: float = 3.0,
-                 listen_interval_s: float = 1.0, wechat_factory=None):
+    def __init__(
+        self,
+        *,
+        module: str = "wxauto",
+        watch_chats: list[str] | tuple[str, ...] = (),
+        mention_names: list[str] | tuple[str, ...] = (),
+        group_requires_mention: bool = True,
+        keepalive_s: float = 30.0,
+        send_timeout_s: float = 30.0,
+        history_grace_s: float = 3.0,
+        listen_interval_s: float = 1.0,
+        wechat_factory=None,
+    ):
         if not watch_chats:
             raise DriverError("the wxauto drivers listen to named chats only: set driver.watch_chats")
         self.name = module
@@ -217,6 +226,9 @@ class WxautoDriver(WeChatDriver):
     def _poll_legacy(self) -> None:
         for chat_obj, msgs in (self.wx.GetListenMessage() or {}).items():
             chat = getattr(chat_obj, "who", None) or str(chat_obj)
+            if chat not in self._chats and hasattr(chat_obj, "SendMsg"):  # first sight of its window
+                self._chats[chat] = chat_obj
+                self._kinds[chat] = self._kind_of(chat_obj)
             for msg in msgs:
                 kind = getattr(msg, "type", "friend")
                 self._accept(chat, msg, origin=LEGACY_ORIGINS.get(kind, "system"), content_kind="text")
@@ -231,9 +243,13 @@ class WxautoDriver(WeChatDriver):
             return
         sender = str(getattr(msg, "sender", "")) if origin == "friend" else "self"
         built = self.filter.build(
-            chat_name=chat, chat_kind="group" if self._kinds.get(chat) == "group" else "private",  # type: ignore[arg-type]
-            sender=sender, display_name=str(getattr(msg, "sender_remark", "") or sender),
-            text=str(getattr(msg, "content", "")), content_kind=str(content_kind or "text"), origin=origin,
+            chat_name=chat,
+            chat_kind="group" if self._kinds.get(chat) == "group" else "private",  # type: ignore[arg-type]
+            sender=sender,
+            display_name=str(getattr(msg, "sender_remark", "") or sender),
+            text=str(getattr(msg, "content", "")),
+            content_kind=str(content_kind or "text"),
+            origin=origin,
             native_id=str(getattr(msg, "id", "") or getattr(msg, "hash", "") or ""),
         )
         if built is not None:
@@ -267,9 +283,14 @@ class WxautoDriver(WeChatDriver):
 
     # -- health ----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        return {"driver": self.name, "wx_online": self._online, "wechat_version": self._version,
-                "ui_latency_ms": round(self.ui.last_latency_ms, 3), "listening": sorted(self._chats),
-                "reattached": self.reattached}
+        return {
+            "driver": self.name,
+            "wx_online": self._online,
+            "wechat_version": self._version,
+            "ui_latency_ms": round(self.ui.last_latency_ms, 3),
+            "listening": sorted(self._chats),
+            "reattached": self.reattached,
+        }
 
     def stop(self) -> None:
         self._stop.set()

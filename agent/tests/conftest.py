@@ -11,8 +11,14 @@ from agent.drivers.simulator import SimulatorDriver
 from agent.runtime import AgentRuntime
 from agent.tests.fakeserver import AGENT_ID, SECRET, FakeServer
 
-IMMEDIATE = {"min_gap_s": 0, "typing_s_per_char": 0, "max_typing_s": 0, "jitter_s": 0, "per_minute_cap": 0,
-             "daily_cap": 0}
+IMMEDIATE = {
+    "min_gap_s": 0,
+    "typing_s_per_char": 0,
+    "max_typing_s": 0,
+    "jitter_s": 0,
+    "per_minute_cap": 0,
+    "daily_cap": 0,
+}
 
 
 def agent_config(tmp_path, url, **sections):
@@ -33,7 +39,7 @@ def agent_config(tmp_path, url, **sections):
     return parse(data)
 
 
-async def wait_for(predicate, timeout=10.0, interval=0.02):
+async def wait_for(predicate, timeout=10.0, interval=0.02):  # noqa: ASYNC109
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
@@ -65,6 +71,11 @@ async def running_agent(config, driver=None):
 def live_env(live_env):
     """The root fixture's child environment with a deterministic engine (the pipeline's EchoEngine:
     "收到：<text>", confidence 0.9) and no ingest throttle, for the agent's e2e tests."""
-    live_env.update(PIPELINE_ENGINE_CLASS="apps.messages.testing.EchoEngine", ECHO_ENGINE_DELAY="0",
-                    PIPELINE_LOCK_TTL="5", CELERY_VISIBILITY_TIMEOUT="3", INGEST_RATE_LIMIT="0")
+    live_env.update(
+        PIPELINE_ENGINE_CLASS="apps.messages.testing.EchoEngine",
+        ECHO_ENGINE_DELAY="0",
+        PIPELINE_LOCK_TTL="5",
+        CELERY_VISIBILITY_TIMEOUT="3",
+        INGEST_RATE_LIMIT="0",
+    )
     return live_env

@@ -74,8 +74,7 @@ class FakeServer:
         access, refresh = f"acc-{next(self._ids)}-{time.time_ns()}", f"ref-{next(self._ids)}"
         self._tokens[access] = time.time() + self.access_ttl
         self._refresh_tokens.add(refresh)
-        return {"access_token": access, "refresh_token": refresh, "token_type": "Bearer",
-                "expires_in": self.access_ttl}
+        return {"access_token": access, "refresh_token": refresh, "token_type": "Bearer", "expires_in": self.access_ttl}
 
     def _authorised(self, request) -> bool:
         header = request.headers.get("Authorization", "")
@@ -113,16 +112,24 @@ class FakeServer:
             results.append({"client_id": cid, "status": "accepted"})
             if self.auto_reply:
                 rid = next(self._ids)
-                frame = {"type": "reply", "reply_id": rid, "message_id": len(self.messages),
-                         "chat": item["chat_name"], "content": f"收到：{item['content']}",
-                         "at": item["sender"] if item["chat_type"] == "group" else None}
+                frame = {
+                    "type": "reply",
+                    "reply_id": rid,
+                    "message_id": len(self.messages),
+                    "chat": item["chat_name"],
+                    "content": f"收到：{item['content']}",
+                    "at": item["sender"] if item["chat_type"] == "group" else None,
+                }
                 self.replies[rid] = {**frame, "status": "queued"}
                 new_replies.append(frame)
         return results, new_replies
 
     def outbox(self) -> list[dict]:
-        return [{k: v for k, v in r.items() if k != "status"} for r in self.replies.values()
-                if r["status"] in ("queued", "sent")]
+        return [
+            {k: v for k, v in r.items() if k != "status"}
+            for r in self.replies.values()
+            if r["status"] in ("queued", "sent")
+        ]
 
     def ack(self, reply_id: int, status: str, error: str) -> bool:
         self.acks.append({"reply_id": reply_id, "status": status, "error": error})
@@ -161,11 +168,17 @@ class FakeServer:
                 if kind in ("messages", "message"):
                     items = frame.get("messages") or [frame]
                     results, replies = self.ingest(items)
-                    await ws.send_json({
-                        "type": "accepted_batch",
-                        "accepted": [r for r in results if r["status"] != "invalid"],
-                        "errors": [{"client_id": r["client_id"], "detail": {"content": ["required"]}}
-                                   for r in results if r["status"] == "invalid"]})
+                    await ws.send_json(
+                        {
+                            "type": "accepted_batch",
+                            "accepted": [r for r in results if r["status"] != "invalid"],
+                            "errors": [
+                                {"client_id": r["client_id"], "detail": {"content": ["required"]}}
+                                for r in results
+                                if r["status"] == "invalid"
+                            ],
+                        }
+                    )
                     for reply in replies:
                         await ws.send_json(reply)
                 elif kind == "ack":
@@ -187,15 +200,18 @@ class FakeServer:
         body = await request.json()
         (result,), _ = self.ingest([body["message"]])
         if result["status"] == "invalid":
-            return web.json_response({"detail": {"message": {"content": ["required"]}}, "code": "invalid"},
-                                     status=400)
+            return web.json_response({"detail": {"message": {"content": ["required"]}}, "code": "invalid"}, status=400)
         return web.json_response({**result, "message_id": len(self.messages)}, status=202)
 
     async def rest_outbox(self, request):
         if not self._authorised(request):
             return web.json_response({"detail": "unauthorised"}, status=401)
-        return web.json_response([{**{k: v for k, v in r.items() if k not in ("type", "reply_id")},
-                                   "id": r["reply_id"]} for r in self.outbox()])
+        return web.json_response(
+            [
+                {**{k: v for k, v in r.items() if k not in ("type", "reply_id")}, "id": r["reply_id"]}
+                for r in self.outbox()
+            ]
+        )
 
     async def rest_ack(self, request):
         if not self._authorised(request):

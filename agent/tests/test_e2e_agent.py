@@ -44,19 +44,42 @@ class AgentProcess:
         self.inbox = self.dir / "inbox.jsonl"
         self.outbox = self.dir / "outbox.jsonl"
         self.config = self.dir / "agent.yaml"
-        self.config.write_text(yaml.safe_dump({
-            "server": {"url": base_url, "agent_id": agent_id, "secret_env": "WXCS_AGENT_SECRET", "timeout_s": 5},
-            "driver": {"name": "simulator",
-                       "options": {"inbox_path": str(self.inbox), "outbox_path": str(self.outbox), "script": None,
-                                   "self_name": "客服小王"}},
-            "pacing": {"min_gap_s": min_gap_s, "typing_s_per_char": 0, "max_typing_s": 0, "jitter_s": 0,
-                       "per_minute_cap": 0, "daily_cap": 0},
-            "state_dir": str(self.dir / "state"),
-            "heartbeat_s": 2,
-            "poll_interval_s": 0.05,
-            "reconnect": {"initial_s": 0.2, "max_s": 1.0},
-            "log": {"file": str(self.dir / "state" / "agent.log"), "level": "INFO"},
-        }, allow_unicode=True), encoding="utf-8")
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "server": {
+                        "url": base_url,
+                        "agent_id": agent_id,
+                        "secret_env": "WXCS_AGENT_SECRET",
+                        "timeout_s": 5,
+                    },
+                    "driver": {
+                        "name": "simulator",
+                        "options": {
+                            "inbox_path": str(self.inbox),
+                            "outbox_path": str(self.outbox),
+                            "script": None,
+                            "self_name": "客服小王",
+                        },
+                    },
+                    "pacing": {
+                        "min_gap_s": min_gap_s,
+                        "typing_s_per_char": 0,
+                        "max_typing_s": 0,
+                        "jitter_s": 0,
+                        "per_minute_cap": 0,
+                        "daily_cap": 0,
+                    },
+                    "state_dir": str(self.dir / "state"),
+                    "heartbeat_s": 2,
+                    "poll_interval_s": 0.05,
+                    "reconnect": {"initial_s": 0.2, "max_s": 1.0},
+                    "log": {"file": str(self.dir / "state" / "agent.log"), "level": "INFO"},
+                },
+                allow_unicode=True,
+            ),
+            encoding="utf-8",
+        )
         self.env = {**os.environ, "WXCS_AGENT_SECRET": secret, "PYTHONUNBUFFERED": "1"}
         self.proc: subprocess.Popen | None = None
         self.runs = 0
@@ -64,8 +87,13 @@ class AgentProcess:
     def start(self) -> "AgentProcess":
         self.runs += 1
         log = open(self.dir / f"stdout-{self.runs}.log", "wb")  # noqa: SIM115 - lives with the process
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(self.config)], cwd=ROOT,
-                                     env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "--config", str(self.config)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         wait_for(lambda: self.status().get("pid") == self.proc.pid, 30, what="agent start")
         return self
 
@@ -137,8 +165,9 @@ def replies_of(agent_id: str):
     return Reply.objects.filter(agent_id=agent_id)
 
 
-def test_customer_message_answered_through_wechat_group_reply_mentions_sender(live_server_stack, agent_account,
-                                                                          tmp_path):
+def test_customer_message_answered_through_wechat_group_reply_mentions_sender(
+    live_server_stack, agent_account, tmp_path
+):
     base_url, _ = live_server_stack
     agent_id, secret = agent_account
     agent = AgentProcess(tmp_path, base_url, agent_id, secret).start()
@@ -168,8 +197,9 @@ def test_customer_message_answered_through_wechat_group_reply_mentions_sender(li
     assert sent  # the outbox file was written by the agent process itself
 
 
-def test_server_down_200_messages_then_up_all_delivered_in_order_each_reply_once(live_server_stack, daphne_restarter,
-                                                                                agent_account, tmp_path):
+def test_server_down_200_messages_then_up_all_delivered_in_order_each_reply_once(
+    live_server_stack, daphne_restarter, agent_account, tmp_path
+):
     base_url, _ = live_server_stack
     agent_id, secret = agent_account
     agent = AgentProcess(tmp_path, base_url, agent_id, secret).start()
@@ -181,8 +211,9 @@ def test_server_down_200_messages_then_up_all_delivered_in_order_each_reply_once
             agent.inject(f"客户{i % 10:02d}", f"第 {i:03d} 条", msg_id=f"down-{i}")
         wait_for(lambda: agent.status().get("queue_size") == 200, what="200 queued")
         daphne_restarter.start()
-        wait_for(lambda: replies_of(agent_id).filter(status="delivered").count() == 200, 120,
-                 what="200 replies delivered")
+        wait_for(
+            lambda: replies_of(agent_id).filter(status="delivered").count() == 200, 120, what="200 replies delivered"
+        )
         time.sleep(1.0)  # anything sent twice would show up now
     finally:
         agent.stop()
@@ -198,8 +229,9 @@ def test_server_down_200_messages_then_up_all_delivered_in_order_each_reply_once
     assert agent.status()["queue_size"] == 0
 
 
-def test_kill_9_with_messages_queued_and_while_sending_none_lost_none_sent_twice(live_server_stack, daphne_restarter,
-                                                                               agent_account, tmp_path):
+def test_kill_9_with_messages_queued_and_while_sending_none_lost_none_sent_twice(
+    live_server_stack, daphne_restarter, agent_account, tmp_path
+):
     base_url, _ = live_server_stack
     agent_id, secret = agent_account
     agent = AgentProcess(tmp_path, base_url, agent_id, secret, min_gap_s=0.05).start()
@@ -220,8 +252,14 @@ def test_kill_9_with_messages_queued_and_while_sending_none_lost_none_sent_twice
         wait_for(lambda: len(agent.sent()) >= 40 + 15, 60, interval=0.01, what="sending under way")
         agent.kill9()
         agent.start()
-        wait_for(lambda: not replies_of(agent_id).filter(status__in=("queued", "sent", "pending_review")).exists()
-                 and replies_of(agent_id).count() == 100, 120, what="every reply acked")
+        wait_for(
+            lambda: (
+                not replies_of(agent_id).filter(status__in=("queued", "sent", "pending_review")).exists()
+                and replies_of(agent_id).count() == 100
+            ),
+            120,
+            what="every reply acked",
+        )
         time.sleep(1.0)
     finally:
         agent.stop()

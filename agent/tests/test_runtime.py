@@ -196,8 +196,19 @@ async def test_heartbeat_has_the_figures_and_no_secret(server, tmp_path):
     async with running_agent(agent_config(tmp_path, server.url)) as (runtime, sim):
         await wait_for(lambda: server.heartbeats)
     beat = server.heartbeats[0]
-    for key in ("cpu", "memory", "disk", "wx_online", "driver", "queue_size", "dropped", "processed",
-                "send_failures", "ui_latency_ms", "versions"):
+    for key in (
+        "cpu",
+        "memory",
+        "disk",
+        "wx_online",
+        "driver",
+        "queue_size",
+        "dropped",
+        "processed",
+        "send_failures",
+        "ui_latency_ms",
+        "versions",
+    ):
         assert key in beat
     assert beat["driver"] == "simulator" and beat["wx_online"] is True
     assert SECRET not in str(beat)
