@@ -226,7 +226,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = env.str("TIME_ZONE", default="Asia/Shanghai")
-CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=2)
+# Threads: a task awaits the LLM on apps.core.aio without holding a DB connection, so many can wait at once.
+CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=64)
 CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
 
 # --- i18n -----------------------------------------------------------------------------------

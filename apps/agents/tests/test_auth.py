@@ -88,3 +88,22 @@ def test_presence_goes_offline_after_three_intervals(agent):
     assert agent.presence == "offline"
     agent.last_seen = timezone.now()
     assert agent.presence == "online"
+
+
+def test_seed_demo_agent_writes_credentials_once(settings, tmp_path):
+    import json
+    import stat
+
+    from apps.agents import demo
+
+    settings.VAR_DIR = tmp_path
+    out = StringIO()
+    demo.seed(out)
+    data = json.loads((tmp_path / "demo_agent.json").read_text())
+    assert stat.S_IMODE((tmp_path / "demo_agent.json").stat().st_mode) == 0o600
+    assert data["agent_id"] == "agt_demo" and data["api_key"] in out.getvalue()
+    assert auth.verify_secret(Agent.objects.get(pk="agt_demo"), data["api_key"])
+    again = StringIO()
+    demo.seed(again)
+    assert data["api_key"] not in again.getvalue()
+    assert json.loads((tmp_path / "demo_agent.json").read_text()) == data
