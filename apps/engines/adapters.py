@@ -155,24 +155,30 @@ def latest_sender(conversation_id: int) -> str:
     )
 
 
-def recent_turns(conversation_id: int, since, limit: int) -> list[dict]:
-    """The conversation's customer messages and our replies since `since`, oldest first, as
-    {"role", "content", "name", "at"}. Only replies the customer gets (queued, sent, delivered) count."""
+def turns_between(conversation_id: int, start, end=None, *, limit: int, newest: bool = True) -> list[dict]:
+    """The conversation's customer messages and our replies in [start, end), oldest first, as
+    {"role", "content", "name", "at"}: the `limit` newest ones (or oldest, `newest=False`). Only replies
+    the customer gets (queued, sent, delivered) count."""
     try:
         message_model = django_apps.get_model("wxmessages", "Message")
         reply_model = django_apps.get_model("wxmessages", "Reply")
     except LookupError:
         return []
+    message_filter = {"conversation_id": conversation_id, "received_at__gte": start}
+    reply_filter = {"conversation_id": conversation_id, "created_at__gte": start}
+    if end is not None:
+        message_filter["received_at__lt"] = end
+        reply_filter["created_at__lt"] = end
+    direction = "-" if newest else ""
     messages = list(
-        message_model.objects.filter(conversation_id=conversation_id, received_at__gte=since)
-        .order_by("-received_at", "-id")
-        .values("id", "sender", "content", "received_at")[:limit]
+        message_model.objects.filter(**message_filter)
+        .order_by(f"{direction}received_at", f"{direction}id")
+        .values("sender", "content", "received_at")[:limit]
     )
     replies = list(
-        reply_model.objects.filter(conversation_id=conversation_id, created_at__gte=since)
-        .filter(status__in=["queued", "sent", "delivered"])
-        .order_by("-created_at", "-id")
-        .values("message_id", "content", "created_at")[:limit]
+        reply_model.objects.filter(**reply_filter, status__in=["queued", "sent", "delivered"])
+        .order_by(f"{direction}created_at", f"{direction}id")
+        .values("content", "created_at")[:limit]
     )
     turns = [
         {"role": "user", "content": row["content"], "name": row["sender"], "at": row["received_at"], "order": 0}
@@ -181,7 +187,16 @@ def recent_turns(conversation_id: int, since, limit: int) -> list[dict]:
     turns.sort(key=lambda turn: (turn["at"], turn["order"]))
     for turn in turns:
         del turn["order"]
-    return turns[-limit:]
+    return turns[-limit:] if newest else turns[:limit]
+
+
+def has_turns_between(conversation_id: int, start, end) -> bool:
+    try:
+        message_model = django_apps.get_model("wxmessages", "Message")
+    except LookupError:
+        return False
+    span = {"received_at__lt": end} if start is None else {"received_at__gte": start, "received_at__lt": end}
+    return message_model.objects.filter(conversation_id=conversation_id, **span).exists()
 
 
 def gateway_route(route: str) -> dict | None:

@@ -172,8 +172,16 @@ class ChatEngine(BaseEngine):
         return turn.snapshot.facts
 
     async def after_reply(self, turn: TurnContext, reply: EngineReply) -> None:
-        """The conversation has a new turn: cached retrievals of it are stale."""
+        """The conversation has a new turn: cached retrievals of it are stale; turns that left the
+        window are folded into the rolling summary by a task."""
         memory.invalidate_memory(turn.conversation_id)
+        if turn.snapshot.summary_due:
+            try:
+                from apps.engines.tasks import refresh_summary
+
+                refresh_summary.delay(turn.conversation_id)
+            except Exception:  # the broker being down must not lose the reply; the next reply retries
+                logger.warning("could not enqueue the summary refresh of conversation %s", turn.conversation_id)
 
     # --- the reply --------------------------------------------------------------------------------
     async def prepare(

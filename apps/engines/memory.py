@@ -33,6 +33,7 @@ class MemorySnapshot:
     turns: list[dict] = field(default_factory=list)  # {"role", "content", "name"?}, oldest first
     summary: str = ""
     facts: list[str] = field(default_factory=list)
+    summary_due: bool = False  # turns fell out of the window since the summary was last written
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -119,7 +120,7 @@ def rank_facts(facts: list[str], query: str, limit: int) -> list[str]:
 def load_memory(conversation_id: int, contact: str, query: str, limit: int) -> MemorySnapshot:
     """The memory straight from the database (no cache). Sync."""
     since = timezone.now() - timedelta(minutes=settings.ENGINE_MEMORY_WINDOW_MINUTES)
-    turns = adapters.recent_turns(conversation_id, since, limit + 1)
+    turns = adapters.turns_between(conversation_id, since, limit=limit + 1)
     # The pipeline stores the message being answered before asking the engine: it is the new
     # message, not memory.
     if turns and turns[-1]["role"] == "user" and turns[-1]["content"] == query:
@@ -128,7 +129,7 @@ def load_memory(conversation_id: int, contact: str, query: str, limit: int) -> M
         {key: value for key, value in turn.items() if key in ("role", "content", "name") and value}
         for turn in turns[-limit:]
     ]
-    summary = ConversationSummary.objects.filter(conversation_id=conversation_id).values_list("summary", flat=True)
+    summary_row = ConversationSummary.objects.filter(conversation_id=conversation_id).first()
     facts: list[str] = []
     conversation = adapters.conversation(conversation_id)
     if conversation is not None and contact:
@@ -137,10 +138,12 @@ def load_memory(conversation_id: int, contact: str, query: str, limit: int) -> M
                 agent_id=conversation.agent_id, chat_name=conversation.chat_name, contact=contact
             ).values_list("fact", flat=True)[:200]
         )
+    covered_until = summary_row.covered_until if summary_row else None
     return MemorySnapshot(
         turns=turns,
-        summary=summary.first() or "",
+        summary=summary_row.summary if summary_row else "",
         facts=rank_facts(facts, query, settings.ENGINE_MEMORY_MAX_FACTS),
+        summary_due=adapters.has_turns_between(conversation_id, covered_until, since),
     )
 
 
@@ -173,5 +176,54 @@ def remember_fact(conversation_id: int, contact: str, fact: str, source: str = C
         fact=fact,
         defaults={"source": source, "conversation_id": conversation_id},
     )
+    invalidate_memory(conversation_id)
+    return True
+
+
+SUMMARY_PROMPT = (
+    "你负责为微信客服对话维护一段滚动摘要，供之后的客服参考。把“已有摘要”和“新的对话”合并成一段不超过 "
+    "300 字的简体中文摘要：保留客户的诉求、已确认的事实（型号、地址、订单/合同、故障现象）、已给出的方案和"
+    "未解决的问题；不要寒暄，不要编造。只输出摘要本身。"
+)
+SUMMARY_BATCH = 60
+
+
+def _uncovered_turns(conversation_id: int) -> tuple[ConversationSummary, list[dict], object]:
+    window_start = timezone.now() - timedelta(minutes=settings.ENGINE_MEMORY_WINDOW_MINUTES)
+    row, _ = ConversationSummary.objects.get_or_create(conversation_id=conversation_id)
+    start = row.covered_until or timezone.now() - timedelta(days=3650)
+    turns = adapters.turns_between(conversation_id, start, window_start, limit=SUMMARY_BATCH, newest=False)
+    turns = [turn for turn in turns if row.covered_until is None or turn["at"] > row.covered_until]
+    return row, turns, window_start
+
+
+def _save_summary(row: ConversationSummary, summary: str, covered_until) -> None:
+    ConversationSummary.objects.filter(pk=row.pk).update(
+        summary=summary, covered_until=covered_until, updated_at=timezone.now()
+    )
+
+
+async def refresh_summary(conversation_id: int) -> bool:
+    """Fold the turns that left the recent-memory window into the conversation's rolling summary
+    (one cheap-route LLM call per batch of 60 turns). True when the summary changed."""
+    from apps.llm_gateway import services as gateway
+
+    row, turns, _ = await db(_uncovered_turns, conversation_id)
+    if not turns:
+        return False
+    transcript = "\n".join(f"{'客户' if turn['role'] == 'user' else '客服'}：{turn['content']}" for turn in turns)
+    completion = await gateway.complete(
+        [
+            {"role": "system", "content": SUMMARY_PROMPT},
+            {"role": "user", "content": f"已有摘要：{row.summary or '（无）'}\n\n新的对话：\n{transcript}"},
+        ],
+        route="cheap",
+        max_tokens=600,
+        timeout=settings.ENGINE_LLM_TIMEOUT,
+        user={"agent": None, "customer": None},
+    )
+    if completion.offline or not completion.content.strip():
+        return False  # keep the old summary and the turns uncovered: the next refresh retries
+    await db(_save_summary, row, completion.content.strip()[:1000], turns[-1]["at"])
     invalidate_memory(conversation_id)
     return True

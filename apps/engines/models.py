@@ -91,6 +91,11 @@ class Personality(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def validate_constraints(self, exclude=None):
+        # Making a personality the default takes the flag from the previous one
+        # (services.save_personality), so a second default is not a validation error.
+        super().validate_constraints(exclude={*(exclude or ()), "is_default"})
+
 
 class ConversationSummary(models.Model):
     """Rolling summary of the turns that fell out of the recent-memory window."""

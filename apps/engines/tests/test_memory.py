@@ -147,3 +147,28 @@ async def test_the_cache_is_redis_and_replies_go_out_with_redis_stopped(world, o
         assert {"role": "assistant", "content": "请检查空开是否跳闸。"} in request["messages"]
     else:  # the gateway needs Redis: the engine still answers (knowledge base or apology, handed to a human)
         assert reply.offline and reply.handoff
+
+
+async def test_turns_leaving_the_window_are_folded_into_the_rolling_summary(world, settings):
+    settings.ENGINE_MEMORY_WINDOW_MINUTES = 30
+    await sync_to_async(add_exchange)(world, "我想装一个 7kW 的桩", "好的，请问是自有车位吗？", 120, 1)
+    await sync_to_async(add_exchange)(world, "是自有车位，在渝北", "可以安装，我们安排勘测。", 100, 2)
+    await sync_to_async(add_exchange)(world, "勘测什么时候来", "明天上午。", 10, 3)
+
+    snapshot, _ = await memory.retrieve_memory(world.conversation.pk, world.sender, "好的")
+    assert snapshot.summary_due and len(snapshot.turns) == 2
+
+    with fake_openai() as server:
+        use_fake_provider(server, settings)
+        server.rule({"content": "客户要在渝北自有车位安装 7kW 桩，已安排勘测。"}, model="fake-cheap")
+        assert await memory.refresh_summary(world.conversation.pk) is True
+        assert await memory.refresh_summary(world.conversation.pk) is False  # nothing new left the window
+        (request,) = server.requests(path="chat")
+    transcript = request["body"]["messages"][-1]["content"]
+    assert "客户：我想装一个 7kW 的桩" in transcript and "客服：可以安装，我们安排勘测。" in transcript
+    assert "勘测什么时候来" not in transcript  # still in the window: not summarised yet
+
+    snapshot, hit = await memory.retrieve_memory(world.conversation.pk, world.sender, "好的")
+    assert not hit  # the new summary invalidated the cached memory
+    assert snapshot.summary == "客户要在渝北自有车位安装 7kW 桩，已安排勘测。"
+    assert not snapshot.summary_due
