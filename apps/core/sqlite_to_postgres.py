@@ -29,9 +29,12 @@ from django.db import connections, models, transaction
 
 BATCH_ROWS = 5000
 
-# Tables that `migrate` itself fills on a fresh database: they do not make a target "non-empty",
-# and they are replaced by the source's rows (ids must match the source's foreign keys).
-MIGRATE_POPULATED_TABLES = frozenset({"django_content_type", "auth_permission", "django_migrations"})
+# Written on the target after a successful copy, so that a second run refuses without --truncate.
+# Plain SQL, not a model: it must not be copied or migrated itself.
+IMPORT_MARKER_TABLE = "wxcs_sqlite_import"
+# Rebuilt by post_migrate on every migrate, with ids that depend on history: never "data of its
+# own", always replaced by the source's rows (the source's foreign keys point at those ids).
+POST_MIGRATE_TABLES = frozenset({"django_content_type", "auth_permission"})
 
 
 class MigrationRefused(Exception):
@@ -166,7 +169,12 @@ def canonical(value) -> str:
     return str(value)
 
 
-def row_digest(rows: Iterable[tuple], json_positions: set[int], json_is_text: bool) -> tuple[int, str]:
+def canonical_key(value):
+    """A primary key as SQLite stores it (UUIDs as 32 hex digits)."""
+    return value.hex if isinstance(value, uuid.UUID) else value
+
+
+def row_digest(rows: Iterable[tuple], json_positions: set[int]) -> tuple[int, str]:
     """Row count and an order-independent digest (sum of per-row SHA-256 mod 2**256): the two
     databases may order text primary keys differently, and the sum still changes with any value."""
     total = 0
@@ -176,7 +184,8 @@ def row_digest(rows: Iterable[tuple], json_positions: set[int], json_is_text: bo
         parts = []
         for i, value in enumerate(row):
             if i in json_positions and value is not None:
-                value = json.loads(value) if json_is_text else value
+                # both sides hand JSON over as text (Django's psycopg setup does not parse jsonb)
+                value = json.loads(value) if isinstance(value, str) else value
                 parts.append(json.dumps(value, sort_keys=True, ensure_ascii=False))
             else:
                 parts.append(canonical(value))
@@ -247,18 +256,41 @@ class SqliteToPostgres:
     # target
 
     def target_data_tables(self, plans: list[TablePlan]) -> list[tuple[str, int]]:
-        """Tables on the target that already hold data (ignoring what migrate itself writes)."""
+        """Tables on the target holding data that did not come from `migrate` or from this source.
+
+        A freshly migrated target already has rows written by migrations (content types,
+        permissions, seeded prices, periodic tasks); the source ran the same migrations, so those
+        rows have primary keys the source has too. A row whose key the source lacks is data of its
+        own; so is any earlier import (the marker table).
+        """
         existing = set(self.target.introspection.table_names())
         occupied = []
         with self.target.cursor() as cursor:
+            if IMPORT_MARKER_TABLE in existing:
+                cursor.execute(f"SELECT COUNT(*) FROM {IMPORT_MARKER_TABLE}")
+                if cursor.fetchone()[0]:
+                    occupied.append((f"{IMPORT_MARKER_TABLE} (an earlier import)", 1))
             for plan in plans:
-                if plan.table in MIGRATE_POPULATED_TABLES or plan.table not in existing:
+                if plan.table not in existing or plan.table in POST_MIGRATE_TABLES:
                     continue
-                cursor.execute(f'SELECT COUNT(*) FROM "{plan.table}"')
-                (count,) = cursor.fetchone()
-                if count:
-                    occupied.append((plan.table, count))
+                cursor.execute(f'SELECT "{plan.pk_column}" FROM "{plan.table}"')
+                keys = [row[0] for row in cursor.fetchall()]
+                foreign = self._keys_missing_in_source(plan, keys)
+                if foreign:
+                    occupied.append((plan.table, foreign))
         return occupied
+
+    def _keys_missing_in_source(self, plan: TablePlan, keys: list) -> int:
+        if len(keys) > plan.source_rows:
+            return len(keys) - plan.source_rows
+        missing = 0
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            query = f'SELECT COUNT(*) FROM "{plan.table}" WHERE "{plan.pk_column}" IN ({marks})'
+            (found,) = self.source.execute(query, [canonical_key(k) for k in chunk]).fetchone()
+            missing += len(chunk) - found
+        return missing
 
     def migrate_target_schema(self, stdout) -> None:
         call_command("migrate", database=self.target_alias, interactive=False, verbosity=0, stdout=stdout)
@@ -276,6 +308,7 @@ class SqliteToPostgres:
                         rows = self._copy_table(cursor, plan, progress)
                     report.tables.append(TableResult(plan.table, rows, time.perf_counter() - table_started))
                 self._reset_sequences(cursor, [p.model for p in plans])
+                self._write_marker(cursor, report)
         report.copy_seconds = time.perf_counter() - started
         return report
 
@@ -305,6 +338,17 @@ class SqliteToPostgres:
                 progress.update(len(rows))
         return written
 
+    def _write_marker(self, cursor, report: MigrationReport) -> None:
+        cursor.execute(
+            f"CREATE TABLE IF NOT EXISTS {IMPORT_MARKER_TABLE} "
+            "(imported_at timestamptz NOT NULL DEFAULT now(), source text NOT NULL, tables integer, rows bigint)"
+        )
+        cursor.execute(f"DELETE FROM {IMPORT_MARKER_TABLE}")
+        cursor.execute(
+            f"INSERT INTO {IMPORT_MARKER_TABLE} (source, tables, rows) VALUES (%s, %s, %s)",
+            [str(self.source_path), len(report.tables), report.rows],
+        )
+
     def _reset_sequences(self, cursor, model_list) -> None:
         for sql in self.target.ops.sequence_reset_sql(no_style(), model_list):
             cursor.execute(sql)
@@ -318,11 +362,11 @@ class SqliteToPostgres:
             for plan in plans:
                 json_positions = {i for i, f in enumerate(plan.fields) if f.get_internal_type() == "JSONField"}
                 source_count, source_digest = row_digest(
-                    (row for rows in self._source_rows(plan) for row in rows), json_positions, json_is_text=True
+                    (row for rows in self._source_rows(plan) for row in rows), json_positions
                 )
                 quoted = ", ".join(f'"{c}"' for c in plan.columns)
                 cursor.execute(f'SELECT {quoted} FROM "{plan.table}"')
-                target_count, target_digest = row_digest(_fetch_all(cursor), json_positions, json_is_text=False)
+                target_count, target_digest = row_digest(_fetch_all(cursor), json_positions)
                 result = results[plan.table]
                 result.verified = source_count == target_count and source_digest == target_digest
                 if source_count != target_count:

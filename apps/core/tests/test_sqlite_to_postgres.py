@@ -9,7 +9,14 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from apps.core.sqlite_to_postgres import concrete_models, dependency_order
+from apps.core.sqlite_to_postgres import IMPORT_MARKER_TABLE, concrete_models, dependency_order
+from apps.costs.models import UsageRecord
+from apps.customers.models import Contact, Customer
+from apps.erp.models import Contract
+from apps.knowledge.models import Entry
+from apps.llm_gateway.models import Provider
+from apps.messages.models import Message, Reply
+from apps.rules.models import Rule
 from apps.core.testing import BASE_DIR
 from conftest import requires_services
 
@@ -33,6 +40,13 @@ def manage(env, *args, timeout=600):
     return result
 
 
+@pytest.fixture
+def _drop_import_marker():
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {IMPORT_MARKER_TABLE}")
+
+
 @pytest.fixture(scope="module")
 def filled_sqlite(tmp_path_factory):
     path = tmp_path_factory.mktemp("embedded") / "wxcs.sqlite3"
@@ -50,12 +64,23 @@ def test_dependency_order_puts_parents_first():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("_drop_import_marker")
 def test_copies_verifies_and_the_app_works_on_the_result(filled_sqlite, capsys):
     call_command("migrate_sqlite_to_postgres", "--source", str(filled_sqlite), "--no-progress")
     out = capsys.readouterr().out
     assert "Migration complete: every table verified." in out
     assert User.objects.count() == 50
     assert LogEntry.objects.count() == 500
+    assert Message.objects.count() == 10000 and Reply.objects.count() == 10000
+    assert Customer.objects.count() == 239 and Contact.objects.count() == 478 and Contract.objects.count() == 600
+    assert UsageRecord.objects.count() == 10000 and Rule.objects.count() == 30 and Entry.objects.count() == 500
+    # encrypted columns moved as ciphertext and still decrypt
+    assert Provider.objects.get(name="deepseek").api_key == "sk-migrated-secret-0001"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT api_key FROM llm_gateway_provider WHERE name = 'deepseek'")
+        assert cursor.fetchone()[0].startswith("enc:v1:")
+    reply = Reply.objects.select_related("message").order_by("id").first()
+    assert reply.latency_ms["total"] == 9.8 and reply.message.is_at_me is True
     assert LogEntry.objects.order_by("action_time").first().object_repr == "用户 0"
     # sequences were reset: a new row gets a fresh id
     top = User.objects.order_by("-id").first().id
@@ -73,6 +98,7 @@ def test_copies_verifies_and_the_app_works_on_the_result(filled_sqlite, capsys):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("_drop_import_marker")
 def test_dry_run_writes_nothing(filled_sqlite, capsys):
     call_command("migrate_sqlite_to_postgres", "--source", str(filled_sqlite), "--dry-run")
     out = capsys.readouterr().out
@@ -81,6 +107,7 @@ def test_dry_run_writes_nothing(filled_sqlite, capsys):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("_drop_import_marker")
 def test_verification_catches_a_difference(filled_sqlite, monkeypatch):
     from apps.core import sqlite_to_postgres
 
@@ -106,6 +133,7 @@ def test_refuses_a_missing_source(tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("_drop_import_marker")
 def test_refuses_a_source_behind_the_code(tmp_path):
     path = tmp_path / "old.sqlite3"
     manage(sqlite_env(path), "migrate", "auth", "0001", "-v0")
