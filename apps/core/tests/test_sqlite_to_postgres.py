@@ -10,6 +10,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from apps.core.sqlite_to_postgres import IMPORT_MARKER_TABLE, concrete_models, dependency_order
+from apps.core.testing import BASE_DIR
 from apps.costs.models import UsageRecord
 from apps.customers.models import Contact, Customer
 from apps.erp.models import Contract
@@ -17,7 +18,6 @@ from apps.knowledge.models import Entry
 from apps.llm_gateway.models import Provider
 from apps.messages.models import Message, Reply
 from apps.rules.models import Rule
-from apps.core.testing import BASE_DIR
 from conftest import requires_services
 
 pytestmark = requires_services
