@@ -198,3 +198,55 @@ def chromium_session(base_url, tmp_path, expect, sync_playwright):
             assert errors == []
         finally:
             browser.close()
+
+
+@pytest.mark.e2e
+def test_one_producer_across_web_processes_and_failover_when_it_dies(live_env, tmp_path):
+    """Viewers on two Daphnes get the same snapshots (one producer); kill the producer's process and the
+    other Daphne takes over within the lock TTL."""
+    from apps.core.testing import running, start_daphne
+
+    cookie = session_cookie(staff_user())
+    first, first_url = start_daphne(live_env, tmp_path, name="daphne-a")
+    second, second_url = start_daphne(live_env, tmp_path, name="daphne-b")
+    with running(first, second):
+        urls = [url.replace("http", "ws") + "/ws/dashboard/" for url in (first_url, first_url, second_url, second_url)]
+
+        async def watch(seconds: float) -> list[list[str]]:
+            async def one(url):
+                seen = []
+                async with websockets.connect(
+                    url, additional_headers={"Cookie": cookie, "Origin": "http://127.0.0.1"}
+                ) as ws:
+                    deadline = time.monotonic() + seconds
+                    while time.monotonic() < deadline:
+                        try:
+                            seen.append(json.loads(await asyncio.wait_for(ws.recv(), 1.5))["ts"])
+                        except TimeoutError:
+                            continue
+                return seen
+
+            return await asyncio.gather(*(one(url) for url in urls))
+
+        seen = asyncio.run(watch(5))
+        everyone = [set(ts) for ts in seen]
+        common = set.intersection(*everyone)
+        assert len(common) >= 3, seen  # the same snapshots reached viewers of both processes
+        assert len(set.union(*everyone)) <= 7, seen  # ~1 per second, not one per process or viewer
+
+        first.kill()
+        survivors = urls[2:]
+
+        async def after_kill():
+            async def one(url):
+                async with websockets.connect(
+                    url, additional_headers={"Cookie": cookie, "Origin": "http://127.0.0.1"}
+                ) as ws:
+                    started = time.monotonic()
+                    frames = [json.loads(await asyncio.wait_for(ws.recv(), 8))["ts"] for _ in range(4)]
+                    return frames, time.monotonic() - started
+
+            return await asyncio.gather(*(one(url) for url in survivors))
+
+        for frames, elapsed in asyncio.run(after_kill()):
+            assert len(set(frames)) >= 3 and elapsed < 12, (frames, elapsed)

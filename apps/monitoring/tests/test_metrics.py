@@ -1,3 +1,4 @@
+import json
 import time
 
 import httpx
@@ -85,7 +86,7 @@ def test_a_bad_allow_list_entry_is_skipped_not_fatal(settings):
 @pytest.mark.e2e
 def test_metric_incremented_in_a_celery_worker_shows_on_daphne_metrics(live_env, tmp_path):
     """A notification sent by a real worker process counts there and appears on a real Daphne's /metrics."""
-    from apps.core.testing import running, start_daphne, start_worker
+    from apps.core.testing import free_port, running, start_daphne, start_worker
 
     prom_dir = tmp_path / "prom"
     prom_dir.mkdir()
@@ -99,8 +100,9 @@ def test_metric_incremented_in_a_celery_worker_shows_on_daphne_metrics(live_env,
         )
         rule.channels.add(channel)
         rows.agent(queue_size=500)
-        worker = start_worker(env, tmp_path)
-        daphne, base_url = start_daphne(env, tmp_path)
+        worker_port = free_port()
+        worker = start_worker({**env, "METRICS_WORKER_PORT": str(worker_port)}, tmp_path)
+        daphne, base_url = start_daphne({**env, "LOG_JSON": "true"}, tmp_path)
         with running(daphne, worker):
             services.evaluate_rules()  # fires: the worker's notify task sends it
             assert len(receiver.wait_for(1)) == 1, worker.log_tail()
@@ -115,4 +117,21 @@ def test_metric_incremented_in_a_celery_worker_shows_on_daphne_metrics(live_env,
             assert sent == 1, worker.log_tail()
             # Daphne's own request metrics are there too, merged from the same directory.
             assert sample_value(found["django_http_requests_total_by_method"], method="GET") >= 1
+            # The worker's own exporter (docker: a worker in its own container) shows the same count.
+            from_worker = families(httpx.get(f"http://127.0.0.1:{worker_port}/metrics", timeout=10).text)
+            assert sample_value(from_worker["wxcs_alert_notifications"], channel="dingtalk", outcome="sent") == 1
+        # LOG_JSON=true: Daphne logged one JSON object per line, each with a trace_id field.
+        logged = [json.loads(line) for line in daphne.log_path.read_text().splitlines() if line.startswith("{")]
+        assert logged and all("trace_id" in entry and "level" in entry for entry in logged)
         assert {path.name.split("_")[0] for path in prom_dir.iterdir()} >= {"counter"}
+
+
+def test_run_platform_starts_with_an_empty_metrics_directory(settings, tmp_path):
+    from apps.core.platform import all_processes
+
+    settings.PROMETHEUS_MULTIPROC_DIR = str(tmp_path / "prom")
+    (tmp_path / "prom").mkdir()
+    (tmp_path / "prom" / "counter_4242.db").write_bytes(b"stale")
+    processes = all_processes()  # what run_platform calls before starting anything
+    assert {"web", "worker", "beat"} <= set(processes)
+    assert list((tmp_path / "prom").iterdir()) == []
