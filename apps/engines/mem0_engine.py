@@ -131,6 +131,18 @@ def resolve_settings() -> Mem0Settings:
     )
 
 
+def close_memory(mem) -> None:
+    """Release a mem0 Memory, including the local Qdrant's lock on its folder (Memory.close keeps it)."""
+    mem.close()
+    client = getattr(getattr(mem, "vector_store", None), "client", None)
+    if client is not None:
+        client.close()
+
+
+def _store_in_use_elsewhere(exc: Exception) -> bool:
+    return isinstance(exc, RuntimeError) and "already accessed by another instance" in str(exc)
+
+
 def contact_key(agent_id: str, chat_name: str, contact: str) -> str:
     return f"{agent_id}:{chat_name}:{contact}"
 
@@ -156,7 +168,8 @@ class Mem0Engine(ChatEngine):
 
                 os.makedirs(wanted.directory, exist_ok=True)
                 if self._memory is not None:
-                    self._memory.close()
+                    close_memory(self._memory)
+                    self._memory = None
                 self._memory = Memory.from_config(wanted.as_mem0_config())
                 self._memory_settings = wanted
             return self._memory
@@ -258,13 +271,35 @@ class Mem0Engine(ChatEngine):
         )
         return info
 
+    def _check_store_sync(self) -> str:
+        """Search mem0's store. A process that does not hold it yet (e.g. the web process checking
+        before a switch) opens it only for the check: the local Qdrant folder admits one process."""
+        if self._memory is not None:
+            self._search_sync("health-check", "健康检查", 1)
+            return "mem0 向量库正常"
+        from mem0 import Memory
+
+        conf = resolve_settings()
+        os.makedirs(conf.directory, exist_ok=True)
+        try:
+            probe = Memory.from_config(conf.as_mem0_config())
+        except RuntimeError as exc:
+            if _store_in_use_elsewhere(exc):
+                return "mem0 本地向量库正由另一个进程（worker）使用"
+            raise
+        try:
+            probe.search("健康检查", top_k=1, filters={"user_id": "health-check"})
+        finally:
+            close_memory(probe)
+        return "mem0 向量库正常"
+
     async def health_check(self) -> dict:
-        """The chat model answers (ChatEngine's check) and mem0 opens its store and searches."""
+        """The chat model answers (ChatEngine's check) and mem0's embedder and store work."""
         chat = await super().health_check()
         if not chat["ok"]:
             return chat
         try:
-            await self.search_memories("health-check", "健康检查", limit=1)
+            detail = await self._run(self._check_store_sync)
         except Exception as exc:
             return {"ok": False, "detail": f"mem0 不可用：{exc.__class__.__name__}: {exc}"}
-        return {"ok": True, "detail": f"{chat['detail']}；mem0 向量库正常"}
+        return {"ok": True, "detail": f"{chat['detail']}；{detail}"}
