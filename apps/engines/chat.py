@@ -169,6 +169,8 @@ class ChatEngine(BaseEngine):
 
     # --- long-term memory: ContactFact rows (Mem0Engine replaces these two) ----------------------
     async def recall_facts(self, turn: TurnContext) -> list[str]:
+        """Long-term facts for the prompt; sets cache_hits["long_term"] (here: part of the memory lookup)."""
+        turn.cache_hits["long_term"] = turn.cache_hits.get("memory", 0)
         return turn.snapshot.facts
 
     async def after_reply(self, turn: TurnContext, reply: EngineReply) -> None:

@@ -204,7 +204,7 @@ class Mem0Engine(ChatEngine):
     # --- ChatEngine hooks ------------------------------------------------------------------------
     async def recall_facts(self, turn: TurnContext) -> list[str]:
         if turn.conversation is None or not turn.sender:
-            return turn.snapshot.facts
+            return await super().recall_facts(turn)
         user_id = contact_key(turn.conversation.agent_id, turn.conversation.chat_name, turn.sender)
         key = memory.cache_key(
             turn.conversation_id, "mem0", f"{user_id}\x00{turn.query}", settings.ENGINE_MEMORY_MAX_FACTS
@@ -212,15 +212,15 @@ class Mem0Engine(ChatEngine):
         cached = memory.memory_cache.get(key)
         if cached is not None:
             metrics.CACHE.labels("mem0", "hit").inc()
-            turn.cache_hits["mem0"] = 1
+            turn.cache_hits["long_term"] = 1
             return cached
         metrics.CACHE.labels("mem0", "miss").inc()
-        turn.cache_hits["mem0"] = 0
+        turn.cache_hits["long_term"] = 0
         try:
             results = await self.search_memories(user_id, turn.query)
         except Exception:
             logger.exception("mem0 search failed; using the contact's stored facts")
-            return turn.snapshot.facts
+            return await super().recall_facts(turn)
         facts = [str(item.get("memory", "")) for item in results if item.get("memory")]
         memory.memory_cache.set(key, facts)
         return facts

@@ -117,8 +117,7 @@ async def test_same_conversation_answered_by_both_engines_with_the_same_metrics(
         assert reply.content == "好的，已记录您的充电桩型号 ACX-7。"
         assert set(reply.latency_ms) == set(STAGES)
         assert reply.input_tokens > 0 and reply.output_tokens > 0 and reply.model == "fake-model"
-        assert "memory" in reply.cache_hits
-    assert "mem0" in mem0_reply.cache_hits
+        assert set(reply.cache_hits) == {"memory", "long_term"}
     # Both saw the same recent turn from the pipeline's rows.
     for body in chat_requests(server):
         assert {"role": "assistant", "content": "您好，我是小e，请问有什么可以帮您？"} in body["messages"]
@@ -216,3 +215,26 @@ async def test_no_model_answering_falls_back_to_the_offline_provider(server, wor
 
     assert reply.offline and reply.content
     assert reply.confidence <= 0.4
+
+
+async def test_mem0_recall_is_cached_until_the_conversation_changes(server, world):
+    from apps.engines.chat import TurnContext
+    from apps.engines.timing import Stopwatch
+
+    fact = "客户的充电桩型号是 ACX-7"
+    server.rule({"content": json.dumps({"memory": [{"id": "0", "text": fact}]}, ensure_ascii=False)}, model="fake-mem0")
+    engine = Mem0Engine()
+    await engine.add_memories(contact_key(world.agent_id, "张三", "张三"), [{"role": "user", "content": "桩是 ACX-7"}])
+    message = [{"role": "user", "content": "我的桩什么型号", "name": world.sender}]
+
+    turns: list[TurnContext] = []
+    for _ in range(2):
+        turns.append(await engine.prepare(message, world.conversation.pk, None, Stopwatch()))
+    searches = len(server.requests(path="embeddings"))
+    assert [turn.facts for turn in turns] == [[fact], [fact]]
+    assert [turn.cache_hits for turn in turns] == [{"memory": 0, "long_term": 0}, {"memory": 1, "long_term": 1}]
+
+    memory.invalidate_memory(world.conversation.pk)
+    again = await engine.prepare(message, world.conversation.pk, None, Stopwatch())
+    assert again.cache_hits == {"memory": 0, "long_term": 0}
+    assert len(server.requests(path="embeddings")) > searches  # mem0 searched again
