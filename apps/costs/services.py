@@ -169,45 +169,52 @@ class Refusal:
     spent: float
 
 
-_scripts: dict[tuple[int, str], object] = {}
-
-
-def _script(redis, name: str, source: str):
-    s = _scripts.get((id(redis), name))
-    if s is None:
-        s = _scripts[(id(redis), name)] = redis.register_script(source)
-    return s
-
-
 async def reserve(
-    provider: str, model: str, agent: str, estimate: float, exempt: frozenset[int] = frozenset()
-) -> Reservation | Refusal:
-    """`exempt`: budgets that already degraded this call to the cheap route — still counted, no longer
-    refusing (a "cheap" budget keeps the service answering at the cheaper rate past its limit)."""
+    provider: str,
+    model: str,
+    agent: str,
+    estimate: float,
+    exempt: frozenset[int] = frozenset(),
+    also=None,
+) -> tuple[Reservation | Refusal, list]:
+    """Reserve `estimate` CNY on every budget that applies, atomically; a refusal names the budget.
+
+    `exempt`: budgets that already degraded this call to the cheap route — still counted, no longer
+    refusing (a "cheap" budget keeps the service answering at the cheaper rate past its limit).
+    `also`: `async also(pipe)` queues other Redis commands on the same round trip (the gateway's circuit
+    check); their results are returned second (empty without Redis: then `also` is not called)."""
     config = await get_config()
     budgets = [b for b in config.budgets if b.applies(provider, model, agent)]
-    if not budgets:
-        return Reservation()
     keys = [_budget_key(b) for b in budgets]
     flags = [
         ("e" if b.enforcing and b.id not in exempt else "") + ("a" if 100 in b.thresholds else "") for b in budgets
     ]
     redis = aredis.client()
+    extra: list = []
     if redis is None:
-        result = store.local.reserve(keys, estimate, [b.limit for b in budgets], flags)
+        result = store.local.reserve(keys, estimate, [b.limit for b in budgets], flags) if budgets else [0]
     else:
-        args: list = [estimate, store.BUDGET_TTL]
-        for b, f in zip(budgets, flags, strict=True):
-            args += [b.limit, f or "-"]
-        result = await _script(redis, "reserve", store.RESERVE_LUA)(keys=keys, args=args)
+        pipe = redis.pipeline(transaction=False)
+        if also is not None:
+            await also(pipe)
+        if budgets:
+            args: list = [estimate, store.BUDGET_TTL]
+            for b, f in zip(budgets, flags, strict=True):
+                args += [b.limit, f or "-"]
+            await aredis.evalsha(redis, store.RESERVE_LUA, keys, args, pipe=pipe)
+        results = await aredis.execute(redis, pipe)
+        extra = results[: len(results) - (1 if budgets else 0)]
+        result = results[-1] if budgets else [0]
+    if not budgets:
+        return Reservation(), extra
     if int(result[0]) == 0:
-        return Reservation(keys, budgets, estimate)
+        return Reservation(keys, budgets, estimate), extra
     budget = budgets[int(result[0]) - 1]
     spent = float(result[1])
     metrics.budget_used(budget, spent)
     if int(result[2]):
         await _alerts([(budget, period_key(budget.period), 100, spent)])
-    return Refusal(budget, spent)
+    return Refusal(budget, spent), extra
 
 
 async def release(reservation: Reservation) -> None:
@@ -217,7 +224,7 @@ async def release(reservation: Reservation) -> None:
     if redis is None:
         store.local.release(reservation.keys, reservation.estimate)
         return
-    await _script(redis, "release", store.RELEASE_LUA)(keys=reservation.keys, args=[reservation.estimate])
+    await aredis.evalsha(redis, store.RELEASE_LUA, reservation.keys, [reservation.estimate])
 
 
 # --- tracking -------------------------------------------------------------------------------------
@@ -230,6 +237,7 @@ class Tracked:
 
 
 _flush_state = {"at": 0.0, "running": False}
+_unpriced_logged: set[tuple[str, str]] = set()  # warn once per process and model
 
 
 async def atrack(
@@ -249,9 +257,110 @@ async def atrack(
     """Count one call (once per call id) and settle its budget reservation. Async; `track()` is the sync one."""
     config = await get_config()
     call_id = call_id or uuid.uuid4().hex
-    agent, customer = who(user)
     price_in, price_out, known = price_for(config, provider, model, provider_kind)
     cost = cost_of(price_in, price_out, input_tokens, output_tokens)
+    return await _commit(
+        config,
+        provider,
+        model,
+        input_tokens,
+        output_tokens,
+        user,
+        call_id,
+        kind,
+        route,
+        latency_ms,
+        reservation,
+        cost,
+        known,
+        price_in,
+        price_out,
+    )
+
+
+_pending: set = set()
+
+
+def track_soon(
+    config: CostConfig,
+    provider: str,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    user=None,
+    *,
+    call_id: str,
+    kind: str = "chat",
+    route: str = "",
+    latency_ms: float = 0.0,
+    reservation: Reservation | None = None,
+    provider_kind: str = "",
+) -> Tracked:
+    """`atrack` for the gateway's hot path: the cost is computed here (price table in memory) and returned at
+    once; the Redis part (counters, queue, budget settle, alerts) runs as a task on this loop right after,
+    off the caller's latency. Until it runs, the call's reservation still counts against the budgets, so
+    budgets stay exact. `drain()` waits for such tasks (tests, shutdown)."""
+    import asyncio
+
+    price_in, price_out, known = price_for(config, provider, model, provider_kind)
+    cost = cost_of(price_in, price_out, input_tokens, output_tokens)
+    task = asyncio.get_running_loop().create_task(
+        _commit(
+            config,
+            provider,
+            model,
+            input_tokens,
+            output_tokens,
+            user,
+            call_id,
+            kind,
+            route,
+            latency_ms,
+            reservation,
+            cost,
+            known,
+            price_in,
+            price_out,
+        )
+    )
+    _pending.add(task)
+    task.add_done_callback(_tracked_done)
+    return Tracked(call_id, cost, known)
+
+
+def _tracked_done(task) -> None:
+    _pending.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("usage tracking failed", exc_info=task.exception())
+
+
+async def drain() -> None:
+    """Wait for every tracking task of this event loop (see track_soon)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    while mine := [t for t in _pending if t.get_loop() is loop]:
+        await asyncio.gather(*mine, return_exceptions=True)
+
+
+async def _commit(
+    config,
+    provider,
+    model,
+    input_tokens,
+    output_tokens,
+    user,
+    call_id,
+    kind,
+    route,
+    latency_ms,
+    reservation,
+    cost,
+    known,
+    price_in,
+    price_out,
+) -> Tracked:
+    agent, customer = who(user)
     if reservation is None:  # a call made outside the gateway: settle against its budgets directly
         budgets = [b for b in config.budgets if b.applies(provider, model, agent)]
         reservation = Reservation([_budget_key(b) for b in budgets], budgets, 0.0)
@@ -316,21 +425,28 @@ async def atrack(
         ]
         for limit, th in zip(limits, thresholds, strict=True):
             args += [limit, th]
-        result = await _script(redis, "track", store.TRACK_LUA)(
-            keys=[
+        result = await aredis.evalsha(
+            redis,
+            store.TRACK_LUA,
+            [
                 aredis.key("costs", "seen", call_id),
                 aredis.key("costs", "day", day),
                 aredis.key("costs", "pending"),
                 *reservation.keys,
             ],
-            args=args,
+            args,
         )
     if int(result[0]) == -1:
         return Tracked(call_id, cost, known, duplicate=True)
     metrics.tracked(provider, model, kind, input_tokens, output_tokens, cost, known)
-    if not known:
+    if not known and (provider, model) not in _unpriced_logged:
+        _unpriced_logged.add((provider, model))
         logger.warning(
-            "no price for %s/%s: charged the default %.4f/%.4f CNY per 1k tokens", provider, model, price_in, price_out
+            "no price for %s/%s: charged the default %.4f/%.4f CNY per 1k tokens (flagged in the usage records)",
+            provider,
+            model,
+            price_in,
+            price_out,
         )
     alerts = []
     for i, budget in enumerate(reservation.budgets):

@@ -40,9 +40,43 @@ def sync_client():
     return get_redis_connection("default")
 
 
+_shas: dict[tuple[int, str], str] = {}
+
+
+async def evalsha(redis, source: str, keys: list, args: list, pipe=None):
+    """EVALSHA of `source` (loaded once per client). With `pipe`: queued there (redis-py's Script objects
+    would add a SCRIPT EXISTS round trip to every pipeline). Without: reloads on NOSCRIPT."""
+    from redis.exceptions import NoScriptError
+
+    sha = _shas.get((id(redis), source))
+    if sha is None:
+        sha = _shas[(id(redis), source)] = await redis.script_load(source)
+    if pipe is not None:
+        pipe.evalsha(sha, len(keys), *keys, *args)
+        return None
+    try:
+        return await redis.evalsha(sha, len(keys), *keys, *args)
+    except NoScriptError:
+        _shas[(id(redis), source)] = await redis.script_load(source)
+        return await redis.evalsha(_shas[(id(redis), source)], len(keys), *keys, *args)
+
+
+async def execute(redis, pipe) -> list:
+    """pipe.execute(), reloading the scripts once if Redis lost them (restart, SCRIPT FLUSH)."""
+    from redis.exceptions import NoScriptError
+
+    try:
+        return await pipe.execute()
+    except NoScriptError:
+        for client_id, source in [k for k in _shas if k[0] == id(redis)]:
+            _shas[(client_id, source)] = await redis.script_load(source)
+        raise
+
+
 def key(*parts: object) -> str:
     return f"{settings.CACHE_KEY_PREFIX}:llm:" + ":".join(str(p) for p in parts)
 
 
 def reset() -> None:
     _clients.clear()
+    _shas.clear()

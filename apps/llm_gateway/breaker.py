@@ -58,7 +58,6 @@ else
 end
 """
 
-_scripts: dict[int, object] = {}
 _local: dict[str, list[float]] = {}
 _local_lock = threading.Lock()
 
@@ -76,13 +75,6 @@ def _args(op: str) -> list:
         settings.LLM_CIRCUIT_COOLDOWN,
         settings.LLM_CIRCUIT_PROBE_TIMEOUT,
     ]
-
-
-def script(redis):
-    s = _scripts.get(id(redis))
-    if s is None:
-        s = _scripts[id(redis)] = redis.register_script(_LUA)
-    return s
 
 
 def _local_op(k: str, op: str, now: float) -> list[int]:
@@ -122,10 +114,8 @@ async def op(provider: str, model: str, name: str, pipe=None) -> list[int] | Non
     redis = aredis.client()
     if redis is None:
         return _local_op(k, name, time.time())
-    if pipe is not None:
-        await script(redis)(keys=[k], args=_args(name), client=pipe)
-        return None
-    return [int(x) for x in await script(redis)(keys=[k], args=_args(name))]
+    result = await aredis.evalsha(redis, _LUA, [k], _args(name), pipe=pipe)
+    return None if pipe is not None else [int(x) for x in result]
 
 
 def states() -> dict[str, str]:

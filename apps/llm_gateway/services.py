@@ -10,8 +10,8 @@ For each entry of the route (provider, model), in order:
    event loop, `max_retries=0`: retries are ours) with a per-attempt timeout; on 429 / 5xx / timeouts /
    connection errors: retry with exponential backoff + jitter, honouring Retry-After, up to
    LLM_RETRIES times, then the next entry; other errors (4xx, malformed answers) go to the next entry;
-3. success: usage, cost (price table), budget settle, daily counters and the usage record queued — one
-   more round trip.
+3. success: usage and cost (price table in memory) go back to the caller at once; budget settle, daily
+   counters and the usage record are written by a task right after (costs.track_soon; `drain()` waits).
 When every entry failed (or none is configured), the offline provider answers: settings.LLM_OFFLINE_ANSWERER
 (`offline_answer(messages) -> str | None`, sync or async; the knowledge base's by default) or a polite
 apology, with Completion.offline=True. `offline_fallback=False` raises GatewayError instead.
@@ -76,6 +76,11 @@ def reset_gateway() -> None:
     aredis.reset()
     breaker.reset_local()
     costs.store.local.clear()
+
+
+async def drain() -> None:
+    """Wait until the usage of every finished call on this loop is tracked (tests; before a loop closes)."""
+    await costs.drain()
 
 
 def circuit_states() -> dict[str, str]:
@@ -150,13 +155,24 @@ def _estimate(cfg: costs.CostConfig, entry: Entry, input_chars: int, max_tokens:
 
 
 async def _preflight(entry: Entry, agent: str, estimate: float, exempt: frozenset[int] = frozenset()):
-    """Circuit check + budget reservation for one entry: (allowed, circuit state, failures counted,
-    reservation | refusal | None)."""
-    allowed, state, failures = await breaker.op(entry.provider.name, entry.model, "allow")
+    """Circuit check + budget reservation for one entry, in one Redis round trip: (allowed, circuit state,
+    failures counted, reservation | refusal | None)."""
+    p, m = entry.provider.name, entry.model
+    if aredis.client() is None:
+        allowed, state, failures = await breaker.op(p, m, "allow")
+        reserved = (await costs.reserve(p, m, agent, estimate, exempt))[0] if allowed else None
+    else:
+
+        async def circuit(pipe):
+            await breaker.op(p, m, "allow", pipe=pipe)
+
+        reserved, extra = await costs.reserve(p, m, agent, estimate, exempt, also=circuit)
+        allowed, state, failures = (int(x) for x in extra[0])
+        if not allowed and isinstance(reserved, costs.Reservation):
+            await costs.release(reserved)
     if not allowed:
-        metrics.CIRCUIT.labels(entry.provider.name, entry.model).set(state)
+        metrics.CIRCUIT.labels(p, m).set(state)
         return False, state, failures, None
-    reserved = await costs.reserve(entry.provider.name, entry.model, agent, estimate, exempt)
     return True, state, failures, reserved
 
 
@@ -300,7 +316,8 @@ async def complete(
             input_tokens=getattr(response.usage, "prompt_tokens", 0) or 0,
             output_tokens=getattr(response.usage, "completion_tokens", 0) or 0,
         )
-        tracked = await costs.atrack(
+        tracked = costs.track_soon(
+            cost_cfg,
             entry.provider.name,
             entry.model,
             usage.input_tokens,
@@ -466,12 +483,14 @@ async def embed(
             continue
         response, latency_ms = result
         tokens = getattr(response.usage, "prompt_tokens", 0) or 0
-        tracked = await costs.atrack(
+        tracked = costs.track_soon(
+            cost_cfg,
             entry.provider.name,
             entry.model,
             tokens,
             0,
             user,
+            call_id=uuid.uuid4().hex,
             kind="embedding",
             route=route,
             latency_ms=latency_ms,

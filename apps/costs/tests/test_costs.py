@@ -11,7 +11,7 @@ from django.db.models import Sum
 from apps.costs import services as costs
 from apps.costs.models import Budget, BudgetAlert, UsageRecord
 from apps.llm_gateway import aredis
-from apps.llm_gateway.services import complete, reset_gateway
+from apps.llm_gateway.services import complete, drain, reset_gateway
 from apps.llm_gateway.tests.conftest import KB_ANSWER, user_msg
 from apps.llm_gateway.types import BudgetExceeded
 
@@ -41,6 +41,7 @@ async def test_usage_and_cost_recorded_exactly_once_per_call(gw):
     gw.rule({"content": "好的", "usage": USAGE})
     results = await asyncio.gather(*[complete(user_msg(), user={"agent": "a1", "customer": "c1"}) for _ in range(20)])
     assert len({c.call_id for c in results}) == 20
+    await drain()
     again = await costs.atrack("p1", "m1", 1000, 500, "a1", call_id=results[0].call_id)
     assert again.duplicate  # a retried track() is not counted twice
     await asyncio.to_thread(_check_exactly_once)
@@ -90,6 +91,7 @@ async def test_budget_degrades_to_cheap_route_at_100_and_alerts_80_once(gw):
     b = await asyncio.to_thread(budget, limit=Decimal("0.1"))  # 5 calls of 0.02
     gw.rule({"content": "好的", "usage": USAGE})
     answers = [await complete(user_msg(PROMPT), max_tokens=500) for _ in range(8)]
+    await drain()
     assert [c.route for c in answers] == ["default"] * 5 + ["cheap"] * 3
     assert answers[-1].budget_policy == "cheap" and answers[-1].model == "cheap-m"
     assert [a.outcome for a in answers[-1].attempts][:1] == ["budget"]
@@ -140,6 +142,7 @@ async def test_50_concurrent_calls_overshoot_by_at_most_one_call(gw, settings):
     gw.configure(latency=0.05)
     gw.rule({"content": "好的", "usage": USAGE})
     results = await asyncio.gather(*[complete(user_msg(PROMPT)) for _ in range(50)], return_exceptions=True)
+    await drain()
     ok = [r for r in results if not isinstance(r, BaseException)]
     refused = [r for r in results if isinstance(r, BudgetExceeded)]
     assert len(ok) + len(refused) == 50 and refused
@@ -154,6 +157,7 @@ def test_cost_report_command_and_admin_page(gw, admin_client, capsys):
 
     gw.rule({"content": "好的", "usage": USAGE})
     aio.run(complete(user_msg(), user={"agent": "a1"}))
+    aio.run(drain())
     call_command("cost_report")
     out = capsys.readouterr().out
     assert "调用 1 次" in out and "p1/m1" in out
