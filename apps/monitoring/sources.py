@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from django.apps import apps
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Sum
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
@@ -53,22 +53,23 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[rank]
 
 
-def _ms(later: datetime, earlier: datetime) -> float:
-    return (later - earlier).total_seconds() * 1000
+def _response_time():
+    return ExpressionWrapper(F("created_at") - F("message__received_at"), output_field=DurationField())
 
 
 @_safe(list)
-def response_times_ms(since: datetime, limit: int = 2000) -> list[float]:
-    """Server response time per reply (reply created − message received), newest first."""
+def response_times_ms(since: datetime, limit: int = 500) -> list[float]:
+    """Server response time (reply created − message received) of the latest `limit` replies since `since`."""
     Reply = _model("wxmessages", "Reply")
     if Reply is None:
         return []
     rows = (
         Reply.objects.filter(created_at__gte=since)
         .order_by("-created_at")
-        .values_list("created_at", "message__received_at")[:limit]
+        .annotate(took=_response_time())
+        .values_list("took", flat=True)[:limit]
     )
-    return [max(0.0, _ms(created, received)) for created, received in rows]
+    return [max(0.0, took.total_seconds() * 1000) for took in rows if took is not None]
 
 
 @_safe(list)
@@ -76,10 +77,11 @@ def recent_response_times(points: int = 30) -> list[dict]:
     Reply = _model("wxmessages", "Reply")
     if Reply is None:
         return []
-    rows = Reply.objects.order_by("-created_at").values_list("id", "created_at", "message__received_at")[:points]
+    rows = Reply.objects.order_by("-created_at").annotate(took=_response_time()).values_list("id", "created_at", "took")
     return [
-        {"id": pk, "at": created.isoformat(), "ms": round(max(0.0, _ms(created, received)), 1)}
-        for pk, created, received in reversed(rows)
+        {"id": pk, "at": created.isoformat(), "ms": round(max(0.0, took.total_seconds() * 1000), 1)}
+        for pk, created, took in reversed(rows[:points])
+        if took is not None
     ]
 
 
