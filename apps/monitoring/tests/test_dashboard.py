@@ -250,3 +250,27 @@ def test_one_producer_across_web_processes_and_failover_when_it_dies(live_env, t
 
         for frames, elapsed in asyncio.run(after_kill()):
             assert len(set(frames)) >= 3 and elapsed < 12, (frames, elapsed)
+
+
+@pytest.mark.e2e
+def test_viewer_whose_staff_flag_is_revoked_is_disconnected(live_env, tmp_path):
+    from apps.core.testing import running, start_daphne
+
+    user = staff_user()
+    cookie = session_cookie(user)
+    daphne, base_url = start_daphne({**live_env, "DASHBOARD_RECHECK": "1"}, tmp_path)
+    with running(daphne):
+
+        async def scenario():
+            headers = {"Cookie": cookie, "Origin": "http://127.0.0.1"}
+            async with websockets.connect(
+                base_url.replace("http", "ws") + "/ws/dashboard/", additional_headers=headers
+            ) as ws:
+                await asyncio.wait_for(ws.recv(), 10)
+                await asyncio.to_thread(in_thread, lambda: type(user).objects.filter(pk=user.pk).update(is_staff=False))
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    for _ in range(10):
+                        await asyncio.wait_for(ws.recv(), 5)
+                return closed.value.rcvd.code
+
+        assert asyncio.run(scenario()) == 4403
