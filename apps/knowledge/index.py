@@ -136,7 +136,10 @@ class RetrievalIndex:
         if q.shape[0] != self.dim:
             raise ValueError(f"query vector has {q.shape[0]} dimensions, the index {self.dim}")
         norm = float(np.linalg.norm(q)) or 1.0
-        return np.maximum(self.matrix @ (q / norm), 0.0)
+        # einsum's own single-threaded loop, not BLAS: OpenBLAS's threads made a 10,000 x 256 product
+        # take 9 ms of wall time instead of 1.7 on a busy 2-core machine (spinning workers fighting
+        # for the cores), for the same result.
+        return np.maximum(np.einsum("ij,j->i", self.matrix, q / norm), 0.0)
 
     # --- ranking ------------------------------------------------------------------------------
     @staticmethod

@@ -209,10 +209,19 @@ async def _embed(texts: list[str]):
     return await embed(texts, route=conf.get("KNOWLEDGE_EMBEDDING_ROUTE"))
 
 
-async def _embed_query(query: str) -> tuple[str, np.ndarray]:
+def _cached_query_vector(query: str) -> tuple[str, np.ndarray] | None:
     cached = _query_vectors.get(query)
     if cached is not None:
-        _query_vectors.move_to_end(query)
+        try:
+            _query_vectors.move_to_end(query)
+        except KeyError:  # evicted by another thread meanwhile
+            pass
+    return cached
+
+
+async def _embed_query(query: str) -> tuple[str, np.ndarray]:
+    cached = _cached_query_vector(query)
+    if cached is not None:
         return cached
     result = await asyncio.wait_for(_embed([query]), timeout=conf.get("KNOWLEDGE_EMBED_TIMEOUT"))
     value = (result.model, np.asarray(result.vectors[0], dtype=np.float32))
@@ -346,7 +355,8 @@ def search(query: str, k: int = 5, *, hybrid: bool = True) -> SearchResult:
     if not reason and query.strip():
         t = time.perf_counter()
         try:
-            model, qvec = aio.run(_embed_query(query))
+            # A repeated question needs no hop to the event loop thread.
+            model, qvec = _cached_query_vector(query) or aio.run(_embed_query(query))
         except Exception as exc:
             reason = _embedding_failed(exc)
         embed_ms = (time.perf_counter() - t) * 1000

@@ -419,21 +419,49 @@ def _limit_key(limit: CompiledLimit, facts: MessageFacts, now: float) -> str | N
     return f"rules:rl:{limit.id}:{zlib.crc32(subject.encode()):08x}:{len(subject)}:{bucket}"
 
 
+def _redis():
+    """The cache's raw Redis client (django-redis), or None on other cache backends."""
+    try:
+        from django_redis import get_redis_connection
+
+        return get_redis_connection("default")
+    except Exception:
+        return None
+
+
+def _count(keys: list[tuple[str, int]], dry_run: bool) -> list[int]:
+    """This message's position in each fixed window (one pipelined round trip on Redis)."""
+    client = _redis()
+    if client is not None:
+        names = [f"{settings.CACHE_KEY_PREFIX}:{key}" for key, _ in keys]
+        if dry_run:
+            return [int(v or 0) + 1 for v in client.mget(names)]
+        pipe = client.pipeline(transaction=False)
+        for name, (_, ttl) in zip(names, keys, strict=True):
+            pipe.incr(name)
+            pipe.expire(name, ttl)
+        return [int(v) for v in pipe.execute()[0::2]]
+    counts = []
+    for key, ttl in keys:
+        if dry_run:
+            counts.append((cache.get(key) or 0) + 1)
+        else:
+            cache.add(key, 0, timeout=ttl)
+            counts.append(cache.incr(key))
+    return counts
+
+
 def _rate_limits(ruleset: RuleSet, ctx: Context, trace: list, dry_run: bool) -> RuleDecision | None:
     now = ctx.local.timestamp()
-    for limit in ruleset.limits:
-        key = _limit_key(limit, ctx.facts, now)
-        if key is None:
-            continue
-        if dry_run:
-            count = (cache.get(key) or 0) + 1
-        else:
-            try:
-                cache.add(key, 0, timeout=limit.window + 5)
-                count = cache.incr(key)
-            except Exception:  # Redis down: do not block replies on a counter
-                logger.warning("rate-limit counter unavailable", exc_info=True)
-                continue
+    applicable = [(lim, key) for lim in ruleset.limits if (key := _limit_key(lim, ctx.facts, now)) is not None]
+    if not applicable:
+        return None
+    try:
+        counts = _count([(key, lim.window + 5) for lim, key in applicable], dry_run)
+    except Exception:  # Redis down: do not block replies on a counter
+        logger.warning("rate-limit counters unavailable", exc_info=True)
+        return None
+    for (limit, _), count in zip(applicable, counts, strict=True):
         over = count > limit.limit
         trace.append(
             {
@@ -447,12 +475,8 @@ def _rate_limits(ruleset: RuleSet, ctx: Context, trace: list, dry_run: bool) -> 
         if over:
             reason = f"限流「{limit.name}」：超过 {limit.limit} 条 / {limit.window} 秒"
             if limit.action == "reply":
-                return RuleDecision(
-                    action="reply",
-                    reply=render(limit.reply_text, ctx) if limit.reply_text else "",
-                    reason=reason,
-                    tags=["rate_limited"],
-                )
+                reply = render(limit.reply_text, ctx) if limit.reply_text else ""
+                return RuleDecision(action="reply", reply=reply, reason=reason, tags=["rate_limited"])
             return RuleDecision(action=limit.action, reason=reason, tags=["rate_limited"])
     return None
 

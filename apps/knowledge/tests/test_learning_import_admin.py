@@ -62,7 +62,10 @@ def test_chunking_respects_size_and_overlap():
 
 
 def test_import_markdown_with_sections(db):
-    md = "# 安装指南\n\n## 准备材料\n身份证、行驶证、物业同意书。\n\n## 施工\n工程师上门施工，约半天完成。\n\n# 售后\n质保三年。\n"
+    md = (
+        "# 安装指南\n\n## 准备材料\n身份证、行驶证、物业同意书。\n\n"
+        "## 施工\n工程师上门施工，约半天完成。\n\n# 售后\n质保三年。\n"
+    )
     document, count = services.import_document("install.md", md.encode(), version="v2")
     assert count == 3 and document.kind == "md"
     sections = list(document.entries.order_by("id").values_list("question", "section"))
