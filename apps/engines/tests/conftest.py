@@ -24,3 +24,14 @@ def _close_pool_before_dropping_the_test_database(django_db_setup, django_db_blo
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                     " WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
+
+
+@pytest.fixture
+def no_live_erp(monkeypatch):
+    """contract_detail adds live product lines from the ERP; engine tests use the synced rows only."""
+    from apps.erp import client as erp_client
+
+    def unreachable(cls):
+        raise erp_client.ErpError("ERP 未配置（测试）")
+
+    monkeypatch.setattr(erp_client.ErpClient, "from_settings", classmethod(unreachable))

@@ -25,14 +25,7 @@ def server(settings, tmp_path):
 
 
 @pytest.fixture
-def world(transactional_db, monkeypatch):
-    from apps.erp import client as erp_client
-
-    def no_live_erp(cls):
-        raise erp_client.ErpError("ERP 未配置（测试）")
-
-    # contract_detail adds live product lines from the ERP; these tests use the synced rows only.
-    monkeypatch.setattr(erp_client.ErpClient, "from_settings", classmethod(no_live_erp))
+def world(transactional_db, no_live_erp):
     memory.memory_cache.reset_local()
     return make_world()
 

@@ -78,13 +78,7 @@ async def test_a_customer_id_argument_is_refused_and_reveals_nothing(world):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_another_customers_contract_id_finds_nothing(world, monkeypatch):
-    from apps.erp import client as erp_client
-
-    def no_erp(*args, **kwargs):
-        raise erp_client.ErpError("ERP 未配置")
-
-    monkeypatch.setattr(erp_client.ErpClient, "from_settings", classmethod(lambda cls: no_erp()))
+async def test_another_customers_contract_id_finds_nothing(world, no_live_erp):
     context = context_for(world)
     other_id = json.dumps({"contract_id": world.other_contract.erp_id})
     text, record = await run_tool(context, "get_contract_detail", other_id)

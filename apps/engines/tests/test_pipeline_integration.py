@@ -1,0 +1,60 @@
+"""The message pipeline's decide() with the real engines behind resolve_engine (in process)."""
+
+import json
+
+import pytest
+
+from apps.engines import manager, memory
+from apps.engines.tests.world import add_exchange, make_world
+from apps.llm_gateway.testing import fake_openai, use_fake_provider
+
+
+@pytest.fixture
+def world(transactional_db, no_live_erp):
+    memory.memory_cache.reset_local()
+    manager._state_cache.invalidate()
+    manager._health.clear()
+    yield make_world()
+    manager._state_cache.invalidate()
+
+
+def test_pipeline_decides_with_the_chat_engine_and_stores_its_metrics(world, settings):
+    from apps.messages.models import Reply
+    from apps.messages.services import decide
+
+    with fake_openai() as server:
+        use_fake_provider(server, settings)
+        manager.switch_engine("chat")
+        server.rule({"tool_calls": [{"name": "list_contracts", "arguments": {}}]}, contains="合同", tools=True)
+        server.rule({"content": "您的合同 HT-2026-0501 正在执行中。"}, last_role="tool")
+        add_exchange(world, "你好", "您好，请问有什么可以帮您？", 3, 1)
+        message = add_exchange(world, "我的合同到哪一步了", None, 0, 2)
+
+        reply = decide(message.pk)
+
+        assert reply.engine == "chat" and reply.model == "fake-model"
+        assert reply.content == "您的合同 HT-2026-0501 正在执行中。"
+        assert [(call["name"], call["ok"]) for call in reply.tool_calls] == [("list_contracts", True)]
+        assert reply.input_tokens > 0 and reply.confidence >= 0.7
+        assert {"memory", "retrieval", "llm", "tools"} <= set(reply.latency_ms)
+        # The engine found the sender (the pipeline passes no "name") and so the bound customer.
+        second_request = [r["body"] for r in server.requests(path="chat") if r["model"] == "fake-model"][-1]
+        results = [json.loads(m["content"]) for m in second_request["messages"] if m["role"] == "tool"]
+        assert results[0]["contracts"][0]["number"] == "HT-2026-0501"
+        assert reply.status in (Reply.Status.QUEUED, Reply.Status.PENDING_REVIEW)
+
+
+def test_pipeline_follows_a_per_chat_override(world, settings):
+    from apps.messages.services import decide
+
+    with fake_openai() as server:
+        use_fake_provider(server, settings)
+        manager.switch_engine("chat")
+        manager.switch_engine("offline", conversation_id=world.conversation.pk)
+        message = add_exchange(world, "充电桩怎么收费", None, 0, 1)
+
+        reply = decide(message.pk)
+
+    assert reply.engine == "offline"
+    health_pings = [{"role": "user", "content": "ping"}]
+    assert all(r["body"]["messages"] == health_pings for r in server.requests(path="chat"))
