@@ -5,6 +5,7 @@
   var stateEl = document.getElementById("conn-state");
   var updatedEl = document.getElementById("updated-at");
   var frames = 0;
+  var SEVERITY = { info: "提示", warning: "警告", critical: "严重" };
   var retryDelay = 1000;
 
   function fmt(key, value) {
@@ -25,7 +26,7 @@
     return new Chart(canvas, {
       type: "line",
       data: { labels: [], datasets: [{ label: label, data: [], borderColor: color, backgroundColor: color,
-        tension: 0.25, pointRadius: 2 }] },
+        cubicInterpolationMode: "monotone", pointRadius: 2 }] },
       options: { animation: false, responsive: true, maintainAspectRatio: false,
         plugins: { legend: { display: false } }, scales: { y: { beginAtZero: true } } }
     });
@@ -60,7 +61,7 @@
     alerts.forEach(function (a) {
       var tr = document.createElement("tr");
       tr.className = "sev-" + a.severity;
-      [a.rule, a.severity, a.value, timeLabel(a.fired_at)].forEach(function (text) {
+      [a.rule, SEVERITY[a.severity] || a.severity, a.value, timeLabel(a.fired_at)].forEach(function (text) {
         var td = document.createElement("td");
         td.textContent = text;
         tr.appendChild(td);
