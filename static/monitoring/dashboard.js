@@ -12,6 +12,7 @@
     if (value === null || value === undefined) return "–";
     if (key === "cache_hit_rate" || key === "budget_used_ratio") return (value * 100).toFixed(1) + "%";
     if (key === "cost_today") return Number(value).toFixed(4);
+    if (key === "budget_limit") return Number(value).toFixed(2);
     return String(value);
   }
 
