@@ -369,6 +369,8 @@ ERP_SESSION_TTL = env.int("ERP_SESSION_TTL", default=6600)
 # Celery beat runs sync_erp every this many minutes (0 = no periodic sync).
 ERP_SYNC_INTERVAL_MINUTES = env.int("ERP_SYNC_INTERVAL_MINUTES", default=60)
 ERP_SYNC_LOCK_SECONDS = env.int("ERP_SYNC_LOCK_SECONDS", default=1800)
+# Lists a sync reads in parallel (customers, contacts, contracts, the source/value passes).
+ERP_FETCH_THREADS = env.int("ERP_FETCH_THREADS", default=4)
 
 # --- LLM gateway and costs (apps.llm_gateway, apps.costs) ----------------------------------------
 # Providers from the environment: <NAME>_API_KEY / _API_BASE / _MODEL / _TIMEOUT (presets fill the rest;

@@ -14,6 +14,7 @@ import logging
 import random
 import secrets
 import string
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ class ErpClient:
         digest = hashlib.sha256(f"{credentials.base_url}|{credentials.username}".encode()).hexdigest()[:16]
         self._cache_key = f"erp:session:{digest}"
         self._http = httpx.Client(base_url=credentials.base_url, timeout=self.timeout)
+        self._login_lock = threading.Lock()
         self.logins = 0
 
     @classmethod
@@ -179,19 +181,24 @@ class ErpClient:
         logger.info("ERP login as %s on %s", self.credentials.username, self.credentials.base_url)
         return token
 
-    def _session(self) -> str:
+    def session(self) -> str:
+        """The cached session token, logging in when there is none."""
         return cache.get(self._cache_key) or self.login()
 
-    def _forget_session(self, token: str) -> None:
-        if cache.get(self._cache_key) == token:
-            cache.delete(self._cache_key)
+    def _renew_session(self, stale: str) -> str:
+        """A fresh token after `stale` was refused; threads sharing this client log in only once."""
+        with self._login_lock:
+            current = cache.get(self._cache_key)
+            if current and current != stale:
+                return current
+            return self.login()
 
     # --- calls --------------------------------------------------------------------------------
     def call(self, path: str, datas: dict | None = None, cmdkey: str = "refresh") -> dict:
         """One ERP call; returns `body`. Re-logs in once on code 400; raises ErpBusinessError on 300."""
         items = [{"id": key, "val": value} for key, value in (datas or {}).items()]
+        token = self.session()
         for attempt in range(2):
-            token = self._session()
             envelope = self._post(path, {"session": token, "cmdkey": cmdkey, "datas": items})
             header = envelope["header"]
             status = int(header["status"])
@@ -202,10 +209,11 @@ class ErpClient:
                 return body if isinstance(body, dict) else {}
             if status == STATUS_SESSION_INVALID:
                 metrics.ERP_REQUESTS.labels(outcome="session_invalid").inc()
-                self._forget_session(token)
                 if attempt == 0:
                     logger.info("ERP session invalid on %s; logging in again", path)
+                    token = self._renew_session(token)
                     continue
+                cache.delete(self._cache_key)
                 raise ErpSessionInvalid(f"ERP 会话无效：{message}", code=status)
             metrics.ERP_REQUESTS.labels(outcome="business_error").inc()
             raise ErpBusinessError(f"ERP 业务错误（{status}）：{message or '未知错误'}", code=status)

@@ -97,6 +97,7 @@ class SimulatorState:
         self.overrides: dict[int, dict] = {}
         self.deleted: set[int] = set()
         self._filtered: dict[tuple, list] = {}
+        self._rows: dict[int, dict] = {}
         self.sessions: dict[str, float] = {}
         self.faults: list[Fault] = []
         self.stats: Counter = Counter()
@@ -108,18 +109,20 @@ class SimulatorState:
             self.faults.clear()
             self.overrides.clear()
             self.deleted.clear()
-            self._filtered.clear()
+            self.changed()
             self.sessions.clear()
             self.stats.clear()
             self.logins = 0
 
     def customer_row(self, customer: simdata.SimCustomer) -> dict:
-        row = customer.row()
-        row.update(self.overrides.get(customer.ord, {}))
+        row = self._rows.get(customer.ord)
+        if row is None:
+            row = self._rows[customer.ord] = {**customer.row(), **self.overrides.get(customer.ord, {})}
         return row
 
     def changed(self) -> None:
         self._filtered.clear()
+        self._rows.clear()
 
     def filtered(self, key: tuple, items: list, predicate) -> list:
         """`items` matching `predicate` and not deleted, cached until the data changes (paging re-asks often)."""
@@ -279,7 +282,7 @@ class Simulator:
         customer = self.state.by_ord.get(_int(datas.get("ord")))
         if customer is None or customer.ord in self.state.deleted:
             return envelope(300, "客户不存在")
-        detail = self.state.customer_row(customer)
+        detail = dict(self.state.customer_row(customer))
         detail.update(
             ly=customer.ly, lyname=simdata.SOURCES[customer.ly], jz=customer.jz, jzname=simdata.VALUES[customer.jz]
         )

@@ -20,7 +20,7 @@ TASK_NAME = "erp.sync_erp"
 if settings.ERP_SYNC_INTERVAL_MINUTES > 0:
     app.conf.beat_schedule = {
         **(app.conf.beat_schedule or {}),
-        "erp-sync-customers": {
+        "ERP：同步客户": {
             "task": TASK_NAME,
             "schedule": timedelta(minutes=settings.ERP_SYNC_INTERVAL_MINUTES),
             "kwargs": {"trigger": SyncRun.Trigger.BEAT},

@@ -44,7 +44,7 @@ def test_beat_runs_the_sync_hourly_on_the_sync_queue():
     from apps.erp import tasks
     from celery_app import app
 
-    entry = app.conf.beat_schedule["erp-sync-customers"]
+    entry = app.conf.beat_schedule["ERP：同步客户"]
     assert entry["task"] == tasks.TASK_NAME == tasks.sync_erp.name
     assert entry["schedule"] == timedelta(minutes=60)
     assert entry["options"] == {"queue": "sync"} and entry["kwargs"] == {"trigger": "beat"}

@@ -102,7 +102,7 @@ def test_failed_customer_list_fails_the_run_and_keeps_existing_data(synced, erp_
 
 
 def test_unreachable_erp_marks_the_run_transient(db, settings, erp_client, simulator):
-    simulator.fault("custom/list.asp", 500, times=10)
+    simulator.fault("custom/list.asp", 500, times=1000)
     run = services.sync_erp(client=erp_client)
     assert run.status == SyncRun.Status.FAILED and run.stats["transient"]
 
@@ -169,3 +169,22 @@ def test_contract_detail_without_the_erp_still_answers_from_the_synced_copy(sync
     detail = services.contract_detail(customer.pk, owner.contracts[0].ord, client=erp_client)
     assert detail["lines"] == [] and "合同已归档" in detail["detail_error"]
     assert detail["title"] == owner.contracts[0].title
+
+
+def test_orm_writer_used_off_postgresql_gives_the_same_result(db, erp_client, simulator, monkeypatch):
+    from django.db import connection
+
+    monkeypatch.setattr(connection, "vendor", "sqlite")  # bulk_create(update_conflicts=True) path
+    run = services.sync_erp(client=erp_client)
+    assert run.stats["customers"]["created"] == 239 and Customer.objects.get(erp_id=3208).k_code == "K3208"
+    simulator.rename(3010, "改名后的公司")
+    run = services.sync_erp(client=erp_client)
+    assert run.stats["customers"] == {"created": 0, "updated": 1, "unchanged": 238, "removed": 0}
+    assert Customer.objects.get(erp_id=3010).name == "改名后的公司"
+    assert Contact.objects.count() == len(simulator.state.contacts)
+
+
+def test_copy_writer_fills_local_defaults_for_new_rows(synced):
+    customer = Customer.objects.get(erp_id=3001)
+    assert (customer.tags, customer.intent_score, customer.k_code) == ([], 0, "K3001")
+    assert customer.created_at == customer.updated_at == customer.last_synced_at
