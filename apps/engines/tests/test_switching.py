@@ -145,3 +145,22 @@ def test_personality_admin_keeps_one_default(admin_client):
     bad = {**data, "name": "丙", "few_shot_examples": '[{"user": "缺回答"}]', "temperature": "5"}
     page = admin_client.post(url, bad).content.decode()
     assert "示例对话须为列表" in page and "温度须在 0 到 2 之间" in page
+
+
+@pytest.mark.django_db
+def test_engine_admin_pages_render(admin_client):
+    from io import StringIO
+
+    from apps.engines import demo
+    from apps.engines.models import ContactFact, ConversationSummary
+
+    demo.seed(StringIO())
+    ContactFact.objects.create(agent_id="a", chat_name="张三", contact="张三", fact="客户住在渝北区")
+    ConversationSummary.objects.create(conversation_id=1, summary="客户咨询安装。")
+    manager.switch_engine("offline")
+    for model in ("personality", "contactfact", "conversationsummary", "engineswitch"):
+        response = admin_client.get(reverse(f"admin:engines_{model}_changelist"))
+        assert response.status_code == 200, model
+    personality = Personality.objects.get(is_default=True)
+    response = admin_client.get(reverse("admin:engines_personality_change", args=[personality.pk]))
+    assert response.status_code == 200 and "充电桩客服小e" in response.content.decode()
