@@ -338,6 +338,8 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
 # A Celery worker in its own container serves its metrics on this port (0 = off; same host: /metrics has them).
 METRICS_WORKER_PORT = env.int("METRICS_WORKER_PORT", default=0)
+# django-prometheus query metrics (count, errors, duration) through an execute wrapper on every connection.
+METRICS_DB_QUERIES = env.bool("METRICS_DB_QUERIES", default=True)
 DASHBOARD_INTERVAL = env.float("DASHBOARD_INTERVAL", default=1.0)
 # Seconds between re-checks of a dashboard viewer's session and staff flag.
 DASHBOARD_RECHECK = env.float("DASHBOARD_RECHECK", default=15.0)

@@ -20,6 +20,12 @@ class MonitoringConfig(AppConfig):
             # A dead process's live gauges must leave the sums; its counters stay (they must not go back).
             atexit.register(multiprocess.mark_process_dead, os.getpid(), settings.PROMETHEUS_MULTIPROC_DIR)
         worker_ready.connect(serve_worker_metrics, weak=False)
+        if settings.METRICS_DB_QUERIES:
+            from django.db.backends.signals import connection_created
+
+            from apps.monitoring.dbmetrics import instrument
+
+            connection_created.connect(instrument, dispatch_uid="monitoring.dbmetrics")
 
 
 def serve_worker_metrics(**kwargs) -> None:

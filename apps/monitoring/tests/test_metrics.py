@@ -42,6 +42,8 @@ def test_metrics_exposition_is_valid_and_names_the_product_metrics(client):
     for name in [
         "django_http_requests_before_middlewares",  # django-prometheus: requests, latency, DB, cache
         "django_http_requests_latency_seconds_by_view_method",
+        "django_db_execute",  # query metrics via the execute wrapper (apps.monitoring.dbmetrics)
+        "django_db_query_duration_seconds",
         "wxcs_cache_requests",
         "wxcs_decision_latency_seconds",
         "wxcs_messages",
@@ -56,6 +58,19 @@ def test_metrics_exposition_is_valid_and_names_the_product_metrics(client):
     assert sample_value(found["wxcs_replies"], status="pending_review") == 1
     assert sample_value(found["wxcs_agents_active"]) == 1
     assert found["wxcs_cache_hit_ratio_today"].samples[0].value == 0.5
+    assert sample_value(found["django_db_execute"], alias="default") >= 5
+
+
+def test_query_errors_are_counted_by_type():
+    from django.db import DatabaseError, connection
+
+    from apps.monitoring.dbmetrics import db
+
+    errors = db.errors_total.labels("default", connection.vendor, "ProgrammingError")
+    before = errors._value.get()
+    with pytest.raises(DatabaseError), connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM no_such_table_here")
+    assert errors._value.get() == before + 1
 
 
 @pytest.mark.parametrize(
