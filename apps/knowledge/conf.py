@@ -22,6 +22,8 @@ DEFAULTS = {
     "KNOWLEDGE_EMBED_BATCH": 64,
     # After a failed query embedding, skip the vector path for this many seconds (keyword only).
     "KNOWLEDGE_EMBED_BACKOFF": 5.0,
+    # List questions answered by keyword because the embedding provider failed as gaps (admin).
+    "KNOWLEDGE_RECORD_FALLBACK_GAPS": True,
     # Document import: default chunk size and overlap, in characters.
     "KNOWLEDGE_CHUNK_SIZE": 400,
     "KNOWLEDGE_CHUNK_OVERLAP": 80,
@@ -35,4 +37,6 @@ def get(name: str):
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
     return type(default)(raw)

@@ -360,7 +360,10 @@ def search(query: str, k: int = 5, *, hybrid: bool = True) -> SearchResult:
         except Exception as exc:
             reason = _embedding_failed(exc)
         embed_ms = (time.perf_counter() - t) * 1000
-    return _finish(index, query, k, started, qvec, reason, embed_ms, model)
+    result = _finish(index, query, k, started, qvec, reason, embed_ms, model)
+    if _is_gap(result):
+        _record_fallback_gap(result)
+    return result
 
 
 def _get_index_in_thread() -> RetrievalIndex:
@@ -384,7 +387,32 @@ async def asearch(query: str, k: int = 5, *, hybrid: bool = True) -> SearchResul
         except Exception as exc:
             reason = _embedding_failed(exc)
         embed_ms = (time.perf_counter() - t) * 1000
-    return _finish(index, query, k, started, qvec, reason, embed_ms, model)
+    result = _finish(index, query, k, started, qvec, reason, embed_ms, model)
+    if _is_gap(result):
+        # Off the request path: a thread writes the gap while the answer goes on.
+        asyncio.get_running_loop().run_in_executor(None, _record_fallback_gap, result, True)
+    return result
+
+
+def _is_gap(result: SearchResult) -> bool:
+    """A question the vector path should have answered but the provider could not (outage, timeout):
+    listed as a gap so a supervisor can check the keyword answer. A base without vectors at all (no
+    embedding provider configured) is the normal keyword mode, not a gap."""
+    return (
+        result.fallback
+        and result.fallback_reason != "no embeddings in the index"
+        and conf.get("KNOWLEDGE_RECORD_FALLBACK_GAPS")
+    )
+
+
+def _record_fallback_gap(result: SearchResult, own_thread: bool = False) -> None:
+    try:
+        record_gap(result.query, "keyword_fallback")
+    except Exception:
+        logger.warning("could not record a knowledge gap", exc_info=True)
+    finally:
+        if own_thread:  # an executor thread: do not keep a connection per thread
+            connection.close()
 
 
 # --- the offline answer ----------------------------------------------------------------------------

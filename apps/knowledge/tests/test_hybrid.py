@@ -4,7 +4,7 @@ fallback when the embedding provider is down, absent, or slow."""
 import pytest
 
 from apps.knowledge import services
-from apps.knowledge.models import Entry
+from apps.knowledge.models import Entry, Gap
 from apps.llm_gateway.testing import fake_openai_server, use_fake_provider  # noqa: F401
 
 
@@ -51,6 +51,11 @@ def test_keyword_fallback_when_the_embedding_provider_fails(embedded_kb, fake_op
     assert again.fallback and "recent failure" in again.fallback_reason
     assert len(fake_openai_server.requests()) == calls
     assert again.best.entry_id == embedded_kb["e05"]
+    # Both questions are listed as gaps to check; a base without vectors at all is not a gap.
+    assert set(Gap.objects.values_list("question", "reason")) == {
+        ("显示E04漏电了还能用吗", "keyword_fallback"),
+        ("E05报错是不是地线没接好", "keyword_fallback"),
+    }
 
 
 def test_keyword_fallback_when_no_embedding_provider_is_configured(embedded_kb, settings):
@@ -75,6 +80,7 @@ def test_keyword_fallback_when_embedding_is_slow(embedded_kb, fake_openai_server
 def test_index_without_vectors_says_so(faq_kb):
     result = services.search("E01", k=1)
     assert result.path == "keyword" and result.fallback and result.fallback_reason == "no embeddings in the index"
+    assert not Gap.objects.exists()
 
 
 def test_editing_an_entry_drops_its_stale_vector(embedded_kb):
