@@ -23,6 +23,7 @@ the message fingerprint (the server keeps one message per agent + id, so a resen
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -48,6 +49,12 @@ class ServerUnavailable(RuntimeError):
 
 class Rejected(ValueError):
     """HTTP 400 / 413 for one item: the server will never take it as it is."""
+
+
+def _version() -> str:
+    from agent import __version__
+
+    return __version__
 
 
 def message_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -93,41 +100,66 @@ class ServerClient:
         self._access = ""
         self._refresh = ""
         self._expires_at = 0.0
-        self._http = None
+        self._ssl = None
 
     # -- HTTP plumbing ---------------------------------------------------------------------------
-    def _client(self):
-        if self._http is None:
-            import httpx  # only now: an agent that never needs REST does not pay for it
+    # The standard library's urllib (in a worker thread) rather than an async HTTP client: the agent
+    # makes a handful of REST calls (login, hourly refresh, the REST fallback), websockets already
+    # imports urllib, and a second HTTP stack with its own TLS context costs ~6 MB of RSS.
+    def _ssl_context(self):
+        if self._ssl is None:
+            import ssl
 
-            self._http = httpx.AsyncClient(timeout=self.config.timeout_s, verify=self.config.verify_tls)
-        return self._http
+            self._ssl = ssl.create_default_context()
+            if not self.config.verify_tls:
+                self._ssl.check_hostname = False
+                self._ssl.verify_mode = ssl.CERT_NONE
+        return self._ssl
+
+    def _call(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> tuple[int, dict, bytes]:
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310 - http(s) only
+        context = self._ssl_context() if url.startswith("https:") else None
+        try:
+            with urllib.request.urlopen(request, timeout=self.config.timeout_s, context=context) as response:  # noqa: S310
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers or {}), exc.read() or b""
 
     async def _request(self, method: str, path: str, *, auth: bool = True, body: Any = None) -> Any:
-        import httpx
-
-        headers = {"Authorization": f"Bearer {await self.access_token()}"} if auth else {}
+        headers = {"Accept": "application/json", "User-Agent": f"wxcs-agent/{_version()}"}
+        if auth:
+            headers["Authorization"] = f"Bearer {await self.access_token()}"
+        data = None
+        if body is not None:
+            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+            headers["Content-Type"] = "application/json"
         try:
-            response = await self._client().request(method, f"{self.api}/{path}", json=body, headers=headers)
-        except httpx.HTTPError as exc:
+            status, response_headers, content = await asyncio.to_thread(
+                self._call, method, f"{self.api}/{path}", headers, data
+            )
+        except (OSError, ValueError) as exc:  # URLError, timeouts, refused, reset, bad status line
             raise ServerUnavailable(f"{method} {path}: {type(exc).__name__}") from exc
-        if response.status_code == 401:
+        text = content.decode("utf-8", "replace")
+        if status == 401:
             if auth:
                 self._access = ""  # next call logs in again
-            raise AuthFailed(f"{method} {path}: 401 {response.text[:200]}")
-        if response.status_code == 429:
-            retry = response.headers.get("Retry-After")
+            raise AuthFailed(f"{method} {path}: 401 {text[:200]}")
+        if status == 429:
+            retry = response_headers.get("Retry-After")
             raise ServerUnavailable(
                 f"{method} {path}: throttled, retry after {retry}s",
                 retry_after=float(retry) if retry and retry.isdigit() else 5.0,
             )
-        if response.status_code >= 500 or response.status_code in (404, 408):
-            raise ServerUnavailable(f"{method} {path}: HTTP {response.status_code}")
-        if response.status_code in (400, 413, 422):
-            raise Rejected(f"{method} {path}: HTTP {response.status_code} {response.text[:300]}")
-        if response.status_code >= 400:
-            raise ServerUnavailable(f"{method} {path}: HTTP {response.status_code}")
-        return response.json() if response.content else {}
+        if status >= 500 or status in (404, 408):
+            raise ServerUnavailable(f"{method} {path}: HTTP {status}")
+        if status in (400, 413, 422):
+            raise Rejected(f"{method} {path}: HTTP {status} {text[:300]}")
+        if status >= 400:
+            raise ServerUnavailable(f"{method} {path}: HTTP {status}")
+        return json.loads(text) if content else {}
 
     # -- tokens ----------------------------------------------------------------------------------
     async def login(self) -> None:
@@ -211,6 +243,4 @@ class ServerClient:
         await self._request("POST", "heartbeat", body={"takeover": {"chat_name": chat, "active": active}})
 
     async def close(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        """Nothing to release: every REST call opens and closes its own connection."""

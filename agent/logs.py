@@ -67,5 +67,5 @@ def setup(file: str = "", level: str = "INFO", max_bytes: int = 5_000_000, backu
         handler.addFilter(SECRETS)
         handler._wxcs_agent = True  # type: ignore[attr-defined]
         root.addHandler(handler)
-    for noisy in ("websockets", "httpx", "httpcore"):
+    for noisy in ("websockets", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

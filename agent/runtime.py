@@ -26,6 +26,7 @@ import os
 import platform
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,9 @@ class AgentRuntime:
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def run(self) -> None:
+        # Two worker threads are plenty (one UI send, one REST call at a time); every extra thread
+        # would get its own malloc arena and grow the agent's RSS.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(2, thread_name_prefix="agent-io"))
         await asyncio.to_thread(self.driver.start)
         log.info(
             "agent %s started: driver %s, queue %d waiting (%d dropped so far)",

@@ -231,7 +231,7 @@ class OfflineQueue:
         if len(self._items) > self.capacity:
             oldest, _, _ = self._items.popleft()
             self.dropped += 1
-            if self.dropped == 1 or self.dropped % 100 == 0:
+            if self.dropped == 1 or self.dropped % 1000 == 0:  # the heartbeat reports the count anyway
                 log.warning(
                     "offline queue full (%d): dropped the oldest message; %d dropped so far",
                     self.capacity,
