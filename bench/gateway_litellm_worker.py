@@ -14,7 +14,7 @@ os.environ.setdefault("LITELLM_LOG", "ERROR")
 MESSAGES = [{"role": "system", "content": "你是客服。"}, {"role": "user", "content": "你好，请问发货了吗？"}]
 
 
-async def main(base_url: str, n: int, rounds: int, warmup: int) -> dict:
+async def main(base_url: str, n: int, rounds: int, warmup: int, concurrent: int, slow_url: str) -> dict:
     import litellm
     from litellm import Router
     from openai import AsyncOpenAI, DefaultAioHttpClient
@@ -38,7 +38,7 @@ async def main(base_url: str, n: int, rounds: int, warmup: int) -> dict:
     async def one_litellm():
         await router.acompletion(model="fake", messages=MESSAGES)
 
-    out: dict = {"bare": [], "litellm": [], "bare_cpu": 0.0, "litellm_cpu": 0.0}
+    out: dict = {"bare": [], "litellm": [], "bare_cpu": 0.0, "litellm_cpu": 0.0, "bare_wall": [], "litellm_wall": []}
     for fn in (one_bare, one_litellm):
         for _ in range(warmup):
             await fn()
@@ -50,13 +50,24 @@ async def main(base_url: str, n: int, rounds: int, warmup: int) -> dict:
                 await fn()
                 out[name].append((time.perf_counter() - t0) * 1000)
             out[f"{name}_cpu"] += time.process_time() - cpu
+    if concurrent:  # against the second server (with latency), fresh clients
+        bare = AsyncOpenAI(base_url=slow_url, api_key="sk-bench", max_retries=0, http_client=DefaultAioHttpClient())
+        router = Router(
+            model_list=[
+                {
+                    "model_name": "fake",
+                    "litellm_params": {"model": "openai/fake-model", "api_base": slow_url, "api_key": "sk-bench"},
+                }
+            ],
+            num_retries=0,
+        )
+        for _ in range(3):
+            for name, fn in (("bare", one_bare), ("litellm", one_litellm)):
+                t0 = time.perf_counter()
+                await asyncio.gather(*[fn() for _ in range(concurrent)])
+                out[f"{name}_wall"].append(time.perf_counter() - t0)
     await bare.close()
-    import litellm as _l
-
-    out["versions"] = {
-        "litellm": _l.__version__ if hasattr(_l, "__version__") else "",
-        "openai": __import__("openai").__version__,
-    }
+    out["versions"] = {"litellm": getattr(litellm, "__version__", ""), "openai": __import__("openai").__version__}
     return out
 
 
@@ -66,5 +77,8 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--concurrent", type=int, default=0)
+    parser.add_argument("--slow-url", default="", help="server with latency for the concurrent phase")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.base_url, args.n, args.rounds, args.warmup))))
+    result = asyncio.run(main(args.base_url, args.n, args.rounds, args.warmup, args.concurrent, args.slow_url))
+    print(json.dumps(result))

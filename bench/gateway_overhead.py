@@ -62,10 +62,10 @@ def litellm_python() -> Path | None:
     return python
 
 
-async def gateway_side(base_url: str, n: int, rounds: int, warmup: int) -> dict:
+async def gateway_side(base_url: str, n: int, rounds: int, warmup: int, concurrent: int, slow_url: str) -> dict:
     from openai import AsyncOpenAI, DefaultAioHttpClient
 
-    from apps.llm_gateway.services import complete, reset_gateway
+    from apps.llm_gateway.services import complete, drain, reset_gateway
 
     settings.LLM_PROVIDERS = {
         "bench": {"kind": "custom", "api_base": base_url, "api_key": "sk-bench", "model": "fake-model"}
@@ -94,6 +94,19 @@ async def gateway_side(base_url: str, n: int, rounds: int, warmup: int) -> dict:
                 out[name].append((time.perf_counter() - t0) * 1000)
             out[f"{name}_cpu"] += time.process_time() - cpu
     await bare.close()
+    await drain()
+    if concurrent:  # the second server answers after a delay: how long do `concurrent` calls at once take?
+        settings.LLM_PROVIDERS["bench"]["api_base"] = slow_url
+        reset_gateway()
+        bare = AsyncOpenAI(base_url=slow_url, api_key="sk-bench", max_retries=0, http_client=DefaultAioHttpClient())
+        out["bare_wall"], out["gateway_wall"] = [], []
+        for _ in range(3):
+            for name, fn in (("bare", one_bare), ("gateway", one_gateway)):
+                t0 = time.perf_counter()
+                await asyncio.gather(*[fn() for _ in range(concurrent)])
+                out[f"{name}_wall"].append(time.perf_counter() - t0)
+            await drain()
+        await bare.close()
     return out
 
 
@@ -115,14 +128,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--concurrent", type=int, default=500, help="calls at once in the concurrent phase (0: skip)")
+    parser.add_argument("--latency", type=float, default=0.2, help="server latency (s) in the concurrent phase")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     if not settings.REDIS_URL or "postgresql" not in settings.DATABASES["default"]["ENGINE"]:
         sys.exit("set DATABASE_URL (PostgreSQL) and REDIS_URL: the gateway's production path needs both")
     call_command("migrate", verbosity=0)
-    results = []
-    with fake_openai(subprocess=True, record=False) as server:
-        ours = asyncio.run(gateway_side(server.base_url, args.n, args.rounds, args.warmup))
+    results, walls = [], {}
+    with (
+        fake_openai(subprocess=True, record=False) as server,
+        fake_openai(subprocess=True, record=False, latency=args.latency) as slow,
+    ):
+        ours = asyncio.run(
+            gateway_side(server.base_url, args.n, args.rounds, args.warmup, args.concurrent, slow.base_url)
+        )
         results.append(
             summary(
                 "bare AsyncOpenAI (openai 3.x, aiohttp)", ours["bare"], ours["bare"], ours["bare_cpu"], ours["bare_cpu"]
@@ -131,6 +151,8 @@ def main() -> None:
         results.append(
             summary("wxcs gateway complete()", ours["gateway"], ours["bare"], ours["gateway_cpu"], ours["bare_cpu"])
         )
+        walls["bare AsyncOpenAI (openai 3.x, aiohttp)"] = ours.get("bare_wall")
+        walls["wxcs gateway complete()"] = ours.get("gateway_wall")
         python = None if args.no_litellm else litellm_python()
         if python is not None:
             proc = subprocess.run(
@@ -145,6 +167,10 @@ def main() -> None:
                     str(args.rounds),
                     "--warmup",
                     str(args.warmup),
+                    "--concurrent",
+                    str(args.concurrent),
+                    "--slow-url",
+                    slow.base_url,
                 ],
                 capture_output=True,
                 text=True,
@@ -155,28 +181,18 @@ def main() -> None:
             else:
                 theirs = json.loads(proc.stdout.strip().splitlines()[-1])
                 v = theirs.get("versions", {})
+                bare_name = f"bare AsyncOpenAI (openai {v.get('openai')}, LiteLLM's venv)"
+                lite_name = f"LiteLLM Router {v.get('litellm', '')}".strip()
                 results.append(
-                    summary(
-                        f"bare AsyncOpenAI (openai {v.get('openai')}, LiteLLM's venv)",
-                        theirs["bare"],
-                        theirs["bare"],
-                        theirs["bare_cpu"],
-                        theirs["bare_cpu"],
-                    )
+                    summary(bare_name, theirs["bare"], theirs["bare"], theirs["bare_cpu"], theirs["bare_cpu"])
                 )
                 results.append(
-                    summary(
-                        f"LiteLLM Router {v.get('litellm', '')}".strip(),
-                        theirs["litellm"],
-                        theirs["bare"],
-                        theirs["litellm_cpu"],
-                        theirs["bare_cpu"],
-                    )
+                    summary(lite_name, theirs["litellm"], theirs["bare"], theirs["litellm_cpu"], theirs["bare_cpu"])
                 )
+                walls[bare_name] = theirs.get("bare_wall")
+                walls[lite_name] = theirs.get("litellm_wall")
     print(f"\n{args.rounds} rounds × {args.n} sequential calls per contender, loopback server, no latency\n")
-    print(
-        f"| contender | median ms | p95 ms | overhead median ms | overhead p95 ms | CPU ms/call | extra CPU ms/call |"
-    )
+    print("| contender | median ms | p95 ms | overhead median ms | overhead p95 ms | CPU ms/call | extra CPU ms/call |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         print(
@@ -186,11 +202,20 @@ def main() -> None:
     gw = next(r for r in results if r["contender"].startswith("wxcs"))
     lite = next((r for r in results if r["contender"].startswith("LiteLLM")), None)
     if lite and gw["overhead_median_ms"] > 0:
-        print(
-            f"\nLiteLLM overhead / gateway overhead (median): {lite['overhead_median_ms'] / gw['overhead_median_ms']:.1f}×"
-        )
+        ratio = lite["overhead_median_ms"] / gw["overhead_median_ms"]
+        cpu_ratio = lite["extra_cpu_ms_per_call"] / max(gw["extra_cpu_ms_per_call"], 1e-6)
+        print(f"\nLiteLLM / gateway: latency overhead {ratio:.1f}×, extra CPU per call {cpu_ratio:.1f}×")
+    if args.concurrent:
+        print(f"\n{args.concurrent} calls at once, server latency {args.latency * 1000:.0f} ms, 3 rounds (seconds)\n")
+        print("| contender | round 1 | round 2 | round 3 |")
+        print("| --- | ---: | ---: | ---: |")
+        for name, values in walls.items():
+            if values:
+                print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, ensure_ascii=False, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"sequential": results, "concurrent": walls}, ensure_ascii=False, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -170,51 +170,35 @@ class Refusal:
 
 
 async def reserve(
-    provider: str,
-    model: str,
-    agent: str,
-    estimate: float,
-    exempt: frozenset[int] = frozenset(),
-    also=None,
-) -> tuple[Reservation | Refusal, list]:
+    provider: str, model: str, agent: str, estimate: float, exempt: frozenset[int] = frozenset()
+) -> Reservation | Refusal:
     """Reserve `estimate` CNY on every budget that applies, atomically; a refusal names the budget.
 
     `exempt`: budgets that already degraded this call to the cheap route — still counted, no longer
-    refusing (a "cheap" budget keeps the service answering at the cheaper rate past its limit).
-    `also`: `async also(pipe)` queues other Redis commands on the same round trip (the gateway's circuit
-    check); their results are returned second (empty without Redis: then `also` is not called)."""
+    refusing (a "cheap" budget keeps the service answering at the cheaper rate past its limit)."""
     config = await get_config()
     budgets = [b for b in config.budgets if b.applies(provider, model, agent)]
+    if not budgets:
+        return Reservation()
     keys = [_budget_key(b) for b in budgets]
     flags = [
         ("e" if b.enforcing and b.id not in exempt else "") + ("a" if 100 in b.thresholds else "") for b in budgets
     ]
-    redis = aredis.client()
-    extra: list = []
-    if redis is None:
-        result = store.local.reserve(keys, estimate, [b.limit for b in budgets], flags) if budgets else [0]
+    if aredis.client() is None:
+        result = store.local.reserve(keys, estimate, [b.limit for b in budgets], flags)
     else:
-        pipe = redis.pipeline(transaction=False)
-        if also is not None:
-            await also(pipe)
-        if budgets:
-            args: list = [estimate, store.BUDGET_TTL]
-            for b, f in zip(budgets, flags, strict=True):
-                args += [b.limit, f or "-"]
-            await aredis.evalsha(redis, store.RESERVE_LUA, keys, args, pipe=pipe)
-        results = await aredis.execute(redis, pipe)
-        extra = results[: len(results) - (1 if budgets else 0)]
-        result = results[-1] if budgets else [0]
-    if not budgets:
-        return Reservation(), extra
+        args: list = [estimate, store.BUDGET_TTL]
+        for b, f in zip(budgets, flags, strict=True):
+            args += [b.limit, f or "-"]
+        result = await aredis.script(store.RESERVE_LUA, keys, args)
     if int(result[0]) == 0:
-        return Reservation(keys, budgets, estimate), extra
+        return Reservation(keys, budgets, estimate)
     budget = budgets[int(result[0]) - 1]
     spent = float(result[1])
     metrics.budget_used(budget, spent)
     if int(result[2]):
         await _alerts([(budget, period_key(budget.period), 100, spent)])
-    return Refusal(budget, spent), extra
+    return Refusal(budget, spent)
 
 
 async def release(reservation: Reservation) -> None:
@@ -224,7 +208,7 @@ async def release(reservation: Reservation) -> None:
     if redis is None:
         store.local.release(reservation.keys, reservation.estimate)
         return
-    await aredis.evalsha(redis, store.RELEASE_LUA, reservation.keys, [reservation.estimate])
+    await aredis.script(store.RELEASE_LUA, reservation.keys, [reservation.estimate])
 
 
 # --- tracking -------------------------------------------------------------------------------------
@@ -425,8 +409,7 @@ async def _commit(
         ]
         for limit, th in zip(limits, thresholds, strict=True):
             args += [limit, th]
-        result = await aredis.evalsha(
-            redis,
+        result = await aredis.script(
             store.TRACK_LUA,
             [
                 aredis.key("costs", "seen", call_id),

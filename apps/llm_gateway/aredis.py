@@ -22,11 +22,13 @@ def client():
     loop = asyncio.get_running_loop()
     redis = _clients.get(loop)
     if redis is None:
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
 
-        redis = Redis.from_url(
-            url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0, max_connections=200
+        # Blocking pool: hundreds of concurrent calls queue for a connection instead of failing.
+        pool = BlockingConnectionPool.from_url(
+            url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=2.0, max_connections=64, timeout=10
         )
+        redis = Redis(connection_pool=pool)
         _clients[loop] = redis
     return redis
 
@@ -40,37 +42,61 @@ def sync_client():
     return get_redis_connection("default")
 
 
-_shas: dict[tuple[int, str], str] = {}
+_shas: dict[str, str] = {}  # script source → sha (the same on every Redis)
+_batches: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list]" = weakref.WeakKeyDictionary()
 
 
-async def evalsha(redis, source: str, keys: list, args: list, pipe=None):
-    """EVALSHA of `source` (loaded once per client). With `pipe`: queued there (redis-py's Script objects
-    would add a SCRIPT EXISTS round trip to every pipeline). Without: reloads on NOSCRIPT."""
-    from redis.exceptions import NoScriptError
-
-    sha = _shas.get((id(redis), source))
+def _sha(source: str) -> str:
+    sha = _shas.get(source)
     if sha is None:
-        sha = _shas[(id(redis), source)] = await redis.script_load(source)
-    if pipe is not None:
-        pipe.evalsha(sha, len(keys), *keys, *args)
-        return None
-    try:
-        return await redis.evalsha(sha, len(keys), *keys, *args)
-    except NoScriptError:
-        _shas[(id(redis), source)] = await redis.script_load(source)
-        return await redis.evalsha(_shas[(id(redis), source)], len(keys), *keys, *args)
+        import hashlib
+
+        sha = _shas[source] = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis's script id
+    return sha
 
 
-async def execute(redis, pipe) -> list:
-    """pipe.execute(), reloading the scripts once if Redis lost them (restart, SCRIPT FLUSH)."""
+async def script(source: str, keys: list, args: list):
+    """Run a Lua script. Calls made in the same event-loop turn (hundreds of concurrent LLM calls) share
+    one pipeline: one write, one read, instead of a round trip and a connection checkout each."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    batch = _batches.get(loop)
+    if batch is None:
+        batch = _batches[loop] = []
+        loop.call_soon(_flush, loop)
+    batch.append((source, keys, args, future))
+    return await future
+
+
+def _flush(loop) -> None:
+    batch = _batches.pop(loop, None)
+    if batch:
+        loop.create_task(_run(batch))
+
+
+async def _run(batch: list) -> None:
     from redis.exceptions import NoScriptError
 
+    redis = client()
     try:
-        return await pipe.execute()
-    except NoScriptError:
-        for client_id, source in [k for k in _shas if k[0] == id(redis)]:
-            _shas[(client_id, source)] = await redis.script_load(source)
-        raise
+        pipe = redis.pipeline(transaction=False)
+        for source, keys, args, _f in batch:
+            pipe.evalsha(_sha(source), len(keys), *keys, *args)
+        results = await pipe.execute(raise_on_error=False)
+        for (source, keys, args, future), result in zip(batch, results, strict=True):
+            if isinstance(result, NoScriptError):  # Redis restarted or flushed its scripts: load, run again
+                await redis.script_load(source)
+                result = await redis.evalsha(_sha(source), len(keys), *keys, *args)
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+    except Exception as exc:  # noqa: BLE001 - every waiter gets the failure
+        for *_rest, future in batch:
+            if not future.done():
+                future.set_exception(exc)
 
 
 def key(*parts: object) -> str:
@@ -79,4 +105,4 @@ def key(*parts: object) -> str:
 
 def reset() -> None:
     _clients.clear()
-    _shas.clear()
+    _batches.clear()

@@ -107,15 +107,13 @@ def _local_op(k: str, op: str, now: float) -> list[int]:
         return [1, 0, f]
 
 
-async def op(provider: str, model: str, name: str, pipe=None) -> list[int] | None:
-    """Run `name` ("allow" | "success" | "failure"); returns [allowed, state, failures]. With `pipe` the
-    call is queued on that pipeline (result comes from pipe.execute()) and None is returned."""
+async def op(provider: str, model: str, name: str) -> list[int]:
+    """Run `name` ("allow" | "success" | "failure"); returns [allowed, state, failures]."""
     k = state_key(provider, model)
     redis = aredis.client()
     if redis is None:
         return _local_op(k, name, time.time())
-    result = await aredis.evalsha(redis, _LUA, [k], _args(name), pipe=pipe)
-    return None if pipe is not None else [int(x) for x in result]
+    return [int(x) for x in await aredis.script(_LUA, [k], _args(name))]
 
 
 def states() -> dict[str, str]:

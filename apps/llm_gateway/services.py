@@ -155,22 +155,15 @@ def _estimate(cfg: costs.CostConfig, entry: Entry, input_chars: int, max_tokens:
 
 
 async def _preflight(entry: Entry, agent: str, estimate: float, exempt: frozenset[int] = frozenset()):
-    """Circuit check + budget reservation for one entry, in one Redis round trip: (allowed, circuit state,
-    failures counted, reservation | refusal | None)."""
+    """Circuit check + budget reservation for one entry, in one Redis round trip (both scripts go out in
+    the same pipeline): (allowed, circuit state, failures counted, reservation | refusal | None)."""
     p, m = entry.provider.name, entry.model
-    if aredis.client() is None:
-        allowed, state, failures = await breaker.op(p, m, "allow")
-        reserved = (await costs.reserve(p, m, agent, estimate, exempt))[0] if allowed else None
-    else:
-
-        async def circuit(pipe):
-            await breaker.op(p, m, "allow", pipe=pipe)
-
-        reserved, extra = await costs.reserve(p, m, agent, estimate, exempt, also=circuit)
-        allowed, state, failures = (int(x) for x in extra[0])
-        if not allowed and isinstance(reserved, costs.Reservation):
-            await costs.release(reserved)
+    (allowed, state, failures), reserved = await asyncio.gather(
+        breaker.op(p, m, "allow"), costs.reserve(p, m, agent, estimate, exempt)
+    )
     if not allowed:
+        if isinstance(reserved, costs.Reservation):
+            await costs.release(reserved)
         metrics.CIRCUIT.labels(p, m).set(state)
         return False, state, failures, None
     return True, state, failures, reserved
