@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import connection
 from django.utils.translation import gettext as _
 
 from apps.engines import adapters, memory, metrics
@@ -91,11 +92,20 @@ class Mem0NotConfigured(Exception):
     pass
 
 
+_probed_dims: dict[tuple[str, str], int] = {}
+
+
 def _probe_dims(base_url: str, api_key: str, model: str) -> int:
+    """The embedding model's dimension, asked once per endpoint and model (MEM0_EMBEDDING_DIMS=0)."""
+    known = _probed_dims.get((base_url, model))
+    if known:
+        return known
     from openai import OpenAI
 
     with OpenAI(base_url=base_url, api_key=api_key, timeout=10, max_retries=1) as client:
-        return len(client.embeddings.create(model=model, input=["维度探测"]).data[0].embedding)
+        dims = len(client.embeddings.create(model=model, input=["维度探测"]).data[0].embedding)
+    _probed_dims[(base_url, model)] = dims
+    return dims
 
 
 def resolve_settings() -> Mem0Settings:
@@ -131,6 +141,15 @@ def resolve_settings() -> Mem0Settings:
     )
 
 
+def settings_in_thread() -> Mem0Settings:
+    """resolve_settings() on one of mem0's threads: the gateway configuration may be read from the
+    database, and the connection goes back to the pool (these threads have no request cycle)."""
+    try:
+        return resolve_settings()
+    finally:
+        connection.close()
+
+
 def close_memory(mem) -> None:
     """Release a mem0 Memory, including the local Qdrant's lock on its folder (Memory.close keeps it)."""
     mem.close()
@@ -161,7 +180,7 @@ class Mem0Engine(ChatEngine):
     # --- mem0 on its thread pool -----------------------------------------------------------------
     def _get_memory(self):
         """The process's mem0 Memory, rebuilt when the provider configuration changed. Blocking."""
-        wanted = resolve_settings()
+        wanted = settings_in_thread()
         with self._lock:
             if self._memory is None or wanted != self._memory_settings:
                 from mem0 import Memory
@@ -253,7 +272,7 @@ class Mem0Engine(ChatEngine):
     async def get_engine_info(self) -> dict:
         info = await super().get_engine_info()
         try:
-            conf = await self._run(resolve_settings)
+            conf = await self._run(settings_in_thread)
             store = conf.qdrant_url or os.path.join(conf.directory, "qdrant")
             models = {"llm": conf.llm_model, "embedding": conf.embedding_model, "dims": conf.dims}
         except Exception as exc:
@@ -279,7 +298,7 @@ class Mem0Engine(ChatEngine):
             return "mem0 向量库正常"
         from mem0 import Memory
 
-        conf = resolve_settings()
+        conf = settings_in_thread()
         os.makedirs(conf.directory, exist_ok=True)
         try:
             probe = Memory.from_config(conf.as_mem0_config())
