@@ -230,7 +230,7 @@ def _check(c: AgentConfig, errors: list[str], base_dir: Path | None) -> None:
             errors.append(f"server.secret_env: environment variable {s.secret_env} is not set")
     if not s.agent_id:
         errors.append("server.agent_id: required (or server.credentials_file)")
-    if not s.secret:
+    if not s.secret and not s.secret_env:
         errors.append("server.secret: required — set server.secret_env (recommended), secret or credentials_file")
     if s.timeout_s <= 0:
         errors.append("server.timeout_s: must be > 0")

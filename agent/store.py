@@ -341,7 +341,7 @@ class SentLedger(KeyedStateLog):
 
     SENDING, SENT, FAILED, ACKED_DELIVERED, ACKED_FAILED = "sending", "sent", "failed", "acked", "acked-failed"
 
-    def __init__(self, path, secret, *, capacity: int = 20000, fsync: bool = False):
+    def __init__(self, path, secret, *, capacity: int = 5000, fsync: bool = False):
         super().__init__(path, secret, "sent-ledger", capacity=capacity, fsync=fsync)
 
     def unacked(self) -> list[tuple[str, str]]:

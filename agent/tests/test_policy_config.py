@@ -162,3 +162,11 @@ def test_secrets_never_reach_a_log_line():
     line = record.getMessage()
     assert "my-agent-secret-xyz" not in line and "eyJ" not in line and "k-998877" not in line
     assert "abc.def" not in line
+
+
+def test_the_example_config_is_valid(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setenv("WXCS_AGENT_SECRET", "example-secret-123456")
+    config = load(Path(__file__).resolve().parents[1] / "agent.example.yaml")
+    assert config.driver.name == "wxauto" and config.queue.capacity == 1000 and config.pacing.min_gap_s == 3
