@@ -67,9 +67,9 @@ class RetrievalIndex:
         lengths = np.zeros(self.size, dtype=np.float32)
         for i, entry in enumerate(self.entries):
             tf: Counter = Counter()
-            for term in self.analyzer.tokens(entry.question):
+            for term in self.analyzer.document_tokens(entry.question):
                 tf[term] += TITLE_WEIGHT
-            for term in self.analyzer.tokens(entry.answer):
+            for term in self.analyzer.document_tokens(entry.answer):
                 tf[term] += 1.0
             docs.append(tf)
             lengths[i] = sum(tf.values())

@@ -165,6 +165,12 @@ def _fresh_index() -> RetrievalIndex | None:
     return None if index is None or _state.dirty or due else index
 
 
+# Up to this many entries a stale index is rebuilt in the query that notices it (well under a second);
+# above, the query is answered from the previous index while a thread rebuilds (seconds at 10,000).
+SYNC_REBUILD_MAX_ENTRIES = 3000
+_rebuilding = threading.Event()
+
+
 def get_index(force: bool = False) -> RetrievalIndex:
     index = None if force else _fresh_index()
     if index is not None:
@@ -177,10 +183,32 @@ def get_index(force: bool = False) -> RetrievalIndex:
             logger.warning("knowledge version check failed", exc_info=True)
             version = current.version if current is not None else "unknown"
         _state.checked_at = time.monotonic()
-        if force or current is None or _state.dirty or version != current.version:
+        if not (force or current is None or _state.dirty or version != current.version):
+            return current
+        if force or current is None or current.size <= SYNC_REBUILD_MAX_ENTRIES:
             _state.dirty = False
             _state.index = build_index(version)
-        return _state.index
+            return _state.index
+        if not _rebuilding.is_set():
+            _rebuilding.set()
+            _state.dirty = False
+            threading.Thread(
+                target=_rebuild_in_background, args=(version,), name="knowledge-index", daemon=True
+            ).start()
+        return current
+
+
+def _rebuild_in_background(version: str) -> None:
+    try:
+        index = build_index(version)
+        with _lock:
+            _state.index = index
+    except Exception:
+        _state.dirty = True  # try again on a later query
+        logger.exception("knowledge index rebuild failed; still serving the previous index")
+    finally:
+        _rebuilding.clear()
+        connection.close()
 
 
 def reset_index() -> None:

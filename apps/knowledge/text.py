@@ -28,6 +28,7 @@ import jieba
 jieba.setLogLevel(logging.WARNING)
 
 BIGRAM_PREFIX = "~"
+_CACHE_LIMIT = 200_000
 
 # Words that carry no meaning for matching a question to an answer.
 STOP_WORDS = frozenset(
@@ -106,6 +107,7 @@ class Analyzer:
         words.update(self._custom)
         self._words = sorted(w for w in words if w)
         self._initialised = False
+        self._doc_cache: dict[str, tuple[str, ...]] = {}
 
     def _ensure(self) -> None:
         if self._initialised:
@@ -136,6 +138,17 @@ class Analyzer:
 
     def is_custom(self, term: str) -> bool:
         return term in self._custom
+
+    def document_tokens(self, text: str) -> list[str]:
+        """`tokens` for indexed text, remembered: rebuilding the index after an edit re-tokenises
+        only the entries whose text changed (the cache lives as long as this analyser, i.e. until the
+        dictionary changes, and is emptied when it outgrows `_CACHE_LIMIT` texts)."""
+        cached = self._doc_cache.get(text)
+        if cached is None:
+            if len(self._doc_cache) >= _CACHE_LIMIT:
+                self._doc_cache.clear()
+            cached = self._doc_cache[text] = tuple(self.tokens(text))
+        return cached
 
     def tokens(self, text: str) -> list[str]:
         """Index / query terms: words plus (optionally) Chinese character bigrams."""

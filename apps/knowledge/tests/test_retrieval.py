@@ -1,5 +1,7 @@
 """Retrieval on the EV-charger FAQ: keyword accuracy, empty base, citations, invalidation, dictionary."""
 
+import time
+
 import jieba
 import pytest
 from django.core.cache import cache
@@ -155,3 +157,28 @@ def test_normalisation(text, code):
     from apps.knowledge.text import normalize
 
     assert code in normalize(text)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_index_is_rebuilt_in_the_background_while_the_old_one_answers(faq_kb, monkeypatch):
+    monkeypatch.setattr(services, "SYNC_REBUILD_MAX_ENTRIES", 10)  # the FAQ's 61 entries count as "large"
+    old = services.search("平衡车", k=1, hybrid=False)
+    built = services._state.index
+    Entry.objects.filter(id=faq_kb["ebike"]).update(question="能给平衡车充电吗？")
+    services.bump_version()
+    during = services.search("平衡车", k=1, hybrid=False)  # answered at once, from the previous index
+    assert [h.entry_id for h in during.hits] == [h.entry_id for h in old.hits]
+    for _ in range(200):
+        if not services._rebuilding.is_set() and services._state.index is not built:
+            break
+        time.sleep(0.05)
+    assert services.search("平衡车", k=1, hybrid=False).best.entry_id == faq_kb["ebike"]
+
+
+def test_rebuilding_reuses_token_lists(faq_kb):
+    services.search("质保", hybrid=False)
+    analyzer = services._state.analyzer
+    cached = len(analyzer._doc_cache)
+    Entry.objects.create(question="新问题：充电桩能接光伏吗？", answer="可以，需要加装储能逆变器。")
+    services.search("光伏", hybrid=False)
+    assert services._state.analyzer is analyzer and len(analyzer._doc_cache) == cached + 2
