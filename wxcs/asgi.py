@@ -18,6 +18,13 @@ if settings.SERVE_STATIC:
 
     http_app = ASGIStaticFilesHandler(django_asgi_app)
 
+# An app may wrap the HTTP app (`apps/<app>/asgi.py`: `wrap_http(app) -> app`), e.g. the message
+# ingest fast path that skips Django's middleware stack.
+from apps.core.discovery import app_modules  # noqa: E402
+
+for _module in app_modules("asgi"):
+    http_app = _module.wrap_http(http_app)
+
 application = ProtocolTypeRouter(
     {
         "http": http_app,

@@ -115,52 +115,71 @@ async def _wait_for_decision(message_id: int, seconds: float) -> dict:
         await layer.group_discard(group, channel)
 
 
+async def store_messages(agent_id: str, items: list, fast: bool) -> list:
+    """`fast`: the caller runs on a long-lived event loop (Daphne) — use the thread-free path."""
+    from apps.messages import aingest
+
+    if fast and aingest.available():
+        return await aingest.ingest(agent_id, items)
+    return await sync_to_async(ingest.ingest, thread_sensitive=False)(agent_id, items)
+
+
+async def handle_ingest(authorization: str, body: bytes, content_length: str | None, wait_param: str | None,
+                        fast: bool = False) -> tuple[int, dict, dict]:
+    """The whole ingest request, framework-free: (status, payload, extra headers). Used by the Django
+    view below and by the ASGI fast path (apps.messages.asgi) that skips Django's middleware stack."""
+    try:
+        identity = await auth.aauthenticate_token(auth.bearer(authorization))
+    except auth.AuthError as exc:
+        return 401, {"detail": exc.detail, "code": exc.code}, {"WWW-Authenticate": 'Bearer realm="agent"'}
+    max_bytes = conf.get("INGEST_MAX_BODY_BYTES")
+    if (content_length and content_length.isdigit() and int(content_length) > max_bytes) or len(body) > max_bytes:
+        return 413, {"detail": f"request body larger than {max_bytes} bytes", "code": "too_large"}, {}
+    try:
+        data = json.loads(body or b"")
+    except ValueError:
+        return 400, {"detail": "malformed JSON", "code": "malformed"}, {}
+    if not isinstance(data, dict):
+        return 400, {"detail": {"non_field_errors": ["Expected a JSON object."]}, "code": "invalid"}, {}
+    item = data.get("message", data if "content" in data else None)
+    if item is None:
+        return 400, {"detail": {"message": ["This field is required."]}, "code": "invalid"}, {}
+    clean = ingest.validate(item)
+    if clean.errors:
+        too_long = "content" in clean.errors and "no more than" in clean.errors["content"][0]
+        return 400, {"detail": {"message": clean.errors}, "code": "content_too_long" if too_long else "invalid"}, {}
+    wait = 0.0
+    if wait_param is not None:
+        try:
+            wait = float(wait_param)
+            if not 0 <= wait <= conf.get("INGEST_MAX_WAIT"):
+                raise ValueError
+        except ValueError:
+            return 400, {"detail": {"wait": [f"between 0 and {conf.get('INGEST_MAX_WAIT')} seconds"]},
+                         "code": "invalid"}, {}
+    try:
+        accepted = (await store_messages(identity.agent_id, [clean], fast))[0]
+    except ingest.IngestError as exc:
+        return exc.status, {"detail": exc.detail, "code": exc.code}, (
+            {"Retry-After": str(exc.retry_after)} if exc.retry_after else {})
+    if wait:
+        decided = await _wait_for_decision(accepted.message_id, wait)
+        if decided["reply_id"] is not None:
+            return 200, decided, {}
+        return 202, {**accepted.as_dict(), **decided, "status": "processing"}, {}
+    return 202, accepted.as_dict(), {}
+
+
 @csrf_exempt
 async def ingest_view(request):
     if request.method != "POST":
         return _error(405, f'Method "{request.method}" not allowed.', "method_not_allowed")
-    try:
-        identity = await auth.aauthenticate_token(auth.bearer(request.headers.get("Authorization")))
-    except auth.AuthError as exc:
-        return _error(401, exc.detail, exc.code)
-    max_bytes = conf.get("INGEST_MAX_BODY_BYTES")
-    length = request.headers.get("Content-Length")
-    if (length and length.isdigit() and int(length) > max_bytes) or len(request.body) > max_bytes:
-        return _error(413, f"request body larger than {max_bytes} bytes", "too_large")
-    try:
-        body = json.loads(request.body or b"")
-    except ValueError:
-        return _error(400, "malformed JSON", "malformed")
-    if not isinstance(body, dict):
-        return _error(400, {"non_field_errors": ["Expected a JSON object."]}, "invalid")
-    item = body.get("message", body if "content" in body else None)
-    if item is None:
-        return _error(400, {"message": ["This field is required."]}, "invalid")
-    clean = ingest.validate(item)
-    if clean.errors:
-        too_long = "content" in clean.errors and "no more than" in clean.errors["content"][0]
-        return _error(400, {"message": clean.errors}, "content_too_long" if too_long else "invalid")
-    wait = request.GET.get("wait")
-    if wait is not None:
-        try:
-            wait = float(wait)
-            if not 0 <= wait <= conf.get("INGEST_MAX_WAIT"):
-                raise ValueError
-        except ValueError:
-            return _error(400, {"wait": [f"between 0 and {conf.get('INGEST_MAX_WAIT')} seconds"]}, "invalid")
-    try:
-        accepted = (await sync_to_async(ingest.ingest, thread_sensitive=False)(identity.agent_id, [clean]))[0]
-    except ingest.IngestError as exc:
-        response = _error(exc.status, exc.detail, exc.code)
-        if exc.retry_after:
-            response["Retry-After"] = str(exc.retry_after)
-        return response
-    if wait:
-        decided = await _wait_for_decision(accepted.message_id, wait)
-        if decided["reply_id"] is not None:
-            return JsonResponse(decided, status=200, json_dumps_params={"ensure_ascii": False})
-        return JsonResponse({**accepted.as_dict(), **decided, "status": "processing"}, status=202)
-    return JsonResponse(accepted.as_dict(), status=202)
+    status, payload, headers = await handle_ingest(request.headers.get("Authorization", ""), request.body,
+                                                   request.headers.get("Content-Length"), request.GET.get("wait"))
+    response = JsonResponse(payload, status=status, json_dumps_params={"ensure_ascii": False})
+    for name, value in headers.items():
+        response[name] = value
+    return response
 
 
 class IngestDoc(APIView):

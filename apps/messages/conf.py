@@ -16,11 +16,15 @@ DEFAULTS = {
     # Per-agent throttle: messages per window (0 = off).
     "INGEST_RATE_LIMIT": _env.int("INGEST_RATE_LIMIT", default=1200),
     "INGEST_RATE_WINDOW": _env.int("INGEST_RATE_WINDOW", default=60),
+    # Async PostgreSQL connections per web process for the ingest fast path.
+    "INGEST_DB_POOL": _env.int("INGEST_DB_POOL", default=10),
     "INGEST_MAX_WAIT": _env.int("INGEST_MAX_WAIT", default=30),
     # In a group chat only messages that @ the agent are answered (others are recorded, ignored).
     "GROUP_REPLY_REQUIRES_AT": _env.bool("GROUP_REPLY_REQUIRES_AT", default=True),
     # Conversation lock (decisions of one chat in arrival order); must exceed one decision's time.
     "PIPELINE_LOCK_TTL": _env.int("PIPELINE_LOCK_TTL", default=120),
+    # Beat re-enqueues messages left undecided this long (crashed worker, lost task).
+    "PIPELINE_SWEEP_AFTER": _env.int("PIPELINE_SWEEP_AFTER", default=120),
     "PIPELINE_HISTORY_TURNS": _env.int("PIPELINE_HISTORY_TURNS", default=10),
     "PIPELINE_ENGINE_TIMEOUT": _env.float("PIPELINE_ENGINE_TIMEOUT", default=90.0),
     # Dotted path of one engine class for every message, bypassing the engine manager (benchmarks, e2e

@@ -15,6 +15,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from apps.agents import auth
 from apps.agents import services as agent_services
 from apps.messages import conf, ingest, services
+from apps.messages.api import store_messages
 
 logger = logging.getLogger("wxcs.ws")
 
@@ -138,7 +139,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if clean.errors:
             await self._send({"type": "error", "code": "invalid", "client_id": client_id, "detail": clean.errors})
             return
-        accepted = (await _thread(ingest.ingest)(self.agent_id, [clean]))[0]
+        accepted = (await store_messages(self.agent_id, [clean], fast=True))[0]
         await self._send({"type": "accepted", **accepted.as_dict()})
 
     async def on_messages(self, frame):
@@ -155,7 +156,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 errors.append({"client_id": clean.client_msg_id or None, "detail": clean.errors})
             else:
                 good.append(clean)
-        accepted = await _thread(ingest.ingest)(self.agent_id, good) if good else []
+        accepted = await store_messages(self.agent_id, good, fast=True) if good else []
         await self._send({"type": "accepted_batch", "accepted": [a.as_dict() for a in accepted], "errors": errors})
 
     async def on_ack(self, frame):

@@ -243,6 +243,10 @@ def store(agent_id: str, items: list[Clean]) -> list[Accepted]:
         store_one, now = _store_generic, now_db
     else:
         store_one = _store_pg
+    if len(items) == 1 and store_one is _store_pg and connection.get_autocommit():
+        # one statement is its own transaction: no BEGIN/COMMIT round trips
+        with connection.cursor() as cursor:
+            return [store_one(cursor, agent_id, items[0], now)]
     with transaction.atomic(), connection.cursor() as cursor:
         return [store_one(cursor, agent_id, item, now) for item in items]
 

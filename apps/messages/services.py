@@ -486,3 +486,22 @@ def _percentile(sorted_values: list[float], q: float) -> float:
         return 0.0
     index = min(len(sorted_values) - 1, max(0, int(round(q * (len(sorted_values) - 1)))))
     return sorted_values[index]
+
+
+def sweep_stuck(now=None) -> list[int]:
+    """Re-enqueue messages nobody is deciding: still `received` after PIPELINE_SWEEP_AFTER seconds, or
+    `processing` past the conversation lock's TTL (their worker died). Idempotent, so a message whose
+    task is merely slow or queued costs one no-op task at worst. Run by beat every 30 s."""
+    from apps.messages.queue import enqueue_messages
+
+    now = now or timezone.now()
+    after = timezone.timedelta(seconds=conf.get("PIPELINE_SWEEP_AFTER"))
+    lock_ttl = timezone.timedelta(seconds=conf.get("PIPELINE_LOCK_TTL") + 5)
+    ids = list(Message.objects.filter(
+        Q(status=Message.Status.RECEIVED, received_at__lt=now - after)
+        | Q(status=Message.Status.PROCESSING, claimed_at__lt=now - max(after, lock_ttl))
+    ).order_by("id").values_list("id", flat=True)[:1000])
+    if ids:
+        logger.warning("re-enqueueing %d stuck messages", len(ids))
+        enqueue_messages(ids)
+    return ids

@@ -27,3 +27,8 @@ def process_message(self, message_id: int, attempt: int = 0) -> str:
         countdown = min(60, 2 ** attempt) * (0.5 + random.random() / 2)
         logger.warning("message %s: transient error %r, retry %s in %.1fs", message_id, exc, attempt + 1, countdown)
         raise self.retry(exc=exc, countdown=countdown, max_retries=None, kwargs={"attempt": attempt + 1}) from exc
+
+
+@shared_task(name="apps.messages.tasks.sweep_stuck", queue="default")
+def sweep_stuck() -> int:
+    return len(services.sweep_stuck())

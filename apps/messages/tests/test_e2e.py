@@ -234,6 +234,9 @@ def test_worker_killed_mid_task_still_exactly_one_reply(live_env, tmp_path):
         worker.kill()
         worker.stop()
         assert not Reply.objects.filter(message_id=message_id).exists()
+        # the broker hands an unacked task back once CELERY_VISIBILITY_TIMEOUT (3 s here) has passed;
+        # a worker scans for those when it starts (beat's sweep_stuck is the safety net after that)
+        time.sleep(4)
         second = start_worker(live_env, tmp_path, name="survivor")
         with running(second):
             wait_for(lambda: Message.objects.filter(pk=message_id, status="decided").exists(), timeout=60)

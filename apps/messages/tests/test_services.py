@@ -167,3 +167,21 @@ def test_stats_are_real_numbers(fake_engine, client):
     yesterday = timezone.now() - timedelta(days=1)
     Message.objects.update(received_at=yesterday)
     assert services.stats(2)["per_day"][0]["messages"] == 5
+
+
+def test_sweeper_re_enqueues_only_stuck_messages(fake_engine, monkeypatch, settings):
+    from apps.messages import queue
+
+    settings.PIPELINE_SWEEP_AFTER = 60
+    settings.PIPELINE_LOCK_TTL = 30
+    enqueued = []
+    monkeypatch.setattr(queue, "enqueue_messages", enqueued.extend)
+    agent, _, _ = make_agent()
+    fresh, old, orphan, done = (store(agent, f"sw-{i}") for i in range(4))
+    long_ago = timezone.now() - timedelta(minutes=5)
+    Message.objects.filter(pk=old).update(received_at=long_ago)
+    Message.objects.filter(pk=orphan).update(status="processing", claimed_at=long_ago, received_at=long_ago)
+    Message.objects.filter(pk=done).update(status="decided", received_at=long_ago)
+    assert services.sweep_stuck() == [old, orphan]
+    assert enqueued == [old, orphan]
+    assert fresh not in enqueued
