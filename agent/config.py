@@ -221,7 +221,9 @@ def _check(c: AgentConfig, errors: list[str], base_dir: Path | None) -> None:
             creds = json.loads(path.read_text(encoding="utf-8"))
             s.agent_id = s.agent_id or str(creds.get("agent_id") or creds.get("id") or "")
             s.secret = s.secret or str(creds.get("api_key") or creds.get("secret") or creds.get("agent_secret") or "")
-            s.url = str(creds.get("url") or creds.get("server_url") or s.url) if s.url == ServerConfig.url else s.url
+            if s.url == ServerConfig.url:  # the file names the server unless the config does
+                s.url = str(creds.get("url") or creds.get("server_url") or s.url)
+                s.ws_url = s.ws_url or str(creds.get("ws_url") or "")
         except (OSError, ValueError, AttributeError) as exc:
             errors.append(f"server.credentials_file: cannot read {path}: {exc}")
     if s.secret_env and not s.secret:

@@ -275,3 +275,52 @@ def test_kill_9_with_messages_queued_and_while_sending_none_lost_none_sent_twice
     assert delivered + len(failed) == 100 and len(failed) <= 1
     assert all("outcome unknown" in error for error in failed)
     assert delivered <= len(sent) <= delivered + len(failed)
+
+
+def test_simulate_mode_with_the_demo_credentials_file(live_server_stack, agent_account, tmp_path):
+    """What `make run` starts: `python -m agent --simulate` reading var/demo_agent.json as
+    apps/agents/demo.py writes it (agent_id, api_key, server_url, ws_url)."""
+    base_url, _ = live_server_stack
+    agent_id, secret = agent_account
+    creds = tmp_path / "demo_agent.json"
+    creds.write_text(
+        json.dumps(
+            {
+                "agent_id": agent_id,
+                "api_key": secret,
+                "server_url": base_url,
+                "ws_url": base_url.replace("http://", "ws://") + "/ws/agent/",
+            }
+        ),
+        encoding="utf-8",
+    )
+    inbox, outbox = tmp_path / "inbox.jsonl", tmp_path / "outbox.jsonl"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "--simulate",
+            "--no-script",
+            "--no-pacing",
+            "--credentials",
+            str(creds),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--inbox",
+            str(inbox),
+            "--outbox",
+            str(outbox),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        append_inbox(inbox, chat="演示客户", text="你们几点下班？")
+        wait_for(lambda: read_outbox(outbox), what="the reply in the simulator")
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert read_outbox(outbox)[0]["text"] == "收到：你们几点下班？"
+    assert proc.returncode == 0  # SIGTERM: a clean stop
