@@ -122,7 +122,7 @@ def build_prompt(turn: TurnContext) -> list[dict]:
     if turn.facts:
         sections.append("【关于这位联系人的长期记忆】\n" + "\n".join(f"- {fact}" for fact in turn.facts))
     if turn.hits:
-        lines = [f"[{number}] {hit.title}：{hit.answer}" for number, hit in enumerate(turn.hits, start=1)]
+        lines = [f"[{turn.tools.cite(hit)}] {hit.title}：{hit.answer}" for hit in turn.hits]
         sections.append("【知识库】\n" + "\n".join(lines))
     prompt = [{"role": "system", "content": "\n\n".join(sections)}]
     for example in persona.few_shot_examples:
@@ -295,7 +295,7 @@ class ChatEngine(BaseEngine):
         else:
             reply = self._reply_from(turn, completions[-1])
         reply.tool_calls = tool_records
-        reply.citations = self._citations(turn)
+        reply.citations = list(turn.tools.citations)
         reply.input_tokens = sum(c.usage.input_tokens for c in completions)
         reply.output_tokens = sum(c.usage.output_tokens for c in completions)
         reply.cost = round(sum(c.cost for c in completions), 6)
@@ -329,16 +329,6 @@ class ChatEngine(BaseEngine):
         return EngineReply(
             content=APOLOGY, confidence=0.1, engine=self.name, offline=True, handoff=True, handoff_reason="no answer"
         )
-
-    @staticmethod
-    def _citations(turn: TurnContext) -> list[dict]:
-        seen, citations = set(), []
-        for citation in [hit.citation() for hit in turn.hits] + turn.tools.citations:
-            key = (citation.get("entry_id"), citation.get("section"))
-            if key not in seen:
-                seen.add(key)
-                citations.append(citation)
-        return citations
 
     async def get_engine_info(self) -> dict:
         routes = sorted(set(await db(lambda: list(Personality.objects.values_list("route", flat=True)))) | {"default"})

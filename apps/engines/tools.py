@@ -32,12 +32,21 @@ class ToolContext:
     customer: object | None = None  # apps.customers.models.Customer bound to this chat/sender
     knowledge_k: int = 3
     handoff_reason: str = ""
-    citations: list[dict] = field(default_factory=list)
+    citations: list[dict] = field(default_factory=list)  # numbered [1], [2]… in the prompt and tool results
     grounded: bool = False  # a data tool returned the customer's data or knowledge
 
     @property
     def customer_id(self) -> int | None:
         return getattr(self.customer, "pk", None)
+
+    def cite(self, hit) -> int:
+        """The citation number of a knowledge hit (the same entry keeps its number)."""
+        citation = hit.citation()
+        for number, known in enumerate(self.citations, start=1):
+            if (known["entry_id"], known["section"]) == (citation["entry_id"], citation["section"]):
+                return number
+        self.citations.append(citation)
+        return len(self.citations)
 
 
 @dataclass(frozen=True)
@@ -128,9 +137,9 @@ async def _search_knowledge(context: ToolContext, arguments: dict) -> dict:
     hits = await adapters.knowledge_search(arguments["query"], k=arguments.get("k", context.knowledge_k))
     results = []
     for hit in hits:
-        number = len(context.citations) + 1
-        context.citations.append(hit.citation())
-        results.append({"ref": f"[{number}]", "title": hit.title, "answer": hit.answer, "score": round(hit.score, 3)})
+        results.append(
+            {"ref": f"[{context.cite(hit)}]", "title": hit.title, "answer": hit.answer, "score": round(hit.score, 3)}
+        )
     if results:
         context.grounded = True
     return {"results": results} if results else {"results": [], "note": "知识库中没有找到相关内容"}

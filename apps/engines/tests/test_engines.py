@@ -2,6 +2,7 @@
 OpenAI-compatible server (apps.llm_gateway.testing)."""
 
 import json
+import re
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -231,3 +232,43 @@ async def test_mem0_recall_is_cached_until_the_conversation_changes(server, worl
     again = await engine.prepare(message, world.conversation.pk, None, Stopwatch())
     assert again.cache_hits == {"memory": 0, "long_term": 0}
     assert len(server.requests(path="embeddings")) > searches  # mem0 searched again
+
+
+async def test_knowledge_hits_are_numbered_once_in_prompt_and_tool_results(server, world):
+    from apps.knowledge.models import Document, Entry
+
+    document = await Document.objects.acreate(title="充电桩故障手册", version="v2")
+    e03 = await Entry.objects.acreate(
+        document=document,
+        question="充电桩显示 E03 故障代码",
+        answer="E03 表示接地异常，请检查接地线。",
+        section="故障代码",
+    )
+    e05 = await Entry.objects.acreate(
+        document=document,
+        question="充电桩显示 E05 故障代码",
+        answer="E05 表示过温保护，请改善散热。",
+        section="故障代码",
+    )
+    server.rule(
+        {"tool_calls": [{"name": "search_knowledge", "arguments": {"query": "E05 故障代码"}}]},
+        contains="E03",
+        tools=True,
+    )
+    server.rule({"content": "E03 是接地异常[1]；E05 是过温保护[2]。"}, last_role="tool")
+
+    reply = await ChatEngine().generate_response(
+        [{"role": "user", "content": "充电桩显示 E03 故障代码，之前还出现过 E05", "name": world.sender}],
+        world.conversation.pk,
+    )
+
+    system_prompt = chat_requests(server)[0]["messages"][0]["content"]
+    in_prompt = dict(re.findall(r"\[(\d+)\] (充电桩显示 E0\d 故障代码)：", system_prompt))
+    assert sorted(in_prompt.values()) == ["充电桩显示 E03 故障代码", "充电桩显示 E05 故障代码"]
+    numbers = {title: f"[{number}]" for number, title in in_prompt.items()}
+    results = json.loads(tool_messages(chat_requests(server)[-1])[0])["results"]
+    assert results and all(item["ref"] == numbers[item["title"]] for item in results)  # same entry, same number
+    by_number = {f"[{n}]": citation["entry_id"] for n, citation in enumerate(reply.citations, start=1)}
+    assert by_number[numbers["充电桩显示 E03 故障代码"]] == e03.pk
+    assert by_number[numbers["充电桩显示 E05 故障代码"]] == e05.pk
+    assert len(reply.citations) == 2 and reply.citations[0]["document"] == "充电桩故障手册"
