@@ -149,7 +149,8 @@ class AgentRuntime:
     # -- inbound: driver → queue -----------------------------------------------------------------
     async def _poll_loop(self) -> None:
         while not self._stop.is_set():
-            self.poll_once()
+            if not self.poll_once():
+                self.queue.maintain()  # compaction when nothing is arriving, not inside put()
             self._write_status()
             await self._sleep(self.config.poll_interval_s)
 

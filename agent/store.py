@@ -274,10 +274,18 @@ class OfflineQueue:
         return len(self._items)
 
     def _maybe_compact(self) -> None:
-        # Amortised: compaction writes already-sealed records (no re-encryption), once every
-        # ~2×capacity dead records, so its cost stays out of the enqueue p99.
-        if self._log.records_in_file > 3 * self.capacity + 64:
+        # A hard limit only: compaction (rewrite the live records — already sealed, no re-encryption —
+        # fsync, rename) normally runs from `maintain()`, which the runtime calls when idle, so its
+        # few milliseconds stay out of the enqueue path.
+        if self._log.records_in_file > 8 * self.capacity + 64:
             self._compact()
+
+    def maintain(self) -> bool:
+        """Compact when the file holds more than ~2× capacity dead records. Returns True if it did."""
+        if self._log.records_in_file > 3 * max(len(self._items), self.capacity // 4) + 64:
+            self._compact()
+            return True
+        return False
 
     def _compact(self) -> None:
         head = self._log.seal(b"X" + _SEQ2.pack(self._next_seq - 1 - len(self._items), self.dropped))
