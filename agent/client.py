@@ -238,9 +238,5 @@ class ServerClient:
     async def post_heartbeat(self, data: dict[str, Any]) -> dict[str, Any]:
         return await self._request("POST", "heartbeat", body=data)
 
-    async def post_takeover(self, chat: str, active: bool = True) -> None:
-        """The server has no REST twin of the ``takeover`` frame: report it with the heartbeat."""
-        await self._request("POST", "heartbeat", body={"takeover": {"chat_name": chat, "active": active}})
-
     async def close(self) -> None:
         """Nothing to release: every REST call opens and closes its own connection."""

@@ -224,9 +224,5 @@ class FakeServer:
     async def rest_heartbeat(self, request):
         if not self._authorised(request):
             return web.json_response({"detail": "unauthorised"}, status=401)
-        body = await request.json()
-        if "takeover" in body:
-            self.takeovers.append(body["takeover"])
-        else:
-            self.heartbeats.append(body)
+        self.heartbeats.append(await request.json())
         return web.json_response({"presence": "online"})

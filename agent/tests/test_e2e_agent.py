@@ -177,17 +177,26 @@ def test_customer_message_answered_through_wechat_group_reply_mentions_sender(
         agent.inject("渝A车友售后群", "今天天气不错", sender="王五", kind="group", mention=False)  # not for us
         sent = wait_for(lambda: len(agent.sent()) >= 2 and agent.sent(), what="two replies in WeChat")
         wait_for(lambda: replies_of(agent_id).filter(status="delivered").count() == 2, what="acks")
+        # a person types in WeChat on the PC: the server hears of the takeover
+        from apps.messages.models import Conversation
+
+        agent.inject("张三", "我是店长，我来跟进", origin="self", sender="客服小王")
+        wait_for(
+            lambda: Conversation.objects.filter(agent_id=agent_id, chat_name="张三", taken_over=True).exists(),
+            what="takeover reported",
+        )
         time.sleep(0.5)
     finally:
         agent.stop()
     by_chat = {s["chat"]: s for s in agent.sent()}
-    assert len(agent.sent()) == 2
+    assert len(agent.sent()) == 2  # the bot's own replies were not taken for a person typing
+    assert not Conversation.objects.filter(agent_id=agent_id, chat_name="渝A车友售后群", taken_over=True).exists()
     assert by_chat["张三"]["text"] == "收到：你好，我的订单发货了吗？" and by_chat["张三"]["at"] == []
     group = by_chat["渝A车友售后群"]
     assert group["text"] == "收到：保养一次多少钱？" and group["at"] == ["李四"]
     assert group["shown"] == "@李四\u2005收到：保养一次多少钱？"
     from apps.agents.models import Agent
-    from apps.messages.models import Message
+    from apps.messages.models import Conversation, Message
 
     stored = Message.objects.get(agent_id=agent_id, conversation__chat_name="渝A车友售后群")
     assert stored.is_at_me is True and stored.content == "保养一次多少钱？" and stored.sender == "李四"
