@@ -1,0 +1,152 @@
+"""500 messages through the real pipeline and Celery worker, the LLM answering after 2 s: how long until
+every reply is stored?
+
+    .venv/bin/python bench/llm_concurrency.py [--messages 500] [--latency 2] [--concurrency 600 64]
+
+Real processes: one Daphne (REST ingest), one Celery worker (threads pool, the given concurrency),
+PostgreSQL, Redis, and the loopback OpenAI-compatible server (its own process, `--latency` s per answer).
+Each message is a new conversation (no per-chat ordering wait); the pipeline's `process_message` decides
+it with a forced engine that makes exactly one gateway `complete()` call (bench/llm_concurrency_engine.py),
+i.e. rules → engine → gateway (circuit breaker, budget reservation, usage tracking) → reply in the outbox.
+Measured: from the first POST to the last Reply row, per-message latency (Message.received_at →
+Reply.created_at), and the worker's CPU. DATABASE_URL / REDIS_URL default to the gateway engineer's
+isolated resources (wxcs_gateway, Redis db 2).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/wxcs_gateway")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/2")
+
+from pipeline_common import LOG_DIR, agents, cpu_seconds, message, pct, prepare, start_web, stop  # noqa: E402
+
+from apps.core.testing import start_worker  # noqa: E402
+from apps.llm_gateway.testing import fake_openai  # noqa: E402
+
+
+async def send_all(url: str, tokens, n: int, stamp: str) -> float:
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one(i: int):
+            agent_id, token = tokens[i % len(tokens)]
+            body = json.dumps({"message": message(f"{stamp}-{i}", i, chat=f"并发客户{stamp}-{i}")})
+            async with session.post(
+                url + "/api/v1/messages",
+                data=body,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            ) as resp:
+                await resp.read()
+                assert resp.status == 202, resp.status
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return started
+
+
+def wait_for_replies(agent_ids: list[str], n: int, timeout: float) -> tuple[int, float]:
+    from django.db import connection
+
+    from apps.messages.models import Reply
+
+    deadline = time.perf_counter() + timeout
+    while True:
+        done = Reply.objects.filter(agent_id__in=agent_ids).count()
+        if done >= n or time.perf_counter() > deadline:
+            connection.close()
+            return done, time.perf_counter()
+        time.sleep(0.02)
+
+
+def run_once(env: dict, url: str, n: int, concurrency: int, timeout: float, workers: int = 1) -> dict:
+    from django.db.models import F
+
+    from apps.messages.models import Reply
+
+    procs = [
+        start_worker(
+            {**env, "CELERY_PREFETCH_MULTIPLIER": "1"},
+            LOG_DIR,
+            name=f"worker{concurrency}-{w}",
+            concurrency=concurrency,
+            queues="messages,default",
+        )
+        for w in range(workers)
+    ]
+    try:
+        tokens = agents(4)
+        agent_ids = [a for a, _t in tokens]
+        cpu0 = cpu_seconds(procs)
+        stamp = str(int(time.time() * 1000))
+        started = asyncio.run(send_all(url, tokens, n, stamp))
+        sent = time.perf_counter()
+        done, finished = wait_for_replies(agent_ids, n, timeout)
+        cpu = cpu_seconds(procs) - cpu0
+        rows = Reply.objects.filter(agent_id__in=agent_ids).annotate(lat=F("created_at") - F("message__received_at"))
+        latencies = [r.lat.total_seconds() for r in rows]
+        llm = [float((r.latency_ms or {}).get("llm", 0)) / 1000 for r in rows] if hasattr(Reply, "latency_ms") else []
+        offline = rows.filter(provider="offline").count()
+        return {
+            "concurrency": concurrency,
+            "messages": n,
+            "answered": done,
+            "offline_answers": offline,
+            "ingest_s": round(sent - started, 2),
+            "all_answered_s": round(finished - started, 2),
+            "p50_s": round(pct(latencies, 0.5), 2),
+            "p95_s": round(pct(latencies, 0.95), 2),
+            "max_s": round(max(latencies), 2) if latencies else None,
+            "llm_p50_s": round(pct(llm, 0.5), 2) if llm else None,
+            "worker_cpu_s": round(cpu, 2),
+            "worker_cpu_ms_per_msg": round(cpu * 1000 / max(1, done), 2),
+        }
+    finally:
+        for worker in procs:
+            worker.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=500)
+    parser.add_argument("--latency", type=float, default=2.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[600, 64])
+    parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (each with --concurrency threads)")
+    parser.add_argument(
+        "--engine",
+        choices=["gateway", "sleep"],
+        default="gateway",
+        help="sleep: same wait without the gateway (the pipeline's own share)",
+    )
+    args = parser.parse_args()
+    with fake_openai(subprocess=True, record=False, latency=args.latency) as server:
+        engine = "GatewayEngine" if args.engine == "gateway" else "SleepEngine"
+        env = prepare(
+            PIPELINE_ENGINE_CLASS=f"bench.llm_concurrency_engine.{engine}",
+            BENCH_SLEEP_LATENCY=str(args.latency),
+            **server.env("custom", model="fake-model", timeout=30),
+            LLM_TOTAL_TIMEOUT="60",
+        )
+        web, urls = start_web(env, 1)
+        try:
+            for concurrency in args.concurrency:
+                result = run_once(env, urls[0], args.messages, concurrency, args.timeout, args.workers)
+                head = {
+                    "bench": "llm_concurrency",
+                    "engine": args.engine,
+                    "latency_s": args.latency,
+                    "workers": args.workers,
+                }
+                print(json.dumps({**head, **result}, ensure_ascii=False), flush=True)
+        finally:
+            stop(*web)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
