@@ -30,7 +30,7 @@ class Contract(models.Model):
     customer = models.ForeignKey(
         "customers.Customer", on_delete=models.CASCADE, related_name="contracts", verbose_name=_("客户")
     )
-    number = models.CharField(_("合同编号"), max_length=64, blank=True, db_index=True)
+    number = models.CharField(_("合同编号"), max_length=64, blank=True)
     title = models.CharField(_("合同主题"), max_length=200, blank=True)
     amount = models.DecimalField(_("合同金额"), max_digits=14, decimal_places=2, default=0)
     signed_on = models.DateField(_("签订日期"), null=True, blank=True)
@@ -41,6 +41,7 @@ class Contract(models.Model):
         verbose_name = _("合同")
         verbose_name_plural = _("合同")
         ordering = ["-signed_on", "-erp_id"]
+        indexes = [models.Index(fields=["number"], name="contract_number_idx")]
 
     def __str__(self) -> str:
         return f"{self.number} {self.title}"
