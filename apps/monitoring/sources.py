@@ -212,7 +212,7 @@ def agents() -> list[dict]:
 @_safe(dict)
 def circuit_states() -> dict[str, str]:
     """{"provider/model": "closed"|"open"|"half_open"} from the gateway's cross-process circuit breaker."""
-    from apps.llm_gateway.breaker import states
+    from apps.llm_gateway.services import circuit_states as states
 
     return {str(key): str(value) for key, value in states().items()}
 

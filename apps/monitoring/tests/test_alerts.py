@@ -162,3 +162,37 @@ def test_celery_beat_evaluates_rules_and_the_worker_notifies_once_per_firing_and
         assert receiver.rejected == []
         event = AlertEvent.objects.get()
         assert event.resolved_at is not None
+
+
+def test_every_alert_metric_reads_the_owning_apps_data(settings):
+    import asyncio
+
+    from apps.erp.models import SyncRun
+    from apps.llm_gateway import breaker
+
+    Metric = AlertRule.Metric
+    online = rows.agent("agt_on", online=True, queue_size=42)
+    rows.agent("agt_off", online=False, queue_size=7)
+    for ms, status in [(100, "delivered"), (200, "delivered"), (300, "failed"), (2000, "delivered")]:
+        rows.message_with_reply(online, response_ms=ms, status=status)
+    assert services.metric_value(Metric.P95_LATENCY, 300) == pytest.approx(2000, abs=1)
+    assert services.metric_value(Metric.ERROR_RATE, 300) == 25.0
+    assert services.metric_value(Metric.AGENTS_OFFLINE, 300) == 1
+    assert services.metric_value(Metric.OFFLINE_QUEUE, 300) == 42
+
+    SyncRun.objects.create(status="failed")
+    SyncRun.objects.create(status="success")
+    old = SyncRun.objects.create(status="failed")
+    SyncRun.objects.filter(pk=old.pk).update(started_at=timezone.now() - timedelta(hours=2))
+    assert services.metric_value(Metric.ERP_SYNC_FAILURES, 3600) == 1
+
+    assert services.metric_value(Metric.CIRCUIT_OPEN, 60) == 0
+
+    async def fail_until_open():
+        for _ in range(settings.LLM_CIRCUIT_FAILURES):
+            await breaker.op("bench-provider", "m-monitoring", "failure")
+
+    asyncio.run(fail_until_open())
+    assert services.metric_value(Metric.CIRCUIT_OPEN, 60) == 1
+    with pytest.raises(ValueError, match="unknown alert metric"):
+        services.metric_value("nope", 60)
