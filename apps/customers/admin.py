@@ -89,11 +89,11 @@ class CustomerAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("导出所选客户为 CSV（Excel）"), permissions=["export"])
     def export_csv(self, request, queryset):
-        return export_response(queryset, "csv")
+        return export_response(request, queryset, "csv")
 
     @admin.action(description=_("导出所选客户为 JSON"), permissions=["export"])
     def export_json(self, request, queryset):
-        return export_response(queryset, "json")
+        return export_response(request, queryset, "json")
 
 
 @admin.register(WeChatBinding)

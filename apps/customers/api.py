@@ -1,5 +1,9 @@
 """Customer export for managers: `GET /api/v1/customers/export?format=csv|json` (staff with the export permission)."""
 
+from collections.abc import AsyncIterator, Iterator
+
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -15,9 +19,20 @@ from apps.customers.models import Customer
 EXPORT_PERMISSION = "customers.export_customer"
 
 
-def export_response(queryset, fmt: str) -> StreamingHttpResponse:
-    """A streamed download of `queryset` in `fmt` (csv / json)."""
-    response = StreamingHttpResponse(services.export(queryset, fmt), content_type=services.export_content_type(fmt))
+async def _async_chunks(chunks: Iterator[str]) -> AsyncIterator[str]:
+    """Under ASGI Django buffers a synchronous iterator whole; hand it out chunk by chunk instead."""
+    done = object()
+    pull = sync_to_async(next, thread_sensitive=True)
+    while (chunk := await pull(chunks, done)) is not done:
+        yield chunk
+
+
+def export_response(request, queryset, fmt: str) -> StreamingHttpResponse:
+    """A streamed download of `queryset` in `fmt` (csv / json), streamed under WSGI and ASGI alike."""
+    chunks = services.export(queryset, fmt)
+    if isinstance(getattr(request, "_request", request), ASGIRequest):
+        chunks = _async_chunks(chunks)
+    response = StreamingHttpResponse(chunks, content_type=services.export_content_type(fmt))
     filename = f"customers-{timezone.localtime():%Y%m%d-%H%M}.{fmt}"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
@@ -48,4 +63,4 @@ class CustomerExportView(APIView):
         fmt = request.query_params.get("format", "csv").lower()
         if fmt not in services.EXPORT_FORMATS:
             return Response({"error": "bad_format", "detail": "format 只能是 csv 或 json"}, status=400)
-        return export_response(Customer.objects.all(), fmt)
+        return export_response(request, Customer.objects.all(), fmt)

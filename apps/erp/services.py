@@ -22,7 +22,15 @@ from django.utils import timezone
 
 from apps.customers.models import SOURCE_CHOICES, VALUE_CHOICES, Contact, Customer
 from apps.erp import metrics
-from apps.erp.client import CONTACT_LIST, CONTRACT_LIST, CUSTOMER_LIST, ErpClient, ErpError, ErpUnavailable
+from apps.erp.client import (
+    CONTACT_LIST,
+    CONTRACT_LIST,
+    CUSTOMER_LIST,
+    ErpClient,
+    ErpError,
+    ErpProtocolError,
+    ErpUnavailable,
+)
 from apps.erp.models import Contract, SyncRun
 
 logger = logging.getLogger(__name__)
@@ -78,6 +86,9 @@ def _sync(client: ErpClient, *, full: bool, trigger: str) -> SyncRun:
     lists = fetch_lists(client)
     try:
         rows = build_customers(lists)
+        if not rows and Customer.objects.filter(in_erp=True).exists():
+            # An empty list from an ERP that had customers is far likelier a fault than a wipe.
+            raise ErpProtocolError("ERP 返回了 0 个客户；为防误删，本次未做任何修改")
         stats["customers"] = upsert(Customer, rows, full=full, now=now, mark_missing="in_erp")
         customers_ok = True
     except ErpError as exc:

@@ -145,3 +145,55 @@ def test_export_action_hidden_without_the_permission(synced, client):
     response = client.get("/admin/customers/customer/")
     assert response.status_code == 200
     assert b"export_csv" not in response.content
+
+
+@pytest.mark.e2e
+def test_export_streams_through_a_real_daphne_without_buffering(live_env, tmp_path, simulator):
+    import httpx
+
+    from apps.core.testing import running, start_daphne
+    from apps.customers.models import Contact
+    from apps.erp.client import ErpClient, ErpCredentials
+
+    with ErpClient(ErpCredentials(simulator.url, "demo", "demo-erp"), backoff=0.01) as client:
+        erp_services.sync_erp(client=client)
+    assert Contact.objects.exists()
+    manager = User.objects.create_user("manager", password="pw", is_staff=True)
+    manager.user_permissions.add(Permission.objects.get(codename="export_customer"))
+    from django.test import Client
+
+    web = Client()
+    web.force_login(manager)
+    session = web.cookies["sessionid"].value
+    daphne, base_url = start_daphne(live_env, tmp_path)
+    with running(daphne):
+        chunks = []
+        with httpx.stream(
+            "GET", f"{base_url}/api/v1/customers/export?format=csv", cookies={"sessionid": session}, timeout=30
+        ) as response:
+            assert response.status_code == 200
+            assert response.headers.get("transfer-encoding") == "chunked" or "content-length" not in response.headers
+            chunks = list(response.iter_bytes())
+        rows = parse_csv(b"".join(chunks))
+        assert rows[0] == HEADERS and len(rows) == 240
+        assert httpx.get(f"{base_url}/api/v1/customers/export?format=csv", timeout=10).status_code == 403
+
+
+def test_asgi_export_is_an_async_stream_not_a_buffered_list(synced, manager):
+    import warnings
+
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    async def download() -> tuple[bool, bytes]:
+        client = AsyncClient()
+        await client.aforce_login(manager)
+        response = await client.get("/api/v1/customers/export?format=csv")
+        body = b"".join([chunk async for chunk in response.streaming_content])
+        return response.is_async, body
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        is_async, body = async_to_sync(download)()
+    assert is_async and not [w for w in caught if "must consume" in str(w.message)]
+    assert len(parse_csv(body)) == 240

@@ -188,3 +188,12 @@ def test_copy_writer_fills_local_defaults_for_new_rows(synced):
     customer = Customer.objects.get(erp_id=3001)
     assert (customer.tags, customer.intent_score, customer.k_code) == ([], 0, "K3001")
     assert customer.created_at == customer.updated_at == customer.last_synced_at
+
+
+def test_an_empty_customer_list_does_not_flag_everyone_gone(synced, erp_client, simulator):
+    for customer in simulator.state.customers:
+        simulator.state.deleted.add(customer.ord)
+    simulator.state.changed()
+    run = services.sync_erp(client=erp_client)
+    assert run.status == SyncRun.Status.FAILED and "0 个客户" in run.error_log
+    assert Customer.objects.filter(in_erp=True).count() == 239
