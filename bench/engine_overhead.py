@@ -142,20 +142,27 @@ async def run(world, server, args) -> None:
         await engine.generate_response(message, conversation_id, use_tools=False)
         await gateway.complete(prompt, route="default")
     engine_ms, bare_ms, stages = [], [], {}
+    engine_cpu = bare_cpu = 0.0
     for _ in range(args.calls):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         reply = await engine.generate_response(message, conversation_id, use_tools=False)
         engine_ms.append((time.perf_counter() - t) * 1000)
+        engine_cpu += time.process_time() - c
         for stage, value in reply.latency_ms.items():
             stages.setdefault(stage, []).append(value)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         await gateway.complete(prompt, route="default")
         bare_ms.append((time.perf_counter() - t) * 1000)
+        bare_cpu += time.process_time() - c
     print(f"ChatEngine reply (ms):           {percentiles(engine_ms)}")
     print(f"bare gateway complete (ms):      {percentiles(bare_ms)}")
     print("ChatEngine stages, median ms:    " + "  ".join(f"{k} {statistics.median(v):.2f}" for k, v in stages.items()))
     overhead = statistics.median(engine_ms) - statistics.median(bare_ms)
     print(f"engine overhead (median diff):   {overhead:8.3f} ms")
+    print(
+        f"CPU per reply (this process):    engine {engine_cpu / args.calls * 1000:.2f} ms, "
+        f"bare gateway {bare_cpu / args.calls * 1000:.2f} ms"
+    )
 
     server.configure(latency=args.latency)
     t = time.perf_counter()

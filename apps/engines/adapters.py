@@ -10,6 +10,7 @@ from types import ModuleType
 
 from asgiref.sync import sync_to_async
 from django.apps import apps as django_apps
+from django.db.models import Subquery
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,23 @@ def conversation_id_for(agent_id: str, chat_name: str) -> int | None:
     if model is None:
         return None
     return model.objects.filter(agent_id=agent_id, chat_name=chat_name).values_list("id", flat=True).first()
+
+
+def contact_facts(conversation_id: int, contact: str, limit: int = 200) -> list[str]:
+    """Long-term facts about `contact` in this conversation's chat, newest first (one query)."""
+    from apps.engines.models import ContactFact
+
+    model = _conversation_model()
+    if model is None:
+        return []
+    chat = model.objects.filter(pk=conversation_id)
+    return list(
+        ContactFact.objects.filter(
+            agent_id=Subquery(chat.values("agent_id")[:1]),
+            chat_name=Subquery(chat.values("chat_name")[:1]),
+            contact=contact,
+        ).values_list("fact", flat=True)[:limit]
+    )
 
 
 def set_conversation_engine_override(conversation_id: int, engine: str) -> bool:

@@ -203,8 +203,25 @@ class ChatEngine(BaseEngine):
             )
             return conversation, personality, who, customer
 
-        with watch.stage("customer"):
-            conversation, personality, sender, customer = await db(load_context)
+        async def context():
+            with watch.stage("customer"):
+                return await db(load_context)
+
+        async def recent_memory(who: str):
+            with watch.stage("memory"):
+                return await memory.retrieve_memory(conversation_id, who, query)
+
+        async def knowledge():
+            with watch.stage("retrieval"):
+                return await adapters.knowledge_search(query, k=settings.ENGINE_KNOWLEDGE_HITS)
+
+        if sender:  # the usual case: nothing waits for the customer lookup
+            (conversation, personality, sender, customer), (snapshot, hit), hits = await asyncio.gather(
+                context(), recent_memory(sender), knowledge()
+            )
+        else:  # the sender comes from the conversation's latest message first
+            (conversation, personality, sender, customer), hits = await asyncio.gather(context(), knowledge())
+            snapshot, hit = await recent_memory(sender)
         tools = ToolContext(
             conversation_id=conversation_id,
             agent_id=conversation.agent_id if conversation else "",
@@ -213,19 +230,10 @@ class ChatEngine(BaseEngine):
             customer=customer,
             knowledge_k=settings.ENGINE_KNOWLEDGE_HITS,
         )
-        turn = TurnContext(conversation_id, query, sender, personality, conversation, tools)
-
-        async def recall():
-            with watch.stage("memory"):
-                turn.snapshot, hit = await memory.retrieve_memory(conversation_id, sender, query)
-                turn.cache_hits["memory"] = int(hit)
-                turn.facts = await self.recall_facts(turn)
-
-        async def retrieve():
-            with watch.stage("retrieval"):
-                turn.hits = await adapters.knowledge_search(query, k=settings.ENGINE_KNOWLEDGE_HITS)
-
-        await asyncio.gather(recall(), retrieve())
+        turn = TurnContext(conversation_id, query, sender, personality, conversation, tools, snapshot, hits=hits)
+        turn.cache_hits["memory"] = int(hit)
+        with watch.stage("memory"):
+            turn.facts = await self.recall_facts(turn)
         return turn
 
     async def generate_response(

@@ -130,14 +130,7 @@ def load_memory(conversation_id: int, contact: str, query: str, limit: int) -> M
         for turn in turns[-limit:]
     ]
     summary_row = ConversationSummary.objects.filter(conversation_id=conversation_id).first()
-    facts: list[str] = []
-    conversation = adapters.conversation(conversation_id)
-    if conversation is not None and contact:
-        facts = list(
-            ContactFact.objects.filter(
-                agent_id=conversation.agent_id, chat_name=conversation.chat_name, contact=contact
-            ).values_list("fact", flat=True)[:200]
-        )
+    facts = adapters.contact_facts(conversation_id, contact) if contact else []
     covered_until = summary_row.covered_until if summary_row else None
     return MemorySnapshot(
         turns=turns,
