@@ -11,7 +11,7 @@ class MonitoringConfig(AppConfig):
     verbose_name = _("监控")
 
     def ready(self):
-        from celery.signals import worker_ready
+        from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready
         from django.conf import settings
 
         if settings.PROMETHEUS_MULTIPROC_DIR:
@@ -20,12 +20,32 @@ class MonitoringConfig(AppConfig):
             # A dead process's live gauges must leave the sums; its counters stay (they must not go back).
             atexit.register(multiprocess.mark_process_dead, os.getpid(), settings.PROMETHEUS_MULTIPROC_DIR)
         worker_ready.connect(serve_worker_metrics, weak=False)
+        after_setup_logger.connect(adopt_celery_logger, weak=False)
+        after_setup_task_logger.connect(adopt_celery_logger, weak=False)
         if settings.METRICS_DB_QUERIES:
             from django.db.backends.signals import connection_created
 
             from apps.monitoring.dbmetrics import instrument
 
             connection_created.connect(instrument, dispatch_uid="monitoring.dbmetrics")
+
+
+def adopt_celery_logger(logger, **kwargs) -> None:
+    """Celery replaces the root (and task) logger's handlers with its own: give them the trace id, the JSON
+    format when LOG_JSON is on, and the per-trace store, so a message's trace goes on inside the worker."""
+    from django.conf import settings
+
+    from apps.monitoring.tracing import JsonFormatter, TraceIdFilter, TraceStoreHandler
+
+    trace_filter = TraceIdFilter()
+    for handler in logger.handlers:
+        handler.addFilter(trace_filter)
+        if settings.LOG_JSON:
+            handler.setFormatter(JsonFormatter())
+    if not any(isinstance(handler, TraceStoreHandler) for handler in logger.handlers):
+        store = TraceStoreHandler()
+        store.addFilter(trace_filter)
+        logger.addHandler(store)
 
 
 def serve_worker_metrics(**kwargs) -> None:

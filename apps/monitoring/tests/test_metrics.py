@@ -116,7 +116,7 @@ def test_metric_incremented_in_a_celery_worker_shows_on_daphne_metrics(live_env,
         rule.channels.add(channel)
         rows.agent(queue_size=500)
         worker_port = free_port()
-        worker = start_worker({**env, "METRICS_WORKER_PORT": str(worker_port)}, tmp_path)
+        worker = start_worker({**env, "METRICS_WORKER_PORT": str(worker_port), "LOG_JSON": "true"}, tmp_path)
         daphne, base_url = start_daphne({**env, "LOG_JSON": "true"}, tmp_path)
         with running(daphne, worker):
             services.evaluate_rules()  # fires: the worker's notify task sends it
@@ -136,8 +136,10 @@ def test_metric_incremented_in_a_celery_worker_shows_on_daphne_metrics(live_env,
             from_worker = families(httpx.get(f"http://127.0.0.1:{worker_port}/metrics", timeout=10).text)
             assert sample_value(from_worker["wxcs_alert_notifications"], channel="dingtalk", outcome="sent") == 1
         # LOG_JSON=true: Daphne logged one JSON object per line, each with a trace_id field.
-        logged = [json.loads(line) for line in daphne.log_path.read_text().splitlines() if line.startswith("{")]
-        assert logged and all("trace_id" in entry and "level" in entry for entry in logged)
+        for process in (daphne, worker):  # Celery's own logging setup adopted too (apps.adopt_celery_logger)
+            logged = [json.loads(line) for line in process.log_path.read_text().splitlines() if line.startswith("{")]
+            assert logged and all("trace_id" in entry and "level" in entry for entry in logged), process.name
+            assert any("notify_alert_event" in entry["message"] for entry in logged) or process is daphne
         assert {path.name.split("_")[0] for path in prom_dir.iterdir()} >= {"counter"}
 
 

@@ -83,3 +83,26 @@ def test_settings_logging_stores_traced_lines_once():
     with tracing.bind("t-settings"):
         logging.getLogger("apps.messages.tasks").warning("decided by rule")
     assert [event["message"] for event in tracing.events("t-settings")] == ["decided by rule"]
+
+
+def test_celery_worker_loggers_are_adopted(settings):
+    """Celery swaps the root/task handlers for its own; adopt_celery_logger gives them trace id, JSON, store."""
+    import io
+
+    from apps.monitoring.apps import adopt_celery_logger
+
+    settings.LOG_JSON = True
+    stream = io.StringIO()
+    logger = logging.getLogger("celery.task.test-adopt")
+    logger.handlers = [logging.StreamHandler(stream)]
+    logger.propagate = False
+    try:
+        adopt_celery_logger(logger)
+        adopt_celery_logger(logger)  # Celery may call it twice (root and task loggers): still one store
+        with tracing.bind("t-celery"):
+            logger.warning("llm call took %d ms", 812)
+    finally:
+        logger.handlers = []
+        logger.propagate = True
+    assert json.loads(stream.getvalue().splitlines()[0])["trace_id"] == "t-celery"
+    assert [event["message"] for event in tracing.events("t-celery")] == ["llm call took 812 ms"]
