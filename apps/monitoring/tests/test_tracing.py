@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 
 from apps.monitoring import tracing
 from apps.monitoring.tests import rows
@@ -106,3 +107,54 @@ def test_celery_worker_loggers_are_adopted(settings):
         logger.propagate = True
     assert json.loads(stream.getvalue().splitlines()[0])["trace_id"] == "t-celery"
     assert [event["message"] for event in tracing.events("t-celery")] == ["llm call took 812 ms"]
+
+
+@pytest.mark.e2e
+def test_a_messages_trace_is_kept_from_the_real_pipeline_worker(live_env, tmp_path):
+    """POST a customer message to a real Daphne; the real Celery worker decides it under the message's
+    trace id; the admin trace view shows the worker's log line for that message."""
+    import httpx
+
+    from apps.agents.auth import issue_tokens
+    from apps.agents.services import create_agent
+    from apps.core.testing import running, start_daphne, start_worker
+    from apps.messages.models import Message
+
+    env = {
+        **live_env,
+        "PIPELINE_ENGINE_CLASS": "apps.messages.testing.EchoEngine",
+        "ECHO_ENGINE_DELAY": "0",
+        "INGEST_RATE_LIMIT": "0",
+    }
+    agent, _ = create_agent("追踪终端")
+    token = issue_tokens(agent.id)["access_token"]
+    worker = start_worker(env, tmp_path)
+    daphne, base_url = start_daphne(env, tmp_path)
+    with running(daphne, worker):
+        message = {
+            "id": "trace-1",
+            "chat_name": "李四",
+            "chat_type": "private",
+            "sender": "李四",
+            "content": "你好，请问发票怎么开？",
+            "type": "text",
+            "timestamp": 1764000000,
+            "is_at_me": False,
+        }
+        answer = httpx.post(
+            f"{base_url}/api/v1/messages?wait=15",
+            json={"message": message},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+    stored = Message.objects.get(agent=agent, client_msg_id="trace-1")
+    events = tracing.events(stored.trace_id)
+    assert any(f"message {stored.id} decided" in event["message"] for event in events), worker.log_tail()
+    assert {event["trace_id"] for event in events} == {stored.trace_id.hex}
+
+    get_user_model().objects.create_user(username="ops", password="x-Pa55-word", is_staff=True)
+    client = Client()
+    client.login(username="ops", password="x-Pa55-word")
+    page = client.get(f"/dashboard/conversations/{stored.conversation_id}/trace/").content.decode()
+    assert f"message {stored.id} decided" in page
