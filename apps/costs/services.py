@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from apps.costs import metrics, store
 from apps.llm_gateway import aredis
+from apps.llm_gateway.dbwork import CachedLoad
 
 logger = logging.getLogger(__name__)
 
@@ -100,29 +101,19 @@ def _load() -> CostConfig:
     return config
 
 
-_cache: dict = {"config": None, "at": 0.0}
+_cached = CachedLoad(_load, lambda: settings.LLM_CONFIG_TTL)
 
 
 async def get_config() -> CostConfig:
-    if _cache["config"] is not None and time.monotonic() - _cache["at"] < settings.LLM_CONFIG_TTL:
-        return _cache["config"]
-    from apps.llm_gateway.dbwork import run_db
-
-    config = await run_db(_load)
-    _cache.update(config=config, at=time.monotonic())
-    return config
+    return await _cached.get()
 
 
 def get_config_sync() -> CostConfig:
-    if _cache["config"] is not None and time.monotonic() - _cache["at"] < settings.LLM_CONFIG_TTL:
-        return _cache["config"]
-    config = _load()
-    _cache.update(config=config, at=time.monotonic())
-    return config
+    return _cached.get_sync()
 
 
 def invalidate(*args, **kwargs) -> None:
-    _cache.update(config=None, at=0.0)
+    _cached.invalidate()
 
 
 def price_for(config: CostConfig, provider: str, model: str, kind: str = "") -> tuple[float, float, bool]:
@@ -289,7 +280,7 @@ def track_soon(
     price_in, price_out, known = price_for(config, provider, model, provider_kind)
     cost = cost_of(price_in, price_out, input_tokens, output_tokens)
     task = asyncio.get_running_loop().create_task(
-        _commit(
+        _commit_retrying(
             config,
             provider,
             model,
@@ -325,6 +316,23 @@ async def drain() -> None:
     loop = asyncio.get_running_loop()
     while mine := [t for t in _pending if t.get_loop() is loop]:
         await asyncio.gather(*mine, return_exceptions=True)
+
+
+async def _commit_retrying(*args) -> Tracked:
+    """_commit, retried on Redis connection trouble (safe: the call id makes a repeat a no-op)."""
+    import asyncio
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    for attempt in range(4):
+        try:
+            return await _commit(*args)
+        except (RedisConnectionError, RedisTimeoutError):
+            if attempt == 3:
+                raise
+            await asyncio.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 async def _commit(

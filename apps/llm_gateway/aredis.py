@@ -26,7 +26,7 @@ def client():
 
         # Blocking pool: hundreds of concurrent calls queue for a connection instead of failing.
         pool = BlockingConnectionPool.from_url(
-            url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=2.0, max_connections=64, timeout=10
+            url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=5.0, max_connections=64, timeout=10
         )
         redis = Redis(connection_pool=pool)
         _clients[loop] = redis

@@ -5,12 +5,12 @@ Provider / Route rows, and the presets. Cached in-process for `settings.LLM_CONF
 """
 
 import logging
-import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import DatabaseError
 
+from apps.llm_gateway.dbwork import CachedLoad
 from apps.llm_gateway.presets import PRESETS
 
 logger = logging.getLogger(__name__)
@@ -139,42 +139,20 @@ def load() -> GatewayConfig:
     return GatewayConfig(providers=providers, routes=routes, source="db+env")
 
 
-_cache: dict = {"config": None, "at": 0.0, "token": None}
-
-
 def _token():
     return (id(getattr(settings, "LLM_PROVIDERS", None)), id(getattr(settings, "LLM_ROUTES", None)))
 
 
-def cached() -> GatewayConfig | None:
-    """The cached configuration while fresh, else None."""
-    if (
-        _cache["config"] is not None
-        and _cache["token"] == _token()
-        and time.monotonic() - _cache["at"] < settings.LLM_CONFIG_TTL
-    ):
-        return _cache["config"]
-    return None
-
-
-def store(config: GatewayConfig, token) -> GatewayConfig:
-    _cache.update(config=config, at=time.monotonic(), token=token)
-    return config
+_cached = CachedLoad(load, lambda: settings.LLM_CONFIG_TTL, _token)
 
 
 async def get() -> GatewayConfig:
-    config = cached()
-    if config is not None:
-        return config
-    from apps.llm_gateway.dbwork import run_db
-
-    token = _token()
-    return store(await run_db(load), token)
+    return await _cached.get()
 
 
 def get_sync() -> GatewayConfig:
-    return cached() or store(load(), _token())
+    return _cached.get_sync()
 
 
 def invalidate(*args, **kwargs) -> None:
-    _cache.update(config=None, at=0.0, token=None)
+    _cached.invalidate()
