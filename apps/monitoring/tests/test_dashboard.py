@@ -1,6 +1,7 @@
 import asyncio
 import json
 import shutil
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -138,14 +139,37 @@ def test_websocket_one_producer_pushes_every_second_to_every_viewer(live_server_
 def test_dashboard_in_headless_chromium_shows_live_numbers(live_env, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    from apps.core.testing import running, start_daphne
+    from apps.core.testing import Process, running, start_daphne, wait_until_http_ok
 
-    daphne, base_url = start_daphne({**live_env, "SERVE_STATIC": "true"}, tmp_path)
-    with running(daphne):
-        chromium_session(base_url, tmp_path, expect, sync_playwright)
+    env = {**live_env, "SERVE_STATIC": "true"}
+    daphne, base_url = start_daphne(env, tmp_path)
+    servers = [daphne]
+
+    def stop_server():
+        servers[-1].stop()
+
+    def start_server_again():  # same address, so the page's reconnect finds it
+        argv = [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            base_url.rsplit(":", 1)[1],
+            "wxcs.asgi:application",
+        ]
+        servers.append(Process("daphne-again", argv, env, tmp_path))
+        wait_until_http_ok(f"{base_url}/healthz", servers[-1])
+
+    try:
+        chromium_session(base_url, tmp_path, expect, sync_playwright, stop_server, start_server_again)
+    finally:
+        with running(*servers):
+            pass
 
 
-def chromium_session(base_url, tmp_path, expect, sync_playwright):
+def chromium_session(base_url, tmp_path, expect, sync_playwright, stop_server, start_server_again):
     staff_user()
     the_agent = rows.agent("agt_live", online=True)
     with sync_playwright() as pw:
@@ -195,6 +219,14 @@ def chromium_session(base_url, tmp_path, expect, sync_playwright):
             expect(page.locator('[data-card="p95_response_ms"]')).to_have_text("1200")
             points = page.evaluate("Chart.getChart('chart-response').data.datasets[0].data")
             assert points == pytest.approx([400, 800, 1200], abs=1)
+
+            # The server goes away and comes back: the page reconnects by itself and stays live.
+            in_thread(stop_server)
+            expect(page.locator("#conn-state")).to_have_attribute("data-state", "closed", timeout=10000)
+            in_thread(start_server_again)
+            expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=20000)
+            in_thread(lambda: rows.message_with_reply(the_agent, response_ms=100, status="delivered"))
+            expect(page.locator('[data-card="total_requests"]')).to_have_text("4", timeout=10000)
             assert errors == []
         finally:
             browser.close()
