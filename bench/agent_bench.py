@@ -110,11 +110,11 @@ def enqueue_latency(samples: int, workdir: Path) -> dict:
     results["ours (write, kill -9 safe)"] = time_puts(ours.put, samples, CAPACITY)
     assert len(ours) == CAPACITY
     compactions = []  # what the runtime's idle-time maintain() costs on a full queue
-    for round_ in range(5):
+    for round_ in range(6):
         time_puts(ours.put, 2100, CAPACITY + samples + round_ * 2100)
         started = time.perf_counter()
-        assert ours.maintain()
-        compactions.append((time.perf_counter() - started) * 1000)
+        if ours.maintain():  # not due when put()'s hard limit compacted just before
+            compactions.append((time.perf_counter() - started) * 1000)
     results["ours: maintain() compaction, full queue (off the enqueue path)"] = compactions
     ours.close()
 

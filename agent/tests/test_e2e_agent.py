@@ -206,6 +206,7 @@ def test_customer_message_answered_through_wechat_group_reply_mentions_sender(
     assert sent  # the outbox file was written by the agent process itself
 
 
+@pytest.mark.timeout(600)
 def test_server_down_200_messages_then_up_all_delivered_in_order_each_reply_once(
     live_server_stack, daphne_restarter, agent_account, tmp_path
 ):
@@ -238,6 +239,7 @@ def test_server_down_200_messages_then_up_all_delivered_in_order_each_reply_once
     assert agent.status()["queue_size"] == 0
 
 
+@pytest.mark.timeout(600)
 def test_kill_9_with_messages_queued_and_while_sending_none_lost_none_sent_twice(
     live_server_stack, daphne_restarter, agent_account, tmp_path
 ):
