@@ -98,6 +98,7 @@ class SimulatorState:
         self.deleted: set[int] = set()
         self._filtered: dict[tuple, list] = {}
         self._rows: dict[int, dict] = {}
+        self._row_json: dict[tuple, str] = {}
         self.sessions: dict[str, float] = {}
         self.faults: list[Fault] = []
         self.stats: Counter = Counter()
@@ -123,6 +124,15 @@ class SimulatorState:
     def changed(self) -> None:
         self._filtered.clear()
         self._rows.clear()
+        self._row_json.clear()
+
+    def row_json(self, kind: str, item, columns, to_row) -> str:
+        key = (kind, item.ord)
+        text = self._row_json.get(key)
+        if text is None:
+            row = to_row(item)
+            text = self._row_json[key] = _dumps([row[column] for column in columns])
+        return text
 
     def filtered(self, key: tuple, items: list, predicate) -> list:
         """`items` matching `predicate` and not deleted, cached until the data changes (paging re-asks often)."""
@@ -146,7 +156,7 @@ class SimulatorState:
 
 def envelope(status: int = 0, message: str = "", session: str = "", body: dict | None = None) -> web.Response:
     payload = {"header": {"status": status, "message": message, "session": session}, "body": body or {}}
-    return web.json_response(payload, dumps=lambda data: json.dumps(data, ensure_ascii=False, default=str))
+    return web.json_response(payload, dumps=_dumps)
 
 
 def datas_dict(payload: dict) -> dict:
@@ -161,29 +171,35 @@ def datas_dict(payload: dict) -> dict:
     return values
 
 
-def table(columns, items: list, to_row, datas: dict, max_page_size: int) -> dict:
-    """One page of `items` as the ERP's `body.source.table`; rows are built for that page only."""
+def _dumps(data) -> str:
+    return json.dumps(data, ensure_ascii=False, default=str)
+
+
+def table_response(kind: str, columns, items: list, to_row, datas: dict, state: "SimulatorState") -> web.Response:
+    """One page of `items` as the ERP's `body.source.table` envelope.
+
+    Each row is serialised once and kept (until the data changes), and the page is joined from those
+    strings: the simulator stays cheap next to the client it is measuring.
+    """
     try:
-        page_size = max(1, min(int(datas.get("pagesize") or 20), max_page_size))
+        page_size = max(1, min(int(datas.get("pagesize") or 20), state.max_page_size))
         page_index = max(1, int(datas.get("pageindex") or 1))
     except (TypeError, ValueError):
         page_size, page_index = 20, 1
     start = (page_index - 1) * page_size
-    rows = [to_row(item) for item in items[start : start + page_size]]
-    return {
-        "source": {
-            "table": {
-                "cols": [{"id": column, "title": COLUMN_TITLES.get(column, column)} for column in columns],
-                "rows": [[row[column] for column in columns] for row in rows],
-                "page": {
-                    "pageindex": page_index,
-                    "pagesize": page_size,
-                    "recordcount": len(items),
-                    "pagecount": (len(items) + page_size - 1) // page_size,
-                },
-            }
+    rows = ",".join(state.row_json(kind, item, columns, to_row) for item in items[start : start + page_size])
+    cols = _dumps([{"id": column, "title": COLUMN_TITLES.get(column, column)} for column in columns])
+    page = _dumps(
+        {
+            "pageindex": page_index,
+            "pagesize": page_size,
+            "recordcount": len(items),
+            "pagecount": (len(items) + page_size - 1) // page_size,
         }
-    }
+    )
+    header = _dumps({"status": 0, "message": "", "session": ""})
+    text = f'{{"header":{header},"body":{{"source":{{"table":{{"cols":{cols},"rows":[{rows}],"page":{page}}}}}}}}}'
+    return web.Response(text=text, content_type="application/json")
 
 
 class Simulator:
@@ -275,8 +291,7 @@ class Simulator:
             )
 
         customers = state.filtered(("customers", telord, ly, jz, name), state.customers, wanted)
-        body = table(simdata.CUSTOMER_COLUMNS, customers, state.customer_row, datas, state.max_page_size)
-        return envelope(body=body)
+        return table_response("customer", simdata.CUSTOMER_COLUMNS, customers, state.customer_row, datas, state)
 
     def customer_detail(self, request, datas: dict) -> web.Response:
         customer = self.state.by_ord.get(_int(datas.get("ord")))
@@ -305,7 +320,7 @@ class Simulator:
         def to_row(contact):
             return {**vars(contact), "companyname": self._company_name(contact.company)}
 
-        return envelope(body=table(simdata.CONTACT_COLUMNS, contacts, to_row, datas, self.state.max_page_size))
+        return table_response("contact", simdata.CONTACT_COLUMNS, contacts, to_row, datas, self.state)
 
     def contract_list(self, request, datas: dict) -> web.Response:
         contracts = self._owned("contracts", self.state.contracts, datas)
@@ -318,7 +333,7 @@ class Simulator:
                 "date1": str(contract.date1),
             }
 
-        return envelope(body=table(simdata.CONTRACT_COLUMNS, contracts, to_row, datas, self.state.max_page_size))
+        return table_response("contract", simdata.CONTRACT_COLUMNS, contracts, to_row, datas, self.state)
 
     def contract_detail(self, request, datas: dict) -> web.Response:
         contract = self.state.contract_by_ord.get(_int(datas.get("ord")))
