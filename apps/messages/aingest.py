@@ -108,7 +108,7 @@ async def ingest(agent_id: str, items: list[Clean]) -> list[Accepted]:
                     cursor = await conn.execute(_EXISTING_SQL, [agent_id, item.client_msg_id])
                     row = (*(await cursor.fetchone()), False)
                 accepted.append(Accepted(item.client_msg_id, row[0], row[1], str(row[2]), bool(row[3])))
-    new = [a.message_id for a in accepted if a.created]
+    new = [(a.message_id, a.conversation_id) for a in accepted if a.created]
     limit = conf.get("INGEST_RATE_LIMIT")
     window = conf.get("INGEST_RATE_WINDOW")
     epoch = int(time.time())
@@ -119,7 +119,7 @@ async def ingest(agent_id: str, items: list[Clean]) -> list[Accepted]:
                 if limit:
                     pipe.incrby(key, len(items)).expire(key, window + 1)
                 if new:
-                    pipe.lpush(queue.QUEUE, *[queue.celery_message(mid) for mid in new])
+                    pipe.lpush(queue.QUEUE, *[queue.celery_message(mid, cid) for mid, cid in new])
                 results = await pipe.execute() if (limit or new) else []
         else:
             results = []
@@ -127,7 +127,7 @@ async def ingest(agent_id: str, items: list[Clean]) -> list[Accepted]:
                 async with cache.pipeline(transaction=False) as pipe:
                     results = await pipe.incrby(key, len(items)).expire(key, window + 1).execute()
             if new:
-                await broker.lpush(queue.QUEUE, *[queue.celery_message(mid) for mid in new])
+                await broker.lpush(queue.QUEUE, *[queue.celery_message(mid, cid) for mid, cid in new])
     except Exception:  # stored but maybe not enqueued: the sync publisher in a thread
         logger.warning("async enqueue failed; using the sync path", exc_info=True)
         from asgiref.sync import sync_to_async
@@ -158,3 +158,31 @@ async def close() -> None:
         await cache.aclose()
         if broker is not cache:
             await broker.aclose()
+
+
+# --- outbox bookkeeping from the WebSocket consumer, same pool, no threads ---------------------------
+_ACK_SQL = ("UPDATE wxmessages_reply SET status = %s, acked_at = %s, delivery_error = %s"
+            " WHERE id = %s AND agent_id = %s AND status IN ('queued', 'sent') RETURNING id")
+_SENT_SQL = ("UPDATE wxmessages_reply SET status = 'sent', pushed_at = %s, delivery_attempts = delivery_attempts + 1"
+             " WHERE agent_id = %s AND id = ANY(%s) AND status IN ('queued', 'sent')")
+
+
+async def ack(agent_id: str, reply_id: int, status: str, error: str) -> dict:
+    """Same contract as services.ack (validated by the caller)."""
+    pool, _, _ = await _resources()
+    async with pool.connection() as conn:
+        cursor = await conn.execute(_ACK_SQL, [status, timezone.now(), error[:2000], reply_id, agent_id])
+        if await cursor.fetchone():
+            return {"reply_id": reply_id, "status": status, "changed": True}
+        cursor = await conn.execute("SELECT status FROM wxmessages_reply WHERE id = %s AND agent_id = %s",
+                                    [reply_id, agent_id])
+        row = await cursor.fetchone()
+    if row is None:
+        raise LookupError(reply_id)
+    return {"reply_id": reply_id, "status": row[0], "changed": False}
+
+
+async def mark_sent(agent_id: str, reply_ids: list[int]) -> None:
+    pool, _, _ = await _resources()
+    async with pool.connection() as conn:
+        await conn.execute(_SENT_SQL, [timezone.now(), agent_id, list(reply_ids)])

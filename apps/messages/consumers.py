@@ -14,7 +14,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from apps.agents import auth
 from apps.agents import services as agent_services
-from apps.messages import conf, ingest, services
+from apps.messages import aingest, conf, ingest, services
 from apps.messages.api import store_messages
 
 logger = logging.getLogger("wxcs.ws")
@@ -70,7 +70,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             for frame in backlog:
                 self.sent_ids.add(frame["reply_id"])
                 await self._send(frame)
-            await _thread(services.mark_sent)(self.agent_id, [f["reply_id"] for f in backlog])
+            await self._mark_sent([f["reply_id"] for f in backlog])
 
     def _interval(self) -> int:
         from apps.agents.models import Agent
@@ -161,8 +161,16 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def on_ack(self, frame):
         try:
-            result = await _thread(services.ack)(self.agent_id, frame.get("reply_id"), frame.get("status"),
-                                                 str(frame.get("error") or ""))
+            if aingest.available():
+                status, reply_id = frame.get("status"), frame.get("reply_id")
+                if status not in ("delivered", "failed"):
+                    raise services.AckError("status must be delivered or failed")
+                if isinstance(reply_id, bool) or not isinstance(reply_id, int | str) or not str(reply_id).isdigit():
+                    raise services.AckError("reply_id must be an integer")
+                result = await aingest.ack(self.agent_id, int(reply_id), status, str(frame.get("error") or ""))
+            else:
+                result = await _thread(services.ack)(self.agent_id, frame.get("reply_id"), frame.get("status"),
+                                                     str(frame.get("error") or ""))
         except services.AckError as exc:
             raise ingest.IngestError(str(exc)) from exc
         except LookupError:
@@ -189,4 +197,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         self.sent_ids.add(frame["reply_id"])
         await self._send(frame)
-        await _thread(services.mark_sent)(self.agent_id, [frame["reply_id"]])
+        await self._mark_sent([frame["reply_id"]])
+
+    async def _mark_sent(self, reply_ids: list[int]) -> None:
+        if aingest.available():
+            await aingest.mark_sent(self.agent_id, reply_ids)
+        else:
+            await _thread(services.mark_sent)(self.agent_id, reply_ids)

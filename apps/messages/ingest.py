@@ -255,7 +255,7 @@ def ingest(agent_id: str, items: list[Clean]) -> list[Accepted]:
     """Throttle, store, then enqueue the new messages (after commit). Sync; call from a worker thread."""
     throttle(agent_id, len(items))
     accepted = store(agent_id, items)
-    new = [a.message_id for a in accepted if a.created]
+    new = [(a.message_id, a.conversation_id) for a in accepted if a.created]
     if new:
         queue.enqueue_messages(new)
     return accepted

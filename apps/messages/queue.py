@@ -61,10 +61,12 @@ def _fast_enabled() -> bool:
     return FAST and settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "redis+socket://"))
 
 
-def celery_message(message_id: int) -> bytes:
-    """The kombu/Redis wire form of `process_message.apply_async((message_id,), queue="messages")`."""
+def celery_message(message_id: int, conversation_id: int | None = None) -> bytes:
+    """The kombu/Redis wire form of `process_message.apply_async((message_id,), {"conversation_id": …},
+    queue="messages")`."""
     task_id = str(uuid.uuid4())
-    body = base64.b64encode(json.dumps([[message_id], {}, {"callbacks": None, "errbacks": None, "chain": None,
+    kwargs = {"conversation_id": conversation_id} if conversation_id else {}
+    body = base64.b64encode(json.dumps([[message_id], kwargs, {"callbacks": None, "errbacks": None, "chain": None,
                                                            "chord": None}]).encode()).decode()
     return json.dumps({
         "body": body,
@@ -73,7 +75,7 @@ def celery_message(message_id: int) -> bytes:
         "headers": {
             "lang": "py", "task": TASK_NAME, "id": task_id, "shadow": None, "eta": None, "expires": None,
             "group": None, "group_index": None, "retries": 0, "timelimit": [None, None], "root_id": task_id,
-            "parent_id": None, "argsrepr": f"({message_id},)", "kwargsrepr": "{}", "origin": _origin,
+            "parent_id": None, "argsrepr": f"({message_id},)", "kwargsrepr": repr(kwargs), "origin": _origin,
             "ignore_result": False, "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
         },
         "properties": {
@@ -84,12 +86,18 @@ def celery_message(message_id: int) -> bytes:
     }).encode()
 
 
-def enqueue_messages(message_ids: list[int]) -> None:
-    if not message_ids:
+def _pairs(messages) -> list[tuple[int, int | None]]:
+    return [m if isinstance(m, tuple) else (m, None) for m in messages]
+
+
+def enqueue_messages(messages: list) -> None:
+    """`messages`: message ids, or (message id, conversation id) pairs (saves the worker a query)."""
+    if not messages:
         return
+    pairs = _pairs(messages)
     if _fast_enabled():
         try:
-            _broker_client().lpush(QUEUE, *[celery_message(mid) for mid in message_ids])
+            _broker_client().lpush(QUEUE, *[celery_message(mid, cid) for mid, cid in pairs])
             return
         except Exception:
             _local.broker = None
@@ -99,5 +107,6 @@ def enqueue_messages(message_ids: list[int]) -> None:
     from apps.messages.tasks import process_message
 
     with app.producer_or_acquire() as producer:
-        for mid in message_ids:
-            process_message.apply_async((mid,), queue=QUEUE, producer=producer)
+        for mid, cid in pairs:
+            process_message.apply_async((mid,), {"conversation_id": cid} if cid else {}, queue=QUEUE,
+                                        producer=producer)

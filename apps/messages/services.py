@@ -120,63 +120,102 @@ def conversation_lock(conversation_id: int, wait: float = 2.0):
 
 
 # --- processing ---------------------------------------------------------------------------------
-def process(message_id: int) -> str:
+def process(message_id: int, conversation_id: int | None = None) -> str:
     """Decide `message_id` (and any older undecided message of its conversation first).
 
-    Idempotent: a decided message is a no-op (its reply is re-pushed if still in the outbox); a
-    message left "processing" by a crashed worker is reclaimed; the one-to-one message→reply
-    constraint makes a second reply impossible.
+    Idempotent: a decided message is a no-op; a message left "processing" by a crashed worker is
+    reclaimed (we hold the conversation lock, so nobody else is deciding it); the one-to-one
+    message→reply constraint makes a second reply impossible.
     """
-    row = Message.objects.filter(pk=message_id).values_list("conversation_id", "status").first()
-    if row is None:
-        return "missing"
-    conversation_id, status = row
-    if status in (Message.Status.DECIDED, Message.Status.FAILED):
-        return "done"
+    if conversation_id is None:
+        row = Message.objects.filter(pk=message_id).values_list("conversation_id", "status").first()
+        if row is None:
+            return "missing"
+        conversation_id, status = row
+        if status in (Message.Status.DECIDED, Message.Status.FAILED):
+            return "done"
     with conversation_lock(conversation_id):
         while True:
-            pending = (Message.objects.filter(conversation_id=conversation_id, id__lte=message_id,
-                                              status__in=(Message.Status.RECEIVED, Message.Status.PROCESSING))
-                       .order_by("id").values_list("id", flat=True).first())
-            if pending is None:
+            claimed = _claim(conversation_id=conversation_id, upto_id=message_id)
+            if claimed is None:
                 return "done"
-            decide(pending)
-            if pending == message_id:
+            _decide_claimed(claimed)
+            if claimed.id == message_id:
                 return "decided"
 
 
-def _history(message: Message, turns: int) -> list[dict]:
-    """OpenAI-style history: earlier messages of the conversation with their sent replies."""
+_CLAIM_SQL = """
+UPDATE wxmessages_message SET status = 'processing', claimed_at = %s, attempts = attempts + 1
+WHERE id = ({target}) AND status IN ('received', 'processing')
+RETURNING id, agent_id, conversation_id, sender, content, is_at_me, received_at, attempts, trace_id
+"""
+_NEXT = ("SELECT id FROM wxmessages_message WHERE conversation_id = %s AND id <= %s"
+         " AND status IN ('received', 'processing') ORDER BY id LIMIT 1")
+_FIELDS = ("id", "agent_id", "conversation_id", "sender", "content", "is_at_me", "received_at", "attempts", "trace_id")
+
+
+def _claim(*, message_id: int | None = None, conversation_id: int | None = None, upto_id: int | None = None):
+    """One round trip: mark the message (or the conversation's oldest undecided one) processing and
+    read what deciding it needs. None when there is nothing to claim."""
+    from types import SimpleNamespace
+
+    now = timezone.now()
+    if message_id is not None:
+        sql, params = _CLAIM_SQL.format(target="%s"), [now, message_id]
+    else:
+        sql, params = _CLAIM_SQL.format(target=_NEXT), [now, conversation_id, upto_id]
+    if connection.vendor != "postgresql":  # SQLite: let the ORM convert the values
+        params[0] = Message._meta.get_field("claimed_at").get_db_prep_value(now, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    if connection.vendor != "postgresql":
+        values = Message.objects.filter(pk=row[0]).values(*_FIELDS).get()
+    else:
+        values = dict(zip(_FIELDS, row, strict=True))
+    return SimpleNamespace(claimed_at=now, **values)
+
+
+def _history(message, turns: int) -> list[dict]:
+    """OpenAI-style history (one query): earlier messages of the conversation with their sent replies."""
+    sent = (Reply.Status.QUEUED, Reply.Status.SENT, Reply.Status.DELIVERED)
     earlier = list(Message.objects.filter(conversation_id=message.conversation_id, id__lt=message.id)
-                   .order_by("-id").values_list("id", "content")[:turns])
-    replies = dict(Reply.objects.filter(message_id__in=[m[0] for m in earlier], action=Reply.Action.REPLY,
-                                        status__in=(Reply.Status.QUEUED, Reply.Status.SENT, Reply.Status.DELIVERED))
-                   .values_list("message_id", "content"))
+                   .order_by("-id").values_list("content", "reply__content", "reply__action", "reply__status")[:turns])
     history = []
-    for mid, content in reversed(earlier):
+    for content, reply, action, status in reversed(earlier):
         history.append({"role": "user", "content": content})
-        if replies.get(mid):
-            history.append({"role": "assistant", "content": replies[mid]})
+        if reply and action == Reply.Action.REPLY and status in sent:
+            history.append({"role": "assistant", "content": reply})
     history.append({"role": "user", "content": message.content})
     return history
 
 
 def decide(message_id: int) -> Reply | None:
-    now = timezone.now()
-    claimed = Message.objects.filter(pk=message_id, status__in=(Message.Status.RECEIVED, Message.Status.PROCESSING)
-                                     ).update(status=Message.Status.PROCESSING, claimed_at=now,
-                                              attempts=F("attempts") + 1)
-    if not claimed:
+    """Decide one message now (no conversation lock: `process` is the ordered entry point)."""
+    claimed = _claim(message_id=message_id)
+    if claimed is None:
         return None
-    message = Message.objects.select_related("conversation").get(pk=message_id)
-    existing = Reply.objects.filter(message_id=message_id).first()
-    if existing is not None:  # crashed after the reply was stored: finish the bookkeeping only
-        Message.objects.filter(pk=message_id).update(status=Message.Status.DECIDED, decided_at=now)
-        if existing.status in Reply.OUTBOX:
-            transaction.on_commit(lambda: push(existing))
-        return existing
+    return _decide_claimed(claimed)
+
+
+def _decide_claimed(message) -> Reply:
+    from types import SimpleNamespace
+
+    if message.attempts > 1:  # claimed before: maybe the reply was stored and the worker died
+        existing = Reply.objects.filter(message_id=message.id).first()
+        if existing is not None:
+            Message.objects.filter(pk=message.id).update(status=Message.Status.DECIDED, decided_at=timezone.now())
+            if existing.status in Reply.OUTBOX:
+                transaction.on_commit(lambda: push(existing))
+            return existing
+    conversation = SimpleNamespace(id=message.conversation_id, **Conversation.objects.filter(
+        pk=message.conversation_id).values("chat_name", "chat_type", "taken_over", "engine_override",
+                                           "personality_id").get())
+    message.conversation = conversation
     with trace(message.trace_id):
-        return _decide(message, now)
+        return _decide(message, message.claimed_at)
 
 
 def _decide(message: Message, claimed_at) -> Reply:
@@ -247,17 +286,43 @@ def _decide(message: Message, claimed_at) -> Reply:
                   draft=fields.get("content", ""), at=message.sender if conversation.chat_type == "group" else "",
                   latency_ms=latency, decision_ms=round(decision_ms, 2), created_at=now,
                   queued_at=now if status == Reply.Status.QUEUED else None, **fields)
-    try:
-        with transaction.atomic():
-            reply.save(force_insert=True)
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        stored = _store_reply_pg(reply, now)
+        if not stored:  # someone else stored the reply meanwhile: exactly one wins
+            return Reply.objects.get(message_id=message.id)
+        push(reply, chat=conversation.chat_name)
+    else:
+        try:
+            with transaction.atomic():
+                reply.save(force_insert=True)
+                Message.objects.filter(pk=message.id).update(status=Message.Status.DECIDED, decided_at=now)
+                transaction.on_commit(lambda: push(reply, chat=conversation.chat_name))
+        except IntegrityError:  # someone else stored the reply meanwhile: exactly one wins
             Message.objects.filter(pk=message.id).update(status=Message.Status.DECIDED, decided_at=now)
-            transaction.on_commit(lambda: push(reply))
-    except IntegrityError:  # someone else stored the reply meanwhile: exactly one wins
-        Message.objects.filter(pk=message.id).update(status=Message.Status.DECIDED, decided_at=now)
-        return Reply.objects.get(message_id=message.id)
+            return Reply.objects.get(message_id=message.id)
     logger.info("message %s decided: %s/%s confidence=%.2f %s ms", message.id, reply.action, reply.status,
                 reply.confidence, latency["total"])
     return reply
+
+
+def _store_reply_pg(reply: Reply, now) -> bool:
+    """One statement, one round trip: insert the reply (unless the message already has one) and mark
+    the message decided. False when another reply won."""
+    fields = [f for f in Reply._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    values = [f.get_db_prep_save(getattr(reply, f.attname), connection) for f in fields]
+    sql = (f"WITH r AS (INSERT INTO wxmessages_reply ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
+           " ON CONFLICT (message_id) DO NOTHING RETURNING id),"
+           " m AS (UPDATE wxmessages_message SET status = 'decided', decided_at = %s WHERE id = %s)"
+           " SELECT id FROM r")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, now, reply.message_id])
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    reply.id = reply.pk = row[0]
+    reply._state.adding = False
+    return True
 
 
 def _run_engine(history, conversation_id, personality_id, override):
@@ -319,14 +384,15 @@ def decision(reply: Reply | None, message_id: int) -> dict:
             "reply_id": reply.id, "status": reply.status}
 
 
-def push(reply: Reply) -> None:
+def push(reply: Reply, chat: str | None = None) -> None:
     """After commit: the agent's group gets outbox replies; anyone waiting on the message gets the decision."""
     from channels.layers import get_channel_layer
 
     layer = get_channel_layer()
     events = [(message_group(reply.message_id), {"type": "decision.ready", "message_id": reply.message_id})]
     if reply.status in Reply.OUTBOX:
-        chat = Conversation.objects.filter(pk=reply.conversation_id).values_list("chat_name", flat=True).first()
+        if chat is None:
+            chat = Conversation.objects.filter(pk=reply.conversation_id).values_list("chat_name", flat=True).first()
         events.append((agent_group(reply.agent_id), {"type": "reply.push", "frame": reply_frame(reply, chat)}))
 
     async def send():
