@@ -111,6 +111,37 @@ def run_once(env: dict, url: str, n: int, concurrency: int, timeout: float, work
             worker.stop()
 
 
+def threads_only(base_url: str, n: int, threads: int) -> dict:
+    """What the worker does for the LLM part, without Celery, ingest or the pipeline: `threads` threads,
+    each blocking on `apps.core.aio.run(complete(...))` on the process's shared event loop."""
+    import collections
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.conf import settings
+
+    from apps.core import aio
+    from apps.llm_gateway.services import complete, drain, reset_gateway
+
+    settings.LLM_PROVIDERS = {"custom": {"api_base": base_url, "api_key": "k", "model": "fake-model", "timeout": "30"}}
+    settings.LLM_ROUTES = {}
+    reset_gateway()
+    messages = [{"role": "user", "content": "你好，我的充电桩订单什么时候发货？"}]
+    aio.run(complete(messages))  # warm: clients, config
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(lambda i: aio.run(complete(messages, user={"agent": "bench"})), range(n)))
+    wall = time.perf_counter() - started
+    aio.run(drain())
+    outcomes = collections.Counter("offline" if r.offline else "ok" for r in results)
+    return {
+        "mode": "threads+shared loop, no Celery",
+        "threads": threads,
+        "calls": n,
+        "all_answered_s": round(wall, 2),
+        **outcomes,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=500)
@@ -124,7 +155,15 @@ def main() -> None:
         default="gateway",
         help="sleep: same wait without the gateway (the pipeline's own share)",
     )
+    parser.add_argument("--threads-only", action="store_true", help="the gateway part alone (see threads_only)")
     args = parser.parse_args()
+    if args.threads_only:
+        prepare()
+        with fake_openai(subprocess=True, record=False, latency=args.latency) as server:
+            for threads in args.concurrency:
+                result = threads_only(server.base_url, args.messages, threads)
+                print(json.dumps({"bench": "llm_concurrency", "latency_s": args.latency, **result}, ensure_ascii=False))
+        return
     with fake_openai(subprocess=True, record=False, latency=args.latency) as server:
         engine = "GatewayEngine" if args.engine == "gateway" else "SleepEngine"
         env = prepare(
