@@ -26,6 +26,7 @@ from apps.core import aio
 from apps.engines import adapters, metrics
 from apps.engines.base import BaseEngine
 from apps.engines.dbsync import db
+from apps.engines.memory import redis_guard
 from apps.engines.models import EngineName, EngineSetting, EngineSwitch, Personality
 
 logger = logging.getLogger(__name__)
@@ -95,17 +96,18 @@ class _StateCache:
     def invalidate(self) -> None:
         self.state, self.version, self.checked_at = None, None, 0.0
 
-    def _remote_version(self) -> str | None:
+    def _remote_version(self) -> str:
         """The current version, "" if Redis does not answer (then the database is re-read)."""
-        try:
+
+        def read() -> str:
             version = cache.get(VERSION_KEY)
             if version is None:
                 version = uuid.uuid4().hex
                 if not cache.add(VERSION_KEY, version, timeout=None):
                     version = cache.get(VERSION_KEY) or version
             return version
-        except Exception:
-            return ""
+
+        return redis_guard.call(read, default="")
 
     async def current(self) -> SwitchState:
         now = time.monotonic()
@@ -143,9 +145,7 @@ def bump_version() -> None:
 
     def bump():
         _state_cache.invalidate()
-        try:
-            cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
-        except Exception:
+        if redis_guard.call(cache.set, VERSION_KEY, uuid.uuid4().hex, None, default=False) is False:
             logger.warning("could not publish the engine switch to Redis; processes re-read the database")
 
     transaction.on_commit(bump)

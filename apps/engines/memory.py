@@ -39,51 +39,79 @@ class MemorySnapshot:
         return asdict(self)
 
 
+_MISSING = object()
+
+
+class RedisGuard:
+    """Runs cache operations on Redis unless it failed in the last REDIS_RETRY_SECONDS, so a Redis
+    outage costs one failed call per process every few seconds, not one per message."""
+
+    def __init__(self):
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    def usable(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def call(self, operation, *args, default=_MISSING):
+        """operation(*args), or `default` (_MISSING when not given) when Redis is down or fails."""
+        if not self.usable():
+            return default
+        try:
+            return operation(*args)
+        except Exception as exc:
+            with self._lock:
+                if self.usable():
+                    logger.warning("Redis unavailable (%s); engines use in-process state", exc.__class__.__name__)
+                self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
+            return default
+
+    def reset(self) -> None:
+        self._down_until = 0.0
+
+
+redis_guard = RedisGuard()
+
+
 class MemoryCache:
-    """Redis first; an in-process cache while Redis is down. Reports which one answered."""
+    """Redis first; an in-process cache while Redis is down. Invalidations made during an outage are
+    replayed to Redis when it answers again, so its older entries are not served after it returns."""
 
     def __init__(self):
         self.local = LocMemCache("engines-memory", {"TIMEOUT": settings.REDIS_TTL, "OPTIONS": {"MAX_ENTRIES": 5000}})
-        self._redis_down_until = 0.0
+        self._unpublished: set[str] = set()
         self._lock = threading.Lock()
 
-    def _redis_usable(self) -> bool:
-        return time.monotonic() >= self._redis_down_until
-
-    def _redis_failed(self, exc: Exception) -> None:
+    def _publish_invalidations(self) -> None:
         with self._lock:
-            if self._redis_usable():
-                logger.warning("memory cache: Redis unavailable (%s); in-process cache", exc.__class__.__name__)
-            self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
+            keys, self._unpublished = self._unpublished, set()
+        for key in keys:
+            if redis_guard.call(cache.set, key, time.time_ns(), None, default=False) is False:
+                with self._lock:
+                    self._unpublished.add(key)
 
     def get(self, key: str):
-        if self._redis_usable():
-            try:
-                return cache.get(key)
-            except Exception as exc:
-                self._redis_failed(exc)
-        return self.local.get(key)
+        if self._unpublished and redis_guard.usable():
+            self._publish_invalidations()
+        value = redis_guard.call(cache.get, key)
+        return self.local.get(key) if value is _MISSING else value
 
     def set(self, key: str, value, timeout: int | None = None) -> None:
         timeout = settings.REDIS_TTL if timeout is None else timeout
         self.local.set(key, value, timeout)
-        if self._redis_usable():
-            try:
-                cache.set(key, value, timeout)
-            except Exception as exc:
-                self._redis_failed(exc)
+        redis_guard.call(cache.set, key, value, timeout)
 
     def incr_version(self, key: str) -> None:
-        self.local.set(key, time.time_ns(), None)
-        if self._redis_usable():
-            try:
-                cache.set(key, time.time_ns(), None)
-            except Exception as exc:
-                self._redis_failed(exc)
+        version = time.time_ns()
+        self.local.set(key, version, None)
+        if redis_guard.call(cache.set, key, version, None, default=False) is False:
+            with self._lock:
+                self._unpublished.add(key)
 
     def reset_local(self) -> None:
         self.local.clear()
-        self._redis_down_until = 0.0
+        self._unpublished.clear()
+        redis_guard.reset()
 
 
 memory_cache = MemoryCache()

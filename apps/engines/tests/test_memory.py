@@ -172,3 +172,28 @@ async def test_turns_leaving_the_window_are_folded_into_the_rolling_summary(worl
     assert not hit  # the new summary invalidated the cached memory
     assert snapshot.summary == "客户要在渝北自有车位安装 7kW 桩，已安排勘测。"
     assert not snapshot.summary_due
+
+
+async def test_invalidations_during_an_outage_reach_redis_when_it_answers_again(world, own_redis):
+    import signal
+
+    process, client = own_redis
+    conversation_id = world.conversation.pk
+    _, hit = await memory.retrieve_memory(conversation_id, world.sender, "在吗")
+    assert hit is False  # cached in Redis under the conversation's current memory version
+
+    process.send_signal(signal.SIGSTOP)  # Redis hangs: calls time out
+    try:
+        _, hit = await memory.retrieve_memory(conversation_id, world.sender, "在吗")
+        assert hit is True  # the in-process copy answers
+        memory.invalidate_memory(conversation_id)  # a new message arrives during the outage
+        _, hit = await memory.retrieve_memory(conversation_id, world.sender, "在吗")
+        assert hit is False
+    finally:
+        process.send_signal(signal.SIGCONT)
+    memory.redis_guard.reset()  # as if the retry interval had passed
+
+    _, hit = await memory.retrieve_memory(conversation_id, world.sender, "在吗")
+    assert hit is False  # Redis's entry from before the outage is not served
+    _, hit = await memory.retrieve_memory(conversation_id, world.sender, "在吗")
+    assert hit is True
