@@ -194,9 +194,6 @@ class ServerClient:
     def forget_token(self) -> None:
         self._access = ""
 
-    def token_expires_in(self) -> float:
-        return self._expires_at - time.time()
-
     # -- WebSocket -------------------------------------------------------------------------------
     async def connect_ws(self):
         import websockets

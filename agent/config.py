@@ -102,10 +102,6 @@ class AgentConfig:
     heartbeat_s: float = 30.0
     poll_interval_s: float = 0.2
 
-    @property
-    def secret(self) -> str:
-        return self.server.secret
-
     def redacted(self) -> dict[str, Any]:
         """The config as a dict with the secret masked — safe to log."""
         from dataclasses import asdict

@@ -328,9 +328,6 @@ class KeyedStateLog:
         if self._log.records_in_file > 2 * self.capacity + 256:
             self._compact()
 
-    def items(self):
-        return list(self._state.items())
-
     def _trim(self) -> None:
         while len(self._state) > self.capacity:
             self._state.popitem(last=False)
