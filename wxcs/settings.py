@@ -202,7 +202,9 @@ if cache_location:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [channel_host],
+                # channels-redis blocks 5 s in BZPOPMIN; redis-py 8's default 5 s socket timeout races it and
+                # kills idle consumers (close 1011) when the loop is late: give reads more room.
+                "hosts": [{"address": channel_host, "socket_timeout": env.float("CHANNEL_SOCKET_TIMEOUT", default=15.0)}],
                 "prefix": f"{CACHE_KEY_PREFIX}:asgi",
                 "capacity": env.int("CHANNEL_CAPACITY", default=1000),
             },
