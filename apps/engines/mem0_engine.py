@@ -12,6 +12,7 @@ off the reply's path. Memory ids are per contact: "<agent>:<chat>:<sender>". Tel
 """
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -150,6 +151,25 @@ def settings_in_thread() -> Mem0Settings:
         connection.close()
 
 
+def serialize_client(client) -> None:
+    """Make a local (path mode) Qdrant client safe for mem0's thread pool: its collections and SQLite
+    persistence have no locks, so every public method runs under one lock. Methods are wrapped on the
+    instance, which stays a QdrantClient (mem0 shares it with its entity store)."""
+    lock = threading.RLock()
+
+    def locked(method):
+        @functools.wraps(method)
+        def call(*args, **kwargs):
+            with lock:
+                return method(*args, **kwargs)
+
+        return call
+
+    for name in dir(type(client)):
+        if not name.startswith("_") and callable(getattr(type(client), name, None)):
+            setattr(client, name, locked(getattr(client, name)))
+
+
 def close_memory(mem) -> None:
     """Release a mem0 Memory, including the local Qdrant's lock on its folder (Memory.close keeps it)."""
     mem.close()
@@ -190,6 +210,8 @@ class Mem0Engine(ChatEngine):
                     close_memory(self._memory)
                     self._memory = None
                 self._memory = Memory.from_config(wanted.as_mem0_config())
+                if not wanted.qdrant_url:
+                    serialize_client(self._memory.vector_store.client)
                 self._memory_settings = wanted
             return self._memory
 

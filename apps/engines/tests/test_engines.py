@@ -1,6 +1,7 @@
 """ChatEngine and Mem0Engine through the real gateway and openai client against the loopback
 OpenAI-compatible server (apps.llm_gateway.testing)."""
 
+import asyncio
 import json
 import re
 
@@ -272,3 +273,19 @@ async def test_knowledge_hits_are_numbered_once_in_prompt_and_tool_results(serve
     assert by_number[numbers["充电桩显示 E03 故障代码"]] == e03.pk
     assert by_number[numbers["充电桩显示 E05 故障代码"]] == e05.pk
     assert len(reply.citations) == 2 and reply.citations[0]["document"] == "充电桩故障手册"
+
+
+async def test_mem0_local_store_takes_concurrent_adds_and_searches(server, world):
+    server.rule(
+        {"content": json.dumps({"memory": [{"id": "0", "text": "客户偏好晚上联系"}]}, ensure_ascii=False)},
+        model="fake-mem0",
+    )
+    engine = Mem0Engine()
+    users = [f"agent-1:群聊:客户{number}" for number in range(8)]
+    exchange = [{"role": "user", "content": "晚上再联系我"}]
+
+    added = await asyncio.gather(*(engine.add_memories(user, exchange) for user in users))
+    found = await asyncio.gather(*(engine.search_memories(user, "什么时候联系") for user in users * 2))
+
+    assert all(items and items[0]["memory"] == "客户偏好晚上联系" for items in added)
+    assert all(items and items[0]["memory"] == "客户偏好晚上联系" for items in found)
