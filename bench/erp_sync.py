@@ -88,7 +88,8 @@ def main() -> None:
                 assert run.status == "success", run.error_log
                 counts = {entity: run.stats[entity] for entity in ("customers", "contacts", "contracts")}
                 print(
-                    f"{size:>7} customers, {label:<24} {elapsed:6.2f}s (sync process CPU {cpu:5.2f}s)  "
+                    f"{size:>7} customers, {label:<24} {elapsed:6.2f}s (fetch {run.stats['fetch_seconds']:5.2f}s, "
+                    f"sync process CPU {cpu:5.2f}s)  "
                     f"customers={counts['customers']} contacts={counts['contacts']['created']}+"
                     f"{counts['contacts']['unchanged']} contracts={counts['contracts']['created']}+"
                     f"{counts['contracts']['unchanged']}  load={os.getloadavg()[0]:.2f}"

@@ -84,6 +84,7 @@ def _sync(client: ErpClient, *, full: bool, trigger: str) -> SyncRun:
     stats: dict[str, dict] = {}
     customers_ok = transient = False
     lists = fetch_lists(client)
+    fetched = time.monotonic()
     try:
         rows = build_customers(lists)
         if not rows and Customer.objects.filter(in_erp=True).exists():
@@ -107,7 +108,12 @@ def _sync(client: ErpClient, *, full: bool, trigger: str) -> SyncRun:
     run.created, run.updated, run.unchanged = totals["created"], totals["updated"], totals["unchanged"]
     run.errors = len(errors)
     run.error_log = "\n".join(errors)
-    run.stats = {**stats, "seconds": round(time.monotonic() - started, 3), "erp_logins": client.logins}
+    run.stats = {
+        **stats,
+        "seconds": round(time.monotonic() - started, 3),
+        "fetch_seconds": round(fetched - started, 3),
+        "erp_logins": client.logins,
+    }
     if transient:
         run.stats["transient"] = True
     run.status = (
@@ -272,20 +278,17 @@ def upsert(model: type[models.Model], incoming: dict[int, dict], *, full: bool, 
     """
     fields = SYNC_FIELDS[model]
     existing = {row[0]: row[1:] for row in model.objects.values_list("erp_id", *fields).iterator(chunk_size=5000)}
-    to_write = []
-    created = updated = 0
+    new_rows, changed_rows = [], []
     for erp_id, values in incoming.items():
         current = existing.get(erp_id)
         if current is None:
-            created += 1
+            new_rows.append(values)
         elif full or current != tuple(values[name] for name in fields):
-            updated += 1
-        else:
-            continue
-        to_write.append(values)
+            changed_rows.append(values)
     missing = [erp_id for erp_id in existing if erp_id not in incoming]
     with transaction.atomic():
-        write_rows(model, to_write, now)
+        write_rows(model, new_rows, now, new=True)
+        write_rows(model, changed_rows, now)
         removed = 0
         for batch in _chunks(missing, 5000):
             if mark_missing == "delete":
@@ -293,8 +296,8 @@ def upsert(model: type[models.Model], incoming: dict[int, dict], *, full: bool, 
             else:
                 flagged = model.objects.filter(erp_id__in=batch, **{mark_missing: True})
                 removed += flagged.update(**{mark_missing: False})
-    unchanged = len(incoming) - created - updated
-    return {"created": created, "updated": updated, "unchanged": unchanged, "removed": removed}
+    created, updated = len(new_rows), len(changed_rows)
+    return {"created": created, "updated": updated, "unchanged": len(incoming) - created - updated, "removed": removed}
 
 
 def _insert_only_defaults(model: type[models.Model], now) -> dict:
@@ -310,12 +313,13 @@ def _insert_only_defaults(model: type[models.Model], now) -> dict:
     return defaults
 
 
-def write_rows(model: type[models.Model], rows: list[dict], now) -> None:
+def write_rows(model: type[models.Model], rows: list[dict], now, *, new: bool = False) -> None:
     """INSERT … ON CONFLICT (erp_id) DO UPDATE of the ERP-owned columns (and updated_at, last_synced_at).
 
-    On PostgreSQL the rows go through COPY into a temporary table first (about 10x faster than
-    multi-row INSERT statements built by the ORM); elsewhere `bulk_create(update_conflicts=True)`.
-    A new customer's local code defaults to "K" + its ERP id.
+    On PostgreSQL rows go through COPY (about 10x faster than the ORM's multi-row INSERTs): rows
+    known to be `new` straight into the table (the sync lock keeps anyone else from inserting ERP
+    ids meanwhile), changed rows into a temporary table and from there as one upsert. Elsewhere
+    `bulk_create(update_conflicts=True)`. A new customer's local code defaults to "K" + its ERP id.
     """
     if not rows:
         return
@@ -338,26 +342,29 @@ def write_rows(model: type[models.Model], rows: list[dict], now) -> None:
     quote = connection.ops.quote_name
     table, stage = quote(model._meta.db_table), quote(f"erp_stage_{model._meta.db_table}")
     column_list = ", ".join(quote(model._meta.get_field(name).column) for name in columns)
-    assignments = ", ".join(
-        f"{quote(model._meta.get_field(name).column)} = EXCLUDED.{quote(model._meta.get_field(name).column)}"
-        for name in update_fields
-    )
     static = list(defaults.values())
+    k_code = columns.index("k_code") if model is Customer else None
+    # Identifiers only, from model metadata, quoted: nothing from the ERP goes into the SQL text.
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {stage}")
-        # Identifiers only, from model metadata, quoted: nothing from the ERP goes into the SQL text.
-        cursor.execute(f"CREATE TEMP TABLE {stage} AS SELECT {column_list} FROM {table} WITH NO DATA")  # noqa: S608
-        with cursor.cursor.copy(f"COPY {stage} ({column_list}) FROM STDIN") as copy:
+        if not new:
+            cursor.execute(f"DROP TABLE IF EXISTS {stage}")
+            cursor.execute(f"CREATE TEMP TABLE {stage} AS SELECT {column_list} FROM {table} WITH NO DATA")  # noqa: S608
+        with cursor.cursor.copy(f"COPY {table if new else stage} ({column_list}) FROM STDIN") as copy:
             for values in rows:
                 row = [values["erp_id"], *(values[name] for name in fields), now, *static]
-                if model is Customer:
-                    row[columns.index("k_code")] = f"K{values['erp_id']}"
+                if k_code is not None:
+                    row[k_code] = f"K{values['erp_id']}"
                 copy.write_row(row)
-        cursor.execute(
-            f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM {stage} "  # noqa: S608
-            f"ON CONFLICT ({quote('erp_id')}) DO UPDATE SET {assignments}"
-        )
-        cursor.execute(f"DROP TABLE {stage}")
+        if not new:
+            assignments = ", ".join(
+                f"{quote(model._meta.get_field(name).column)} = EXCLUDED.{quote(model._meta.get_field(name).column)}"
+                for name in update_fields
+            )
+            cursor.execute(
+                f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM {stage} "  # noqa: S608
+                f"ON CONFLICT ({quote('erp_id')}) DO UPDATE SET {assignments}"
+            )
+            cursor.execute(f"DROP TABLE {stage}")
 
 
 # --- contracts for the engines' tools (always scoped to one customer) -----------------------------
