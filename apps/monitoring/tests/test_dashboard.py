@@ -240,7 +240,11 @@ def test_one_producer_across_web_processes_and_failover_when_it_dies(live_env, t
 
     cookie = session_cookie(staff_user())
     first, first_url = start_daphne(live_env, tmp_path, name="daphne-a")
-    second, second_url = start_daphne(live_env, tmp_path, name="daphne-b")
+    try:
+        second, second_url = start_daphne(live_env, tmp_path, name="daphne-b")
+    except Exception:
+        first.stop()
+        raise
     with running(first, second):
         urls = [url.replace("http", "ws") + "/ws/dashboard/" for url in (first_url, first_url, second_url, second_url)]
 

@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from apps.monitoring import metrics, services
 from apps.monitoring.models import AlertRule, NotificationChannel
 from apps.monitoring.tests import rows
+from apps.monitoring.tests.live import worker_and_daphne
 from apps.monitoring.tests.receiver import Receiver
 
 pytestmark = pytest.mark.django_db
@@ -101,7 +102,7 @@ def test_a_bad_allow_list_entry_is_skipped_not_fatal(settings):
 @pytest.mark.e2e
 def test_metric_incremented_in_a_celery_worker_shows_on_daphne_metrics(live_env, tmp_path):
     """A notification sent by a real worker process counts there and appears on a real Daphne's /metrics."""
-    from apps.core.testing import free_port, running, start_daphne, start_worker
+    from apps.core.testing import free_port
 
     prom_dir = tmp_path / "prom"
     prom_dir.mkdir()
@@ -116,9 +117,8 @@ def test_metric_incremented_in_a_celery_worker_shows_on_daphne_metrics(live_env,
         rule.channels.add(channel)
         rows.agent(queue_size=500)
         worker_port = free_port()
-        worker = start_worker({**env, "METRICS_WORKER_PORT": str(worker_port), "LOG_JSON": "true"}, tmp_path)
-        daphne, base_url = start_daphne({**env, "LOG_JSON": "true"}, tmp_path)
-        with running(daphne, worker):
+        worker_env = {**env, "METRICS_WORKER_PORT": str(worker_port), "LOG_JSON": "true"}
+        with worker_and_daphne(worker_env, {**env, "LOG_JSON": "true"}, tmp_path) as (worker, daphne, base_url):
             services.evaluate_rules()  # fires: the worker's notify task sends it
             assert len(receiver.wait_for(1)) == 1, worker.log_tail()
 

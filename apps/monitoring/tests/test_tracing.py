@@ -9,6 +9,7 @@ from django.test import Client
 
 from apps.monitoring import tracing
 from apps.monitoring.tests import rows
+from apps.monitoring.tests.live import worker_and_daphne
 
 pytestmark = pytest.mark.django_db
 
@@ -117,7 +118,6 @@ def test_a_messages_trace_is_kept_from_the_real_pipeline_worker(live_env, tmp_pa
 
     from apps.agents.auth import issue_tokens
     from apps.agents.services import create_agent
-    from apps.core.testing import running, start_daphne, start_worker
     from apps.messages.models import Message
 
     env = {
@@ -128,9 +128,7 @@ def test_a_messages_trace_is_kept_from_the_real_pipeline_worker(live_env, tmp_pa
     }
     agent, _ = create_agent("追踪终端")
     token = issue_tokens(agent.id)["access_token"]
-    worker = start_worker(env, tmp_path)
-    daphne, base_url = start_daphne(env, tmp_path)
-    with running(daphne, worker):
+    with worker_and_daphne(env, env, tmp_path) as (worker, _, base_url):
         message = {
             "id": "trace-1",
             "chat_name": "李四",
