@@ -230,12 +230,16 @@ def dashboard_snapshot() -> dict:
 # --- /metrics access -----------------------------------------------------------------------------
 
 
-def metrics_access_allowed(remote_addr: str, authorization: str) -> bool:
-    """A matching `Authorization: Bearer <METRICS_TOKEN>`, or a client address in METRICS_ALLOWED_IPS."""
+def metrics_access_allowed(remote_addr: str, authorization: str, proxied: bool = False) -> bool:
+    """A matching `Authorization: Bearer <METRICS_TOKEN>`, or a client address in METRICS_ALLOWED_IPS.
+
+    A request relayed by a reverse proxy (`proxied`) shows the proxy's address, often loopback, not the
+    client's: it is judged by the token alone.
+    """
     token = settings.METRICS_TOKEN
     if token and authorization.startswith("Bearer ") and secrets.compare_digest(authorization[7:].strip(), token):
         return True
-    return address_allowed(remote_addr, settings.METRICS_ALLOWED_IPS)
+    return not proxied and address_allowed(remote_addr, settings.METRICS_ALLOWED_IPS)
 
 
 def address_allowed(remote_addr: str, allowed: Iterable[str]) -> bool:

@@ -13,8 +13,9 @@ from apps.monitoring.metrics import exposition_registry
 
 @require_GET
 def metrics(request):
+    proxied = any(name in request.headers for name in ("X-Forwarded-For", "X-Real-IP", "Forwarded"))
     if not services.metrics_access_allowed(
-        request.META.get("REMOTE_ADDR", ""), request.headers.get("Authorization", "")
+        request.META.get("REMOTE_ADDR", ""), request.headers.get("Authorization", ""), proxied
     ):
         return HttpResponseForbidden("forbidden\n", content_type="text/plain")
     return HttpResponse(generate_latest(exposition_registry()), content_type=CONTENT_TYPE_LATEST)

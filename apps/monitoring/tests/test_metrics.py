@@ -94,6 +94,13 @@ def test_metrics_access_is_restricted(client, settings, remote, header, token, s
         assert b"wxcs_" not in response.content
 
 
+def test_a_request_relayed_by_a_proxy_needs_the_token(client, settings):
+    settings.METRICS_TOKEN = "s3cret"
+    relayed = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "203.0.113.9"}
+    assert client.get("/metrics", **relayed).status_code == 403
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret", **relayed).status_code == 200
+
+
 def test_a_bad_allow_list_entry_is_skipped_not_fatal(settings):
     assert services.address_allowed("10.0.0.1", ["not-an-ip", "10.0.0.0/8"])
     assert not services.address_allowed("garbage", ["0.0.0.0/0"])
