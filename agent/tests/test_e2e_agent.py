@@ -38,7 +38,16 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str 
 class AgentProcess:
     """`python -m agent --config …` with the simulator driver, as a separate process."""
 
-    def __init__(self, tmp_path: Path, base_url: str, agent_id: str, secret: str, *, min_gap_s: float = 0.0):
+    def __init__(
+        self,
+        tmp_path: Path,
+        base_url: str,
+        agent_id: str,
+        secret: str,
+        *,
+        min_gap_s: float = 0.0,
+        transport: str = "auto",
+    ):
         self.dir = tmp_path / "agent"
         self.dir.mkdir(exist_ok=True)
         self.inbox = self.dir / "inbox.jsonl"
@@ -52,6 +61,7 @@ class AgentProcess:
                         "agent_id": agent_id,
                         "secret_env": "WXCS_AGENT_SECRET",
                         "timeout_s": 5,
+                        "transport": transport,
                     },
                     "driver": {
                         "name": "simulator",
@@ -335,3 +345,24 @@ def test_simulate_mode_with_the_demo_credentials_file(live_server_stack, agent_a
         proc.wait(15)
     assert read_outbox(outbox)[0]["text"] == "收到：你们几点下班？"
     assert proc.returncode == 0  # SIGTERM: a clean stop
+
+
+def test_rest_fallback_against_the_real_server(live_server_stack, agent_account, tmp_path):
+    """transport: rest — POST /api/v1/messages, GET /api/v1/replies, POST /api/v1/replies/<id>/ack,
+    POST /api/v1/heartbeat, through the standard library's urllib."""
+    base_url, _ = live_server_stack
+    agent_id, secret = agent_account
+    agent = AgentProcess(tmp_path, base_url, agent_id, secret, transport="rest").start()
+    try:
+        agent.inject("张三", "走 REST 的消息")
+        agent.inject("渝A车友售后群", "REST 群消息", sender="李四", kind="group")
+        wait_for(lambda: replies_of(agent_id).filter(status="delivered").count() == 2, what="REST round trip")
+        wait_for(lambda: agent.status().get("mode") == "rest", what="REST mode")
+    finally:
+        agent.stop()
+    from apps.agents.models import Agent
+
+    by_chat = {s["chat"]: s for s in agent.sent()}
+    assert by_chat["张三"]["text"] == "收到：走 REST 的消息"
+    assert by_chat["渝A车友售后群"]["at"] == ["李四"]
+    assert Agent.objects.get(pk=agent_id).last_heartbeat["driver"] == "simulator"
