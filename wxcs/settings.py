@@ -417,3 +417,6 @@ COST_DEFAULT_OUTPUT_PER_1K = env.float("COST_DEFAULT_OUTPUT_PER_1K", default=0.1
 COST_GLOBAL_DAILY_LIMIT = env.float("COST_GLOBAL_DAILY_LIMIT", default=100.0)  # the seeded global budget
 COST_FLUSH_BATCH = env.int("COST_FLUSH_BATCH", default=200)  # queued usage records that trigger a flush
 COST_FLUSH_SECONDS = env.float("COST_FLUSH_SECONDS", default=2.0)
+# Write queued usage records from the gateway process too (beat does it every 5 s); off under pytest, where
+# tests call flush_usage() themselves (a background write would outlive the test transaction).
+COST_FLUSH_AUTO = env.bool("COST_FLUSH_AUTO", default=not TESTING)

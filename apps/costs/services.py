@@ -461,8 +461,10 @@ def track(provider: str, model: str, input_tokens: int, output_tokens: int, user
 def _maybe_flush(pending: int) -> None:
     """Write queued usage soon: when the queue is long or a couple of seconds have passed (batched)."""
     now = time.monotonic()
-    if _flush_state["running"] or (
-        pending < settings.COST_FLUSH_BATCH and now - _flush_state["at"] < settings.COST_FLUSH_SECONDS
+    if (
+        not settings.COST_FLUSH_AUTO
+        or _flush_state["running"]
+        or (pending < settings.COST_FLUSH_BATCH and now - _flush_state["at"] < settings.COST_FLUSH_SECONDS)
     ):
         return
     _flush_state.update(running=True, at=now)
