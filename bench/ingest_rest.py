@@ -45,8 +45,14 @@ async def closed_loop(urls, tokens, clients: int, seconds: float) -> dict:
         started = time.perf_counter()
         await asyncio.gather(*(client(k, session) for k in range(clients)))
         elapsed = time.perf_counter() - started
-    return {"requests": len(latencies), "errors": errors, "rate": len(latencies) / elapsed,
-            "p50_ms": pct(latencies, 0.5), "p95_ms": pct(latencies, 0.95), "p99_ms": pct(latencies, 0.99)}
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "rate": len(latencies) / elapsed,
+        "p50_ms": pct(latencies, 0.5),
+        "p95_ms": pct(latencies, 0.95),
+        "p99_ms": pct(latencies, 0.99),
+    }
 
 
 async def open_loop(urls, tokens, rate: float, seconds: float) -> dict:
@@ -59,9 +65,11 @@ async def open_loop(urls, tokens, rate: float, seconds: float) -> dict:
         nonlocal errors
         agent_id, token = tokens[i % len(tokens)]
         body = json.dumps({"message": message(f"o{i}-{time.time_ns()}", i)})
-        async with session.post(urls[i % len(urls)] + "/api/v1/messages", data=body,
-                                headers={"Authorization": f"Bearer {token}",
-                                         "Content-Type": "application/json"}) as resp:
+        async with session.post(
+            urls[i % len(urls)] + "/api/v1/messages",
+            data=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        ) as resp:
             await resp.read()
             if resp.status != 202:
                 errors += 1
@@ -77,8 +85,15 @@ async def open_loop(urls, tokens, rate: float, seconds: float) -> dict:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(i, session, scheduled)))
         await asyncio.gather(*tasks)
-    return {"offered_rate": rate, "requests": total, "errors": errors, "p50_ms": pct(latencies, 0.5),
-            "p95_ms": pct(latencies, 0.95), "p99_ms": pct(latencies, 0.99), "max_ms": max(latencies)}
+    return {
+        "offered_rate": rate,
+        "requests": total,
+        "errors": errors,
+        "p50_ms": pct(latencies, 0.5),
+        "p95_ms": pct(latencies, 0.95),
+        "p99_ms": pct(latencies, 0.99),
+        "max_ms": max(latencies),
+    }
 
 
 def main():
@@ -98,14 +113,29 @@ def main():
         cpu_before = cpu_seconds(web)
         result = run(closed_loop(urls, tokens, args.clients, args.seconds))
         result["server_cpu_ms_per_msg"] = (cpu_seconds(web) - cpu_before) * 1000 / max(1, result["requests"])
-        print(json.dumps({"bench": "ingest_rest_throughput", "web_processes": args.web,
-                          "clients": args.clients, **{k: round(v, 2) if isinstance(v, float) else v
-                                                      for k, v in result.items()}}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "bench": "ingest_rest_throughput",
+                    "web_processes": args.web,
+                    "clients": args.clients,
+                    **{k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()},
+                },
+                ensure_ascii=False,
+            )
+        )
         if not args.skip_open:
             result = run(open_loop(urls, tokens, args.rate, args.seconds))
-            print(json.dumps({"bench": "ingest_rest_open_loop", "web_processes": args.web,
-                              **{k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}},
-                             ensure_ascii=False))
+            print(
+                json.dumps(
+                    {
+                        "bench": "ingest_rest_open_loop",
+                        "web_processes": args.web,
+                        **{k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()},
+                    },
+                    ensure_ascii=False,
+                )
+            )
     finally:
         stop(*web)
         from django_redis import get_redis_connection

@@ -26,15 +26,16 @@ async def load(urls, tokens, batch: int, inflight: int, seconds: float) -> dict:
         nonlocal sent_messages, errors
         agent_id, token = tokens[k]
         url = urls[k % len(urls)].replace("http://", "ws://") + "/ws/agent/"
-        async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"},
-                                      max_size=2 ** 24) as ws:
+        async with websockets.connect(
+            url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=2**24
+        ) as ws:
             json.loads(await ws.recv())  # hello
             pending: dict[int, float] = {}
             seq = itertools.count()
 
             async def sender():
                 while time.perf_counter() < deadline:
-                    while len(pending) >= inflight:
+                    while len(pending) >= inflight:  # noqa: ASYNC110 - cheap poll in a load generator
                         await asyncio.sleep(0.0005)
                     n = next(seq)
                     items = [message(f"w{k}-{n}-{j}", next(counter)) for j in range(batch)]
@@ -62,8 +63,14 @@ async def load(urls, tokens, batch: int, inflight: int, seconds: float) -> dict:
     started = time.perf_counter()
     await asyncio.gather(*(connection(k) for k in range(len(tokens))))
     elapsed = time.perf_counter() - started
-    return {"messages": sent_messages, "errors": errors, "rate": sent_messages / elapsed,
-            "frames": len(latencies), "frame_p50_ms": pct(latencies, 0.5), "frame_p95_ms": pct(latencies, 0.95)}
+    return {
+        "messages": sent_messages,
+        "errors": errors,
+        "rate": sent_messages / elapsed,
+        "frames": len(latencies),
+        "frame_p50_ms": pct(latencies, 0.5),
+        "frame_p95_ms": pct(latencies, 0.95),
+    }
 
 
 def main():
@@ -82,9 +89,18 @@ def main():
         cpu_before = cpu_seconds(web)
         result = run(load(urls, tokens, args.batch, args.inflight, args.seconds))
         result["server_cpu_ms_per_msg"] = (cpu_seconds(web) - cpu_before) * 1000 / max(1, result["messages"])
-        print(json.dumps({"bench": "ingest_ws_throughput", "web_processes": args.web, "connections": args.connections,
-                          "batch": args.batch, **{k: round(v, 3) if isinstance(v, float) else v
-                                                  for k, v in result.items()}}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "bench": "ingest_ws_throughput",
+                    "web_processes": args.web,
+                    "connections": args.connections,
+                    "batch": args.batch,
+                    **{k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()},
+                },
+                ensure_ascii=False,
+            )
+        )
     finally:
         stop(*web)
         from django_redis import get_redis_connection

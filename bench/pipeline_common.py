@@ -26,11 +26,16 @@ def _ensure_database() -> None:
 
     url = urlparse(os.environ["DATABASE_URL"])
     name = url.path.lstrip("/")
-    exists = subprocess.run(["psql", "-h", url.hostname or "127.0.0.1", "-U", url.username or "postgres", "-tAc",
-                             f"SELECT 1 FROM pg_database WHERE datname='{name}'"], capture_output=True, text=True)
+    query = f"SELECT 1 FROM pg_database WHERE datname='{name}'"  # noqa: S608 - our own setting
+    exists = subprocess.run(
+        ["psql", "-h", url.hostname or "127.0.0.1", "-U", url.username or "postgres", "-tAc", query],
+        capture_output=True,
+        text=True,
+    )
     if exists.stdout.strip() != "1":
-        subprocess.run(["createdb", "-h", url.hostname or "127.0.0.1", "-U", url.username or "postgres", name],
-                       check=True)
+        subprocess.run(
+            ["createdb", "-h", url.hostname or "127.0.0.1", "-U", url.username or "postgres", name], check=True
+        )
 
 
 _ensure_database()
@@ -103,8 +108,15 @@ def cpu_seconds(processes: list[Process]) -> float:
 
 
 def message(client_id: str, i: int, chat: str | None = None) -> dict:
-    return {"id": client_id, "chat_name": chat or f"客户{i % 500}", "chat_type": "private", "sender": f"客户{i % 500}",
-            "content": f"你好，我的充电桩订单{i}什么时候发货？", "type": "text", "timestamp": time.time()}
+    return {
+        "id": client_id,
+        "chat_name": chat or f"客户{i % 500}",
+        "chat_type": "private",
+        "sender": f"客户{i % 500}",
+        "content": f"你好，我的充电桩订单{i}什么时候发货？",
+        "type": "text",
+        "timestamp": time.time(),
+    }
 
 
 def run(coro):

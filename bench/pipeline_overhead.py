@@ -40,9 +40,12 @@ async def load(urls, tokens, texts, rate: float, seconds: float) -> dict:
     errors = 0
     done = asyncio.Event()
     sockets = []
-    for k, (agent_id, token) in enumerate(tokens):
-        ws = await websockets.connect(urls[k % len(urls)].replace("http://", "ws://") + "/ws/agent/",
-                                      additional_headers={"Authorization": f"Bearer {token}"}, max_size=2 ** 22)
+    for k, (_agent_id, token) in enumerate(tokens):
+        ws = await websockets.connect(
+            urls[k % len(urls)].replace("http://", "ws://") + "/ws/agent/",
+            additional_headers={"Authorization": f"Bearer {token}"},
+            max_size=2**22,
+        )
         json.loads(await ws.recv())  # hello
         sockets.append(ws)
 
@@ -76,9 +79,21 @@ async def load(urls, tokens, texts, rate: float, seconds: float) -> dict:
         client_id = f"p{stamp}-{i}"
         sent_at[client_id] = scheduled
         ws = sockets[i % len(sockets)]
-        await ws.send(json.dumps({"type": "message", "message": {
-            "id": client_id, "chat_name": f"客户{i % 300}", "chat_type": "private", "sender": f"客户{i % 300}",
-            "content": texts[i % len(texts)], "timestamp": time.time()}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "message",
+                    "message": {
+                        "id": client_id,
+                        "chat_name": f"客户{i % 300}",
+                        "chat_type": "private",
+                        "sender": f"客户{i % 300}",
+                        "content": texts[i % len(texts)],
+                        "timestamp": time.time(),
+                    },
+                }
+            )
+        )
     try:
         await asyncio.wait_for(done.wait(), 30)
     except TimeoutError:
@@ -87,9 +102,17 @@ async def load(urls, tokens, texts, rate: float, seconds: float) -> dict:
         await ws.close()
     for task in readers:
         task.cancel()
-    return {"offered_rate": rate, "sent": total, "replies": len(latencies), "missing": total - len(latencies),
-            "errors": errors, "p50_ms": pct(latencies, 0.5), "p95_ms": pct(latencies, 0.95),
-            "p99_ms": pct(latencies, 0.99), "max_ms": max(latencies) if latencies else None}
+    return {
+        "offered_rate": rate,
+        "sent": total,
+        "replies": len(latencies),
+        "missing": total - len(latencies),
+        "errors": errors,
+        "p50_ms": pct(latencies, 0.5),
+        "p95_ms": pct(latencies, 0.95),
+        "p99_ms": pct(latencies, 0.99),
+        "max_ms": max(latencies) if latencies else None,
+    }
 
 
 def breakdown(since) -> dict:
@@ -136,9 +159,18 @@ def main():
         result["web_cpu_ms_per_msg"] = (cpu_seconds(web) - web_before) * 1000 / max(1, result["sent"])
         result["worker_cpu_ms_per_msg"] = (cpu_seconds([worker]) - worker_before) * 1000 / max(1, result["sent"])
         result.update(breakdown(since))
-        print(json.dumps({"bench": "pipeline_overhead", "engine": args.engine, "web_processes": args.web,
-                          "agents": args.agents, **{k: round(v, 2) if isinstance(v, float) else v
-                                                    for k, v in result.items()}}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "bench": "pipeline_overhead",
+                    "engine": args.engine,
+                    "web_processes": args.web,
+                    "agents": args.agents,
+                    **{k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()},
+                },
+                ensure_ascii=False,
+            )
+        )
     finally:
         stop(*web, worker)
 

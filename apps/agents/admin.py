@@ -9,14 +9,43 @@ PRESENCE_COLOURS = {"online": "#2e7d32", "degraded": "#ef6c00", "offline": "#9e9
 
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
-    list_display = ("name", "id", "presence_badge", "last_heartbeat_at", "wechat_account", "driver", "agent_version",
-                    "queue_size", "is_active")
+    list_display = (
+        "name",
+        "id",
+        "presence_badge",
+        "last_heartbeat_at",
+        "wechat_account",
+        "driver",
+        "agent_version",
+        "queue_size",
+        "is_active",
+    )
     list_filter = ("is_active", "driver")
     search_fields = ("id", "name", "wechat_account")
-    readonly_fields = ("id", "presence_badge", "last_seen", "last_heartbeat_at", "last_heartbeat", "created_at",
-                       "reported_presence")
-    fields = ("id", "name", "is_active", "wechat_account", "driver", "agent_version", "heartbeat_interval",
-              "presence_badge", "reported_presence", "last_seen", "last_heartbeat_at", "last_heartbeat", "created_at")
+    readonly_fields = (
+        "id",
+        "presence_badge",
+        "last_seen",
+        "last_heartbeat_at",
+        "last_heartbeat",
+        "created_at",
+        "reported_presence",
+    )
+    fields = (
+        "id",
+        "name",
+        "is_active",
+        "wechat_account",
+        "driver",
+        "agent_version",
+        "heartbeat_interval",
+        "presence_badge",
+        "reported_presence",
+        "last_seen",
+        "last_heartbeat_at",
+        "last_heartbeat",
+        "created_at",
+    )
 
     def has_add_permission(self, request):
         return False  # agents are created with `manage.py create_agent` so the secret is shown once
@@ -24,8 +53,9 @@ class AgentAdmin(admin.ModelAdmin):
     @admin.display(description=_("状态"))
     def presence_badge(self, obj):
         presence = obj.presence
-        return format_html('<b style="color:{}">●</b> {}', PRESENCE_COLOURS.get(presence, "#999"),
-                           Agent.Presence(presence).label)
+        return format_html(
+            '<b style="color:{}">●</b> {}', PRESENCE_COLOURS.get(presence, "#999"), Agent.Presence(presence).label
+        )
 
     @admin.display(description=_("离线队列"))
     def queue_size(self, obj):

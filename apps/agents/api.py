@@ -53,8 +53,11 @@ class HeartbeatSerializer(serializers.Serializer):
 
 
 def _auth_error(exc: auth.AuthError) -> Response:
-    return Response({"detail": exc.detail, "code": exc.code}, status=status.HTTP_401_UNAUTHORIZED,
-                    headers={"WWW-Authenticate": 'Bearer realm="agent"'})
+    return Response(
+        {"detail": exc.detail, "code": exc.code},
+        status=status.HTTP_401_UNAUTHORIZED,
+        headers={"WWW-Authenticate": 'Bearer realm="agent"'},
+    )
 
 
 class LoginView(APIView):
@@ -62,9 +65,11 @@ class LoginView(APIView):
     permission_classes = [AllowAny]
 
     @extend_schema(
-        tags=["agents"], summary="Agent login", request=LoginSerializer,
+        tags=["agents"],
+        summary="Agent login",
+        request=LoginSerializer,
         description="Exchange the agent id and API key (from `manage.py create_agent`) for an access token "
-                    "(HS256 JWT, `expires_in` seconds) and a refresh token.",
+        "(HS256 JWT, `expires_in` seconds) and a refresh token.",
         responses={200: TokenSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
     )
     def post(self, request):
@@ -82,7 +87,9 @@ class RefreshView(APIView):
     permission_classes = [AllowAny]
 
     @extend_schema(
-        tags=["agents"], summary="Refresh tokens", request=RefreshSerializer,
+        tags=["agents"],
+        summary="Refresh tokens",
+        request=RefreshSerializer,
         description="A valid refresh token gives a new access + refresh pair.",
         responses={200: TokenSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
     )
@@ -101,13 +108,23 @@ class HeartbeatView(APIView):
     permission_classes = [IsAgent]
 
     @extend_schema(
-        tags=["agents"], summary="Agent heartbeat", request=HeartbeatSerializer,
+        tags=["agents"],
+        summary="Agent heartbeat",
+        request=HeartbeatSerializer,
         description="Latest agent state (resources, WeChat status, offline queue). An agent silent for three "
-                    "heartbeat intervals is shown offline.",
-        responses={200: inline_serializer("HeartbeatAck", {"presence": serializers.CharField(),
-                                                           "server_time": serializers.DateTimeField(),
-                                                           "interval": serializers.IntegerField()}),
-                   400: ErrorSerializer, 401: OpenApiResponse(ErrorSerializer, description="bad or missing token")},
+        "heartbeat intervals is shown offline.",
+        responses={
+            200: inline_serializer(
+                "HeartbeatAck",
+                {
+                    "presence": serializers.CharField(),
+                    "server_time": serializers.DateTimeField(),
+                    "interval": serializers.IntegerField(),
+                },
+            ),
+            400: ErrorSerializer,
+            401: OpenApiResponse(ErrorSerializer, description="bad or missing token"),
+        },
     )
     def post(self, request):
         serializer = HeartbeatSerializer(data=request.data)

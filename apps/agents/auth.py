@@ -6,6 +6,7 @@ reconnect storms do not burn CPU on PBKDF2. Access tokens are verified without t
 agent's `is_active` flag is re-read at most every AGENT_CACHE_SECONDS.
 """
 
+import contextlib
 import hashlib
 import secrets
 import time
@@ -75,10 +76,8 @@ def verify_secret(agent, raw: str) -> bool:
         if len(_verified) > 10_000:
             _verified.clear()
         if not remembered:
-            try:
+            with contextlib.suppress(Exception):  # cache down: only the shortcut is lost
                 cache.set(key, 1, 24 * 3600)
-            except Exception:
-                pass
         return True
     return False
 
@@ -88,10 +87,16 @@ def issue_tokens(agent_id: str) -> dict:
     access_ttl = conf.get("AGENT_ACCESS_TOKEN_TTL")
     refresh_ttl = conf.get("AGENT_REFRESH_TOKEN_TTL")
     key = signing_key()
-    access = jwt.encode({"sub": agent_id, "typ": "access", "iat": now, "exp": now + access_ttl,
-                         "jti": uuid.uuid4().hex}, key, algorithm=ALGORITHM)
-    refresh = jwt.encode({"sub": agent_id, "typ": "refresh", "iat": now, "exp": now + refresh_ttl,
-                          "jti": uuid.uuid4().hex}, key, algorithm=ALGORITHM)
+    access = jwt.encode(
+        {"sub": agent_id, "typ": "access", "iat": now, "exp": now + access_ttl, "jti": uuid.uuid4().hex},
+        key,
+        algorithm=ALGORITHM,
+    )
+    refresh = jwt.encode(
+        {"sub": agent_id, "typ": "refresh", "iat": now, "exp": now + refresh_ttl, "jti": uuid.uuid4().hex},
+        key,
+        algorithm=ALGORITHM,
+    )
     return {"access_token": access, "refresh_token": refresh, "token_type": "Bearer", "expires_in": access_ttl}
 
 

@@ -28,5 +28,9 @@ class AgentJWTScheme(OpenApiAuthenticationExtension):
     name = "agentJWT"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                "description": "Access token from POST /api/v1/auth/login"}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "Access token from POST /api/v1/auth/login",
+        }

@@ -19,8 +19,12 @@ def credentials_file():
 
 def _write(agent_id: str, secret: str) -> None:
     base = f"http://{settings.WEB_HOST}:{settings.WEB_PORT}"
-    data = {"agent_id": agent_id, "api_key": secret, "server_url": base,
-            "ws_url": base.replace("http://", "ws://") + "/ws/agent/"}
+    data = {
+        "agent_id": agent_id,
+        "api_key": secret,
+        "server_url": base,
+        "ws_url": base.replace("http://", "ws://") + "/ws/agent/",
+    }
     path = credentials_file()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:

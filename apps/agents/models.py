@@ -26,8 +26,9 @@ class Agent(models.Model):
     agent_version = models.CharField(_("终端版本"), max_length=50, blank=True)
     driver = models.CharField(_("驱动"), max_length=30, blank=True, help_text="wxauto / wxauto4 / simulator")
     # Latest state reported by the agent; presence is derived from it and last_seen (see .presence).
-    reported_presence = models.CharField(_("上报状态"), max_length=10, choices=Presence.choices,
-                                         default=Presence.OFFLINE)
+    reported_presence = models.CharField(
+        _("上报状态"), max_length=10, choices=Presence.choices, default=Presence.OFFLINE
+    )
     last_seen = models.DateTimeField(_("最后在线"), null=True, blank=True)
     last_heartbeat_at = models.DateTimeField(_("最后心跳"), null=True, blank=True)
     last_heartbeat = models.JSONField(_("最后心跳内容"), default=dict, blank=True)

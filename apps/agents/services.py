@@ -5,8 +5,21 @@ from django.utils import timezone
 from apps.agents import auth, conf
 from apps.agents.models import Agent
 
-HEARTBEAT_FIELDS = ("cpu", "memory", "disk", "wx_online", "queue_size", "dropped", "processed", "send_failures",
-                    "agent_version", "driver", "wechat_account", "versions", "status")
+HEARTBEAT_FIELDS = (
+    "cpu",
+    "memory",
+    "disk",
+    "wx_online",
+    "queue_size",
+    "dropped",
+    "processed",
+    "send_failures",
+    "agent_version",
+    "driver",
+    "wechat_account",
+    "versions",
+    "status",
+)
 
 
 def create_agent(name: str, *, agent_id: str | None = None, secret: str | None = None, **fields) -> tuple[Agent, str]:

@@ -10,15 +10,23 @@ from django.utils.translation import gettext_lazy as _
 from apps.messages import services
 from apps.messages.models import Conversation, Message, Reply
 
-STATUS_COLOURS = {"pending_review": "#ef6c00", "queued": "#1565c0", "sent": "#1565c0", "delivered": "#2e7d32",
-                  "failed": "#c62828", "rejected": "#757575", "skipped": "#9e9e9e"}
+STATUS_COLOURS = {
+    "pending_review": "#ef6c00",
+    "queued": "#1565c0",
+    "sent": "#1565c0",
+    "delivered": "#2e7d32",
+    "failed": "#c62828",
+    "rejected": "#757575",
+    "skipped": "#9e9e9e",
+}
 
 
 def status_badge(reply: Reply | None):
     if reply is None:
         return "—"
-    return format_html('<b style="color:{}">{}</b>', STATUS_COLOURS.get(reply.status, "#000"),
-                       reply.get_status_display())
+    return format_html(
+        '<b style="color:{}">{}</b>', STATUS_COLOURS.get(reply.status, "#000"), reply.get_status_display()
+    )
 
 
 class TimelineInline(admin.TabularInline):
@@ -30,8 +38,7 @@ class TimelineInline(admin.TabularInline):
     extra = 0
     can_delete = False
     ordering = ["id"]
-    fields = ["received_at", "sender", "content", "reply_content", "reply_status", "confidence", "latency",
-              "review"]
+    fields = ["received_at", "sender", "content", "reply_content", "reply_status", "confidence", "latency", "review"]
     readonly_fields = fields
     show_change_link = False
 
@@ -72,9 +79,14 @@ class TimelineInline(admin.TabularInline):
         if not reply or not reply.latency_ms:
             return "—"
         parts = reply.latency_ms
-        return format_html("<b>{}</b><br><small>排队 {} · 规则 {} · 检索 {} · 模型 {}</small>",
-                           parts.get("total", "—"), parts.get("queue_wait", "—"), parts.get("rules", "—"),
-                           parts.get("retrieval", "—"), parts.get("llm", "—"))
+        return format_html(
+            "<b>{}</b><br><small>排队 {} · 规则 {} · 检索 {} · 模型 {}</small>",
+            parts.get("total", "—"),
+            parts.get("queue_wait", "—"),
+            parts.get("rules", "—"),
+            parts.get("retrieval", "—"),
+            parts.get("llm", "—"),
+        )
 
     @admin.display(description=_("审核"))
     def review(self, obj):
@@ -87,22 +99,48 @@ class TimelineInline(admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ("chat_name", "agent", "chat_type", "taken_over", "pending_count", "message_count",
-                    "last_message_at")
+    list_display = (
+        "chat_name",
+        "agent",
+        "chat_type",
+        "taken_over",
+        "pending_count",
+        "message_count",
+        "last_message_at",
+    )
     list_filter = ("taken_over", "chat_type", "agent")
     search_fields = ("chat_name", "chat_id")
-    readonly_fields = ("agent", "chat_name", "chat_id", "chat_type", "taken_over", "taken_over_by", "taken_over_at",
-                       "created_at", "last_message_at")
-    fields = (("agent", "chat_type"), ("chat_name", "chat_id"), ("taken_over", "taken_over_by", "taken_over_at"),
-              ("engine_override", "personality_id"), ("created_at", "last_message_at"))
+    readonly_fields = (
+        "agent",
+        "chat_name",
+        "chat_id",
+        "chat_type",
+        "taken_over",
+        "taken_over_by",
+        "taken_over_at",
+        "created_at",
+        "last_message_at",
+    )
+    fields = (
+        ("agent", "chat_type"),
+        ("chat_name", "chat_id"),
+        ("taken_over", "taken_over_by", "taken_over_at"),
+        ("engine_override", "personality_id"),
+        ("created_at", "last_message_at"),
+    )
     inlines = [TimelineInline]
     actions = ["take_over", "hand_back"]
     change_form_template = "admin/wxmessages/conversation/change_form.html"
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            _pending=Count("replies", filter=Q(replies__status=Reply.Status.PENDING_REVIEW), distinct=True),
-            _messages=Count("messages", distinct=True))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _pending=Count("replies", filter=Q(replies__status=Reply.Status.PENDING_REVIEW), distinct=True),
+                _messages=Count("messages", distinct=True),
+            )
+        )
 
     def has_add_permission(self, request):
         return False
@@ -141,25 +179,97 @@ class ConversationAdmin(admin.ModelAdmin):
 
 @admin.register(Reply)
 class ReplyAdmin(admin.ModelAdmin):
-    list_display = ("id", "conversation", "question", "content_short", "status_badge_", "action", "confidence",
-                    "review_reason", "engine", "total_ms", "created_at")
+    list_display = (
+        "id",
+        "conversation",
+        "question",
+        "content_short",
+        "status_badge_",
+        "action",
+        "confidence",
+        "review_reason",
+        "engine",
+        "total_ms",
+        "created_at",
+    )
     list_filter = ("status", "action", "source", "engine", "agent")
     search_fields = ("content", "message__content", "conversation__chat_name")
     list_select_related = ("conversation", "message")
     date_hierarchy = "created_at"
     actions = ["approve_selected", "reject_selected"]
     change_form_template = "admin/wxmessages/reply/change_form.html"
-    readonly_fields = ("message", "conversation", "agent", "question", "action", "status", "source", "confidence",
-                       "review_reason", "draft", "at", "engine", "model", "provider", "rule_id", "rule_name",
-                       "input_tokens", "output_tokens", "cost", "citations", "tool_calls", "latency_ms",
-                       "decision_ms", "reviewed_by", "reviewed_at", "created_at", "queued_at", "pushed_at", "acked_at",
-                       "delivery_attempts", "delivery_error", "trace_link")
+    readonly_fields = (
+        "message",
+        "conversation",
+        "agent",
+        "question",
+        "action",
+        "status",
+        "source",
+        "confidence",
+        "review_reason",
+        "draft",
+        "at",
+        "engine",
+        "model",
+        "provider",
+        "rule_id",
+        "rule_name",
+        "input_tokens",
+        "output_tokens",
+        "cost",
+        "citations",
+        "tool_calls",
+        "latency_ms",
+        "decision_ms",
+        "reviewed_by",
+        "reviewed_at",
+        "created_at",
+        "queued_at",
+        "pushed_at",
+        "acked_at",
+        "delivery_attempts",
+        "delivery_error",
+        "trace_link",
+    )
     fieldsets = (
         (None, {"fields": ("conversation", "question", "content", "status", "action", "review_reason", "confidence")}),
-        (_("来源"), {"fields": ("source", "engine", "model", "provider", "rule_name", "draft", "citations",
-                               "tool_calls", "input_tokens", "output_tokens", "cost")}),
-        (_("耗时与送达"), {"fields": ("latency_ms", "decision_ms", "created_at", "queued_at", "pushed_at", "acked_at",
-                                  "delivery_attempts", "delivery_error", "reviewed_by", "reviewed_at", "trace_link")}),
+        (
+            _("来源"),
+            {
+                "fields": (
+                    "source",
+                    "engine",
+                    "model",
+                    "provider",
+                    "rule_name",
+                    "draft",
+                    "citations",
+                    "tool_calls",
+                    "input_tokens",
+                    "output_tokens",
+                    "cost",
+                )
+            },
+        ),
+        (
+            _("耗时与送达"),
+            {
+                "fields": (
+                    "latency_ms",
+                    "decision_ms",
+                    "created_at",
+                    "queued_at",
+                    "pushed_at",
+                    "acked_at",
+                    "delivery_attempts",
+                    "delivery_error",
+                    "reviewed_by",
+                    "reviewed_at",
+                    "trace_link",
+                )
+            },
+        ),
     )
 
     def has_add_permission(self, request):

@@ -23,16 +23,25 @@ _lock: asyncio.Lock | None = None
 
 
 def available() -> bool:
-    return (connection.vendor == "postgresql" and settings.CACHES["default"]["BACKEND"].startswith("django_redis")
-            and settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "redis+socket://")) and queue.FAST)
+    return (
+        connection.vendor == "postgresql"
+        and settings.CACHES["default"]["BACKEND"].startswith("django_redis")
+        and settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "redis+socket://"))
+        and queue.FAST
+    )
 
 
 def _conninfo() -> str:
     from psycopg.conninfo import make_conninfo
 
     db = connection.settings_dict
-    params = {"dbname": db["NAME"], "user": db.get("USER") or None, "password": db.get("PASSWORD") or None,
-              "host": db.get("HOST") or None, "port": str(db["PORT"]) if db.get("PORT") else None}
+    params = {
+        "dbname": db["NAME"],
+        "user": db.get("USER") or None,
+        "password": db.get("PASSWORD") or None,
+        "host": db.get("HOST") or None,
+        "port": str(db["PORT"]) if db.get("PORT") else None,
+    }
     return make_conninfo(**{k: v for k, v in params.items() if v})
 
 
@@ -40,7 +49,7 @@ def _redis(url: str):
     import redis.asyncio as aredis
 
     if url.startswith("redis+socket://"):
-        path, _, query = url[len("redis+socket://"):].partition("?")
+        path, _, query = url[len("redis+socket://") :].partition("?")
         db = next((int(p.split("=", 1)[1] or 0) for p in query.split("&") if p.startswith("virtual_host=")), 0)
         return aredis.Redis(unix_socket_path=path, db=db)
     return aredis.Redis.from_url(url)
@@ -59,8 +68,14 @@ async def _resources():
         if state is None:
             from psycopg_pool import AsyncConnectionPool
 
-            pool = AsyncConnectionPool(_conninfo(), min_size=1, max_size=conf.get("INGEST_DB_POOL"), open=False,
-                                       kwargs={"autocommit": True}, name="wxcs-ingest")
+            pool = AsyncConnectionPool(
+                _conninfo(),
+                min_size=1,
+                max_size=conf.get("INGEST_DB_POOL"),
+                open=False,
+                kwargs={"autocommit": True},
+                name="wxcs-ingest",
+            )
             await pool.open()
             cache_url = settings.CACHES["default"]["LOCATION"]
             broker_url = settings.CELERY_BROKER_URL
@@ -83,8 +98,9 @@ def _check_blocked(agent_id: str) -> None:
         _blocked.pop(agent_id, None)
         return
     limit, window = conf.get("INGEST_RATE_LIMIT"), conf.get("INGEST_RATE_WINDOW")
-    raise Throttled(f"rate limit of {limit} messages per {window}s exceeded", "throttled", 429,
-                    max(1, int(remaining + 0.999)))
+    raise Throttled(
+        f"rate limit of {limit} messages per {window}s exceeded", "throttled", 429, max(1, int(remaining + 0.999))
+    )
 
 
 async def ingest(agent_id: str, items: list[Clean]) -> list[Accepted]:
@@ -161,10 +177,14 @@ async def close() -> None:
 
 
 # --- outbox bookkeeping from the WebSocket consumer, same pool, no threads ---------------------------
-_ACK_SQL = ("UPDATE wxmessages_reply SET status = %s, acked_at = %s, delivery_error = %s"
-            " WHERE id = %s AND agent_id = %s AND status IN ('queued', 'sent') RETURNING id")
-_SENT_SQL = ("UPDATE wxmessages_reply SET status = 'sent', pushed_at = %s, delivery_attempts = delivery_attempts + 1"
-             " WHERE agent_id = %s AND id = ANY(%s) AND status IN ('queued', 'sent')")
+_ACK_SQL = (
+    "UPDATE wxmessages_reply SET status = %s, acked_at = %s, delivery_error = %s"
+    " WHERE id = %s AND agent_id = %s AND status IN ('queued', 'sent') RETURNING id"
+)
+_SENT_SQL = (
+    "UPDATE wxmessages_reply SET status = 'sent', pushed_at = %s, delivery_attempts = delivery_attempts + 1"
+    " WHERE agent_id = %s AND id = ANY(%s) AND status IN ('queued', 'sent')"
+)
 
 
 async def ack(agent_id: str, reply_id: int, status: str, error: str) -> dict:
@@ -174,8 +194,9 @@ async def ack(agent_id: str, reply_id: int, status: str, error: str) -> dict:
         cursor = await conn.execute(_ACK_SQL, [status, timezone.now(), error[:2000], reply_id, agent_id])
         if await cursor.fetchone():
             return {"reply_id": reply_id, "status": status, "changed": True}
-        cursor = await conn.execute("SELECT status FROM wxmessages_reply WHERE id = %s AND agent_id = %s",
-                                    [reply_id, agent_id])
+        cursor = await conn.execute(
+            "SELECT status FROM wxmessages_reply WHERE id = %s AND agent_id = %s", [reply_id, agent_id]
+        )
         row = await cursor.fetchone()
     if row is None:
         raise LookupError(reply_id)

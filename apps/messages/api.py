@@ -66,8 +66,23 @@ class ReplySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Reply
-        fields = ["id", "message_id", "chat", "action", "content", "at", "status", "confidence", "source", "engine",
-                  "model", "latency_ms", "created_at", "pushed_at", "acked_at"]
+        fields = [
+            "id",
+            "message_id",
+            "chat",
+            "action",
+            "content",
+            "at",
+            "status",
+            "confidence",
+            "source",
+            "engine",
+            "model",
+            "latency_ms",
+            "created_at",
+            "pushed_at",
+            "acked_at",
+        ]
 
 
 class AckSerializer(serializers.Serializer):
@@ -83,8 +98,9 @@ class AckResultSerializer(serializers.Serializer):
 
 # --- ingest ----------------------------------------------------------------------------------------
 def _error(status: int, detail, code: str, **extra) -> JsonResponse:
-    response = JsonResponse({"detail": detail, "code": code, **extra}, status=status,
-                            json_dumps_params={"ensure_ascii": False})
+    response = JsonResponse(
+        {"detail": detail, "code": code, **extra}, status=status, json_dumps_params={"ensure_ascii": False}
+    )
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="agent"'
     return response
@@ -124,8 +140,9 @@ async def store_messages(agent_id: str, items: list, fast: bool) -> list:
     return await sync_to_async(ingest.ingest, thread_sensitive=False)(agent_id, items)
 
 
-async def handle_ingest(authorization: str, body: bytes, content_length: str | None, wait_param: str | None,
-                        fast: bool = False) -> tuple[int, dict, dict]:
+async def handle_ingest(
+    authorization: str, body: bytes, content_length: str | None, wait_param: str | None, fast: bool = False
+) -> tuple[int, dict, dict]:
     """The whole ingest request, framework-free: (status, payload, extra headers). Used by the Django
     view below and by the ASGI fast path (apps.messages.asgi) that skips Django's middleware stack."""
     try:
@@ -155,13 +172,19 @@ async def handle_ingest(authorization: str, body: bytes, content_length: str | N
             if not 0 <= wait <= conf.get("INGEST_MAX_WAIT"):
                 raise ValueError
         except ValueError:
-            return 400, {"detail": {"wait": [f"between 0 and {conf.get('INGEST_MAX_WAIT')} seconds"]},
-                         "code": "invalid"}, {}
+            return (
+                400,
+                {"detail": {"wait": [f"between 0 and {conf.get('INGEST_MAX_WAIT')} seconds"]}, "code": "invalid"},
+                {},
+            )
     try:
         accepted = (await store_messages(identity.agent_id, [clean], fast))[0]
     except ingest.IngestError as exc:
-        return exc.status, {"detail": exc.detail, "code": exc.code}, (
-            {"Retry-After": str(exc.retry_after)} if exc.retry_after else {})
+        return (
+            exc.status,
+            {"detail": exc.detail, "code": exc.code},
+            ({"Retry-After": str(exc.retry_after)} if exc.retry_after else {}),
+        )
     if wait:
         decided = await _wait_for_decision(accepted.message_id, wait)
         if decided["reply_id"] is not None:
@@ -174,8 +197,12 @@ async def handle_ingest(authorization: str, body: bytes, content_length: str | N
 async def ingest_view(request):
     if request.method != "POST":
         return _error(405, f'Method "{request.method}" not allowed.', "method_not_allowed")
-    status, payload, headers = await handle_ingest(request.headers.get("Authorization", ""), request.body,
-                                                   request.headers.get("Content-Length"), request.GET.get("wait"))
+    status, payload, headers = await handle_ingest(
+        request.headers.get("Authorization", ""),
+        request.body,
+        request.headers.get("Content-Length"),
+        request.GET.get("wait"),
+    )
     response = JsonResponse(payload, status=status, json_dumps_params={"ensure_ascii": False})
     for name, value in headers.items():
         response[name] = value
@@ -188,21 +215,44 @@ class IngestDoc(APIView):
     authentication_classes = [AgentJWTAuthentication]
 
     @extend_schema(
-        tags=["messages"], summary="Ingest a customer message", request=IngestRequestSerializer,
+        tags=["messages"],
+        summary="Ingest a customer message",
+        request=IngestRequestSerializer,
         description=(
             "Stores the message (idempotent per agent + `message.id`: a repeat answers the same `message_id` "
             "with `status: duplicate`) and enqueues its decision. `?wait=N` (0–30 s) waits for the decision "
             "without holding a server thread and answers `{action, content, confidence, message_id, reply_id}`; "
             "on timeout 202 with `status: processing`. Limits: content ≤ MESSAGE_MAX_CHARS (400 "
             "`content_too_long`), body ≤ INGEST_MAX_BODY_BYTES (413), INGEST_RATE_LIMIT messages per "
-            "INGEST_RATE_WINDOW per agent (429 with Retry-After)."),
+            "INGEST_RATE_WINDOW per agent (429 with Retry-After)."
+        ),
         parameters=[OpenApiParameter("wait", float, description="seconds to wait for the decision (≤ 30)")],
-        examples=[OpenApiExample("private chat", request_only=True, value={"message": {
-            "id": "wx-123", "chat_name": "张三", "chat_type": "private", "sender": "张三",
-            "content": "充电桩一直显示故障怎么办？", "type": "text", "timestamp": 1764000000, "is_at_me": False}})],
-        responses={202: IngestAcceptedSerializer, 200: OpenApiResponse(DecisionSerializer, description="?wait"),
-                   400: ErrorSerializer, 401: ErrorSerializer, 413: ErrorSerializer,
-                   429: OpenApiResponse(ErrorSerializer, description="throttled; see Retry-After")},
+        examples=[
+            OpenApiExample(
+                "private chat",
+                request_only=True,
+                value={
+                    "message": {
+                        "id": "wx-123",
+                        "chat_name": "张三",
+                        "chat_type": "private",
+                        "sender": "张三",
+                        "content": "充电桩一直显示故障怎么办？",
+                        "type": "text",
+                        "timestamp": 1764000000,
+                        "is_at_me": False,
+                    }
+                },
+            )
+        ],
+        responses={
+            202: IngestAcceptedSerializer,
+            200: OpenApiResponse(DecisionSerializer, description="?wait"),
+            400: ErrorSerializer,
+            401: ErrorSerializer,
+            413: ErrorSerializer,
+            429: OpenApiResponse(ErrorSerializer, description="throttled; see Retry-After"),
+        },
     )
     def post(self, request):  # pragma: no cover - documentation only
         raise NotImplementedError
@@ -217,9 +267,12 @@ class ReplyDetailView(APIView):
     authentication_classes = [AgentJWTAuthentication]
     permission_classes = [IsAgent]
 
-    @extend_schema(tags=["messages"], summary="Read one of my replies",
-                   description="404 for unknown ids and for other agents' replies.",
-                   responses={200: ReplySerializer, 401: ErrorSerializer, 404: ErrorSerializer})
+    @extend_schema(
+        tags=["messages"],
+        summary="Read one of my replies",
+        description="404 for unknown ids and for other agents' replies.",
+        responses={200: ReplySerializer, 401: ErrorSerializer, 404: ErrorSerializer},
+    )
     def get(self, request, reply_id: int):
         reply = Reply.objects.select_related("conversation").filter(pk=reply_id, agent_id=request.user.agent_id).first()
         if reply is None:
@@ -231,18 +284,21 @@ class ReplyAckView(APIView):
     authentication_classes = [AgentJWTAuthentication]
     permission_classes = [IsAgent]
 
-    @extend_schema(tags=["messages"], summary="Acknowledge a reply (REST fallback of the `ack` frame)",
-                   description="Only the owning agent; only queued/sent → delivered/failed. A repeat is a no-op "
-                               "(`changed: false`).",
-                   request=AckSerializer,
-                   responses={200: AckResultSerializer, 400: ErrorSerializer, 401: ErrorSerializer,
-                              404: ErrorSerializer})
+    @extend_schema(
+        tags=["messages"],
+        summary="Acknowledge a reply (REST fallback of the `ack` frame)",
+        description="Only the owning agent; only queued/sent → delivered/failed. A repeat is a no-op "
+        "(`changed: false`).",
+        request=AckSerializer,
+        responses={200: AckResultSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 404: ErrorSerializer},
+    )
     def post(self, request, reply_id: int):
         serializer = AckSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            result = services.ack(request.user.agent_id, reply_id, serializer.validated_data["status"],
-                                  serializer.validated_data["error"])
+            result = services.ack(
+                request.user.agent_id, reply_id, serializer.validated_data["status"], serializer.validated_data["error"]
+            )
         except LookupError as exc:
             raise NotFound("no such reply") from exc
         except services.AckError as exc:
@@ -254,11 +310,17 @@ class OutboxView(APIView):
     authentication_classes = [AgentJWTAuthentication]
     permission_classes = [IsAgent]
 
-    @extend_schema(tags=["messages"], summary="My unacked replies, oldest first (REST fallback of the push)",
-                   responses={200: ReplySerializer(many=True), 401: ErrorSerializer})
+    @extend_schema(
+        tags=["messages"],
+        summary="My unacked replies, oldest first (REST fallback of the push)",
+        responses={200: ReplySerializer(many=True), 401: ErrorSerializer},
+    )
     def get(self, request):
-        replies = (Reply.objects.select_related("conversation")
-                   .filter(agent_id=request.user.agent_id, status__in=Reply.OUTBOX).order_by("id")[:500])
+        replies = (
+            Reply.objects.select_related("conversation")
+            .filter(agent_id=request.user.agent_id, status__in=Reply.OUTBOX)
+            .order_by("id")[:500]
+        )
         return Response(ReplySerializer(replies, many=True).data)
 
 
@@ -294,11 +356,14 @@ class StatsView(APIView):
     permission_classes = [IsStaffOrAgent]
 
     @extend_schema(
-        tags=["messages"], summary="Pipeline statistics per day",
+        tags=["messages"],
+        summary="Pipeline statistics per day",
         description="Staff (session) see everything, or one agent with `?agent_id=`; an agent token sees its own "
-                    "numbers only. Real numbers from the database, days in the server time zone.",
-        parameters=[OpenApiParameter("days", int, description="1–90, default 7"),
-                    OpenApiParameter("agent_id", str, description="staff only: one agent")],
+        "numbers only. Real numbers from the database, days in the server time zone.",
+        parameters=[
+            OpenApiParameter("days", int, description="1–90, default 7"),
+            OpenApiParameter("agent_id", str, description="staff only: one agent"),
+        ],
         responses={200: StatsSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer},
     )
     def get(self, request):

@@ -28,8 +28,7 @@ async def ingest(scope, receive, send):
     max_bytes = conf.get("INGEST_MAX_BODY_BYTES")
     declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
-        status, payload, extra = 413, {"detail": f"request body larger than {max_bytes} bytes",
-                                       "code": "too_large"}, {}
+        status, payload, extra = 413, {"detail": f"request body larger than {max_bytes} bytes", "code": "too_large"}, {}
     else:
         chunks, size, more = [], 0, True
         while more:
@@ -42,8 +41,9 @@ async def ingest(scope, receive, send):
                 chunks.append(chunk)
             more = event.get("more_body", False)
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        status, payload, extra = await handle_ingest(headers.get("authorization", ""), b"".join(chunks),
-                                                     str(size), (query.get("wait") or [None])[0], fast=True)
+        status, payload, extra = await handle_ingest(
+            headers.get("authorization", ""), b"".join(chunks), str(size), (query.get("wait") or [None])[0], fast=True
+        )
     body = json.dumps(payload, ensure_ascii=False).encode()
     response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     response_headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in extra.items()]

@@ -6,6 +6,7 @@ or missing token closes the socket with code 4401.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 
@@ -42,7 +43,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self._authenticate(token)
         else:
             self._auth_timer = asyncio.get_running_loop().call_later(
-                AUTH_TIMEOUT, lambda: asyncio.ensure_future(self._deny("authentication timeout")))
+                AUTH_TIMEOUT, lambda: asyncio.ensure_future(self._deny("authentication timeout"))
+            )
 
     async def _deny(self, detail: str, code: str = "unauthorized"):
         if self.agent_id is None:
@@ -62,8 +64,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
         self.group = services.agent_group(self.agent_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await _thread(agent_services.touch)(self.agent_id, "online")
-        await self._send({"type": "hello", "agent_id": self.agent_id,
-                          "heartbeat_interval": await _thread(self._interval)()})
+        await self._send(
+            {"type": "hello", "agent_id": self.agent_id, "heartbeat_interval": await _thread(self._interval)()}
+        )
         # every unacked reply, oldest first; ids remembered so a concurrent live push is not doubled
         backlog = await _thread(services.outbox)(self.agent_id)
         if backlog:
@@ -82,10 +85,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
             self._auth_timer.cancel()
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
-            try:
+            with contextlib.suppress(Exception):  # last-seen is best effort on the way out
                 await _thread(agent_services.touch)(self.agent_id)
-            except Exception:
-                pass
 
     async def _send(self, frame: dict) -> None:
         await self.send(text_data=json.dumps(frame, ensure_ascii=False))
@@ -109,7 +110,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             if kind == "auth":
                 await self._authenticate(str(frame.get("token") or ""))
             else:
-                await self._deny("authenticate first: {\"type\": \"auth\", \"token\": …}")
+                await self._deny('authenticate first: {"type": "auth", "token": …}')
             return
         handler = getattr(self, f"on_{kind}", None) if isinstance(kind, str) and kind.isidentifier() else None
         if handler is None:
@@ -169,13 +170,15 @@ class AgentConsumer(AsyncWebsocketConsumer):
                     raise services.AckError("reply_id must be an integer")
                 result = await aingest.ack(self.agent_id, int(reply_id), status, str(frame.get("error") or ""))
             else:
-                result = await _thread(services.ack)(self.agent_id, frame.get("reply_id"), frame.get("status"),
-                                                     str(frame.get("error") or ""))
+                result = await _thread(services.ack)(
+                    self.agent_id, frame.get("reply_id"), frame.get("status"), str(frame.get("error") or "")
+                )
         except services.AckError as exc:
             raise ingest.IngestError(str(exc)) from exc
         except LookupError:
-            await self._send({"type": "error", "code": "not_found", "reply_id": frame.get("reply_id"),
-                              "detail": "no such reply"})
+            await self._send(
+                {"type": "error", "code": "not_found", "reply_id": frame.get("reply_id"), "detail": "no such reply"}
+            )
             return
         await self._send({"type": "acked", **result})
 

@@ -61,8 +61,12 @@ class Accepted:
     created: bool
 
     def as_dict(self) -> dict:
-        return {"client_id": self.client_id, "message_id": self.message_id,
-                "status": "accepted" if self.created else "duplicate", "duplicate": not self.created}
+        return {
+            "client_id": self.client_id,
+            "message_id": self.message_id,
+            "status": "accepted" if self.created else "duplicate",
+            "duplicate": not self.created,
+        }
 
 
 def _str(value, name: str, errors: dict, *, required: bool = False, max_len: int = 200, default: str = "") -> str:
@@ -129,8 +133,18 @@ def validate(item) -> Clean:
     if not isinstance(is_at_me, bool):
         errors["is_at_me"] = ["Must be a boolean."]
         is_at_me = False
-    return Clean(client_id, chat_name, chat_id, chat_type, sender, content, msg_type, is_at_me,
-                 _timestamp(item.get("timestamp"), errors), errors)
+    return Clean(
+        client_id,
+        chat_name,
+        chat_id,
+        chat_type,
+        sender,
+        content,
+        msg_type,
+        is_at_me,
+        _timestamp(item.get("timestamp"), errors),
+        errors,
+    )
 
 
 # --- throttle -----------------------------------------------------------------------------------
@@ -183,16 +197,30 @@ WITH conv AS (
 )
 SELECT id, conversation_id, trace_id, true FROM ins
 UNION ALL
-SELECT id, conversation_id, trace_id, false FROM wxmessages_message WHERE agent_id = %(agent)s AND client_msg_id = %(cid)s
+SELECT id, conversation_id, trace_id, false FROM wxmessages_message
+WHERE agent_id = %(agent)s AND client_msg_id = %(cid)s
 """
 
-_EXISTING_SQL = "SELECT id, conversation_id, trace_id FROM wxmessages_message WHERE agent_id = %s AND client_msg_id = %s"
+_EXISTING_SQL = (
+    "SELECT id, conversation_id, trace_id FROM wxmessages_message WHERE agent_id = %s AND client_msg_id = %s"
+)
 
 
 def _params(agent_id: str, item: Clean, now: datetime, trace) -> dict:
-    return {"agent": agent_id, "chat": item.chat_name, "chat_id": item.chat_id, "chat_type": item.chat_type,
-            "now": now, "cid": item.client_msg_id, "trace": trace, "sender": item.sender, "content": item.content,
-            "type": item.msg_type, "at": item.is_at_me, "ts": item.client_timestamp}
+    return {
+        "agent": agent_id,
+        "chat": item.chat_name,
+        "chat_id": item.chat_id,
+        "chat_type": item.chat_type,
+        "now": now,
+        "cid": item.client_msg_id,
+        "trace": trace,
+        "sender": item.sender,
+        "content": item.content,
+        "type": item.msg_type,
+        "at": item.is_at_me,
+        "ts": item.client_timestamp,
+    }
 
 
 def _store_pg(cursor, agent_id: str, item: Clean, now: datetime) -> Accepted:
@@ -208,18 +236,30 @@ def _store_generic(cursor, agent_id: str, item: Clean, now: datetime) -> Accepte
     """SQLite (embedded default): three small statements inside the caller's transaction."""
     p = _params(agent_id, item, now, uuid.uuid4().hex)
     cursor.execute(
-        "INSERT INTO wxmessages_conversation (agent_id, chat_name, chat_id, chat_type, taken_over, engine_override,"
-        " created_at, last_message_at) VALUES (%s, %s, %s, %s, false, '', %s, %s)"
+        "INSERT INTO wxmessages_conversation (agent_id, chat_name, chat_id, chat_type, taken_over,"
+        " engine_override, created_at, last_message_at) VALUES (%s, %s, %s, %s, false, '', %s, %s)"
         " ON CONFLICT (agent_id, chat_name) DO UPDATE SET last_message_at = excluded.last_message_at RETURNING id",
-        [p["agent"], p["chat"], p["chat_id"], p["chat_type"], now, now])
+        [p["agent"], p["chat"], p["chat_id"], p["chat_type"], now, now],
+    )
     conversation_id = cursor.fetchone()[0]
     cursor.execute(
         "INSERT INTO wxmessages_message (agent_id, conversation_id, client_msg_id, trace_id, sender, content,"
         " msg_type, is_at_me, client_timestamp, received_at, status, attempts, error)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'received', 0, '')"
         " ON CONFLICT (agent_id, client_msg_id) DO NOTHING RETURNING id, conversation_id, trace_id",
-        [p["agent"], conversation_id, p["cid"], p["trace"], p["sender"], p["content"], p["type"], p["at"],
-         p["ts"], now])
+        [
+            p["agent"],
+            conversation_id,
+            p["cid"],
+            p["trace"],
+            p["sender"],
+            p["content"],
+            p["type"],
+            p["at"],
+            p["ts"],
+            now,
+        ],
+    )
     row = cursor.fetchone()
     created = row is not None
     if not created:

@@ -18,18 +18,25 @@ class ChatType(models.TextChoices):
 
 
 class Conversation(models.Model):
-    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="conversations",
-                              verbose_name=_("客服终端"))
+    agent = models.ForeignKey(
+        "agents.Agent", on_delete=models.CASCADE, related_name="conversations", verbose_name=_("客服终端")
+    )
     chat_name = models.CharField(_("会话"), max_length=200)
     chat_id = models.CharField(_("客户端会话 ID"), max_length=200, blank=True)
     chat_type = models.CharField(_("类型"), max_length=10, choices=ChatType.choices, default=ChatType.PRIVATE)
-    taken_over = models.BooleanField(_("人工接管"), default=False,
-                                     help_text=_("接管期间机器人暂停：回复进入待审核"))
-    taken_over_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                      related_name="+", verbose_name=_("接管人"))
+    taken_over = models.BooleanField(_("人工接管"), default=False, help_text=_("接管期间机器人暂停：回复进入待审核"))
+    taken_over_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("接管人"),
+    )
     taken_over_at = models.DateTimeField(_("接管时间"), null=True, blank=True)
-    engine_override = models.CharField(_("指定引擎"), max_length=30, blank=True,
-                                       help_text=_("留空 = 人设或全局的当前引擎"))
+    engine_override = models.CharField(
+        _("指定引擎"), max_length=30, blank=True, help_text=_("留空 = 人设或全局的当前引擎")
+    )
     personality_id = models.IntegerField(_("指定人设 ID"), null=True, blank=True)
     created_at = models.DateTimeField(_("创建时间"), default=timezone.now)
     last_message_at = models.DateTimeField(_("最后消息"), default=timezone.now)
@@ -51,10 +58,12 @@ class Message(models.Model):
         DECIDED = "decided", _("已决策")
         FAILED = "failed", _("失败")
 
-    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="messages",
-                              verbose_name=_("客服终端"))
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages",
-                                     verbose_name=_("会话"))
+    agent = models.ForeignKey(
+        "agents.Agent", on_delete=models.CASCADE, related_name="messages", verbose_name=_("客服终端")
+    )
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages", verbose_name=_("会话")
+    )
     client_msg_id = models.CharField(_("客户端消息 ID"), max_length=128)
     trace_id = models.UUIDField(_("追踪 ID"), default=uuid.uuid4, editable=False, db_index=True)
     sender = models.CharField(_("发送人"), max_length=200, blank=True)
@@ -102,10 +111,12 @@ class Reply(models.Model):
     OUTBOX = (Status.QUEUED, Status.SENT)  # pushed (again) to the agent until acked
 
     message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="reply", verbose_name=_("消息"))
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="replies",
-                                     verbose_name=_("会话"))
-    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="replies",
-                              verbose_name=_("客服终端"))
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="replies", verbose_name=_("会话")
+    )
+    agent = models.ForeignKey(
+        "agents.Agent", on_delete=models.CASCADE, related_name="replies", verbose_name=_("客服终端")
+    )
     action = models.CharField(_("动作"), max_length=16, choices=Action.choices, default=Action.REPLY)
     content = models.TextField(_("回复内容"), blank=True)
     draft = models.TextField(_("原始草稿"), blank=True, help_text=_("审核修改前机器给出的内容"))
@@ -125,12 +136,19 @@ class Reply(models.Model):
     cost = models.DecimalField(_("成本(元)"), max_digits=12, decimal_places=6, default=0)
     citations = models.JSONField(_("引用"), default=list, blank=True)
     tool_calls = models.JSONField(_("工具调用"), default=list, blank=True)
-    latency_ms = models.JSONField(_("耗时分解(ms)"), default=dict, blank=True,
-                                  help_text="queue_wait, rules, retrieval, llm, total")
+    latency_ms = models.JSONField(
+        _("耗时分解(ms)"), default=dict, blank=True, help_text="queue_wait, rules, retrieval, llm, total"
+    )
     decision_ms = models.FloatField(_("决策耗时(ms)"), null=True, blank=True)
     # review
-    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="+", verbose_name=_("审核人"))
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("审核人"),
+    )
     reviewed_at = models.DateTimeField(_("审核时间"), null=True, blank=True)
     # delivery
     created_at = models.DateTimeField(_("创建时间"), default=timezone.now, db_index=True)

@@ -45,7 +45,7 @@ def _broker_client():
         url = settings.CELERY_BROKER_URL
         if url.startswith("redis+socket://"):
             # kombu's unix-socket URL: redis+socket:///path?virtual_host=N
-            path, _, query = url[len("redis+socket://"):].partition("?")
+            path, _, query = url[len("redis+socket://") :].partition("?")
             db = 0
             for part in query.split("&"):
                 if part.startswith("virtual_host="):
@@ -66,24 +66,46 @@ def celery_message(message_id: int, conversation_id: int | None = None) -> bytes
     queue="messages")`."""
     task_id = str(uuid.uuid4())
     kwargs = {"conversation_id": conversation_id} if conversation_id else {}
-    body = base64.b64encode(json.dumps([[message_id], kwargs, {"callbacks": None, "errbacks": None, "chain": None,
-                                                           "chord": None}]).encode()).decode()
-    return json.dumps({
-        "body": body,
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": {
-            "lang": "py", "task": TASK_NAME, "id": task_id, "shadow": None, "eta": None, "expires": None,
-            "group": None, "group_index": None, "retries": 0, "timelimit": [None, None], "root_id": task_id,
-            "parent_id": None, "argsrepr": f"({message_id},)", "kwargsrepr": repr(kwargs), "origin": _origin,
-            "ignore_result": False, "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
-        },
-        "properties": {
-            "correlation_id": task_id, "reply_to": "", "delivery_mode": 2,
-            "delivery_info": {"exchange": QUEUE, "routing_key": QUEUE}, "priority": 0,
-            "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
-        },
-    }).encode()
+    body = base64.b64encode(
+        json.dumps([[message_id], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]).encode()
+    ).decode()
+    return json.dumps(
+        {
+            "body": body,
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {
+                "lang": "py",
+                "task": TASK_NAME,
+                "id": task_id,
+                "shadow": None,
+                "eta": None,
+                "expires": None,
+                "group": None,
+                "group_index": None,
+                "retries": 0,
+                "timelimit": [None, None],
+                "root_id": task_id,
+                "parent_id": None,
+                "argsrepr": f"({message_id},)",
+                "kwargsrepr": repr(kwargs),
+                "origin": _origin,
+                "ignore_result": False,
+                "replaced_task_nesting": 0,
+                "stamped_headers": None,
+                "stamps": {},
+            },
+            "properties": {
+                "correlation_id": task_id,
+                "reply_to": "",
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": QUEUE, "routing_key": QUEUE},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    ).encode()
 
 
 def _pairs(messages) -> list[tuple[int, int | None]]:
@@ -102,11 +124,9 @@ def enqueue_messages(messages: list) -> None:
         except Exception:
             _local.broker = None
             logger.warning("fast enqueue failed; falling back to apply_async", exc_info=True)
-    from celery_app import app
-
     from apps.messages.tasks import process_message
+    from celery_app import app
 
     with app.producer_or_acquire() as producer:
         for mid, cid in pairs:
-            process_message.apply_async((mid,), {"conversation_id": cid} if cid else {}, queue=QUEUE,
-                                        producer=producer)
+            process_message.apply_async((mid,), {"conversation_id": cid} if cid else {}, queue=QUEUE, producer=producer)

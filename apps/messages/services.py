@@ -69,8 +69,9 @@ class _FallbackEngine:
     async def generate_response(self, messages, conversation_id, personality_id=None, use_tools=None, stream=None):
         from apps.engines.base import EngineReply
 
-        return EngineReply(content=APOLOGY, confidence=0.1, engine=self.name, offline=True, handoff=True,
-                           handoff_reason="no engine")
+        return EngineReply(
+            content=APOLOGY, confidence=0.1, engine=self.name, offline=True, handoff=True, handoff_reason="no engine"
+        )
 
 
 def trace(trace_id):
@@ -115,8 +116,12 @@ def conversation_lock(conversation_id: int, wait: float = 2.0):
         yield
     finally:
         # release only our own lock
-        client.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
-                    1, key, token)
+        client.eval(
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
+            1,
+            key,
+            token,
+        )
 
 
 # --- processing ---------------------------------------------------------------------------------
@@ -149,8 +154,10 @@ UPDATE wxmessages_message SET status = 'processing', claimed_at = %s, attempts =
 WHERE id = ({target}) AND status IN ('received', 'processing')
 RETURNING id, agent_id, conversation_id, sender, content, is_at_me, received_at, attempts, trace_id
 """
-_NEXT = ("SELECT id FROM wxmessages_message WHERE conversation_id = %s AND id <= %s"
-         " AND status IN ('received', 'processing') ORDER BY id LIMIT 1")
+_NEXT = (
+    "SELECT id FROM wxmessages_message WHERE conversation_id = %s AND id <= %s"
+    " AND status IN ('received', 'processing') ORDER BY id LIMIT 1"
+)
 _FIELDS = ("id", "agent_id", "conversation_id", "sender", "content", "is_at_me", "received_at", "attempts", "trace_id")
 
 
@@ -181,8 +188,11 @@ def _claim(*, message_id: int | None = None, conversation_id: int | None = None,
 def _history(message, turns: int) -> list[dict]:
     """OpenAI-style history (one query): earlier messages of the conversation with their sent replies."""
     sent = (Reply.Status.QUEUED, Reply.Status.SENT, Reply.Status.DELIVERED)
-    earlier = list(Message.objects.filter(conversation_id=message.conversation_id, id__lt=message.id)
-                   .order_by("-id").values_list("content", "reply__content", "reply__action", "reply__status")[:turns])
+    earlier = list(
+        Message.objects.filter(conversation_id=message.conversation_id, id__lt=message.id)
+        .order_by("-id")
+        .values_list("content", "reply__content", "reply__action", "reply__status")[:turns]
+    )
     history = []
     for content, reply, action, status in reversed(earlier):
         history.append({"role": "user", "content": content})
@@ -210,9 +220,12 @@ def _decide_claimed(message) -> Reply:
             if existing.status in Reply.OUTBOX:
                 transaction.on_commit(lambda: push(existing))
             return existing
-    conversation = SimpleNamespace(id=message.conversation_id, **Conversation.objects.filter(
-        pk=message.conversation_id).values("chat_name", "chat_type", "taken_over", "engine_override",
-                                           "personality_id").get())
+    conversation = SimpleNamespace(
+        id=message.conversation_id,
+        **Conversation.objects.filter(pk=message.conversation_id)
+        .values("chat_name", "chat_type", "taken_over", "engine_override", "personality_id")
+        .get(),
+    )
     message.conversation = conversation
     with trace(message.trace_id):
         return _decide(message, message.claimed_at)
@@ -226,13 +239,19 @@ def _decide(message: Message, claimed_at) -> Reply:
     latency = {"queue_wait": round((claimed_at - message.received_at).total_seconds() * 1000, 2)}
     fields = {"action": Reply.Action.REPLY, "source": Reply.Source.ENGINE, "confidence": 0.0}
     review_reason = ""
-    group_silent = (conversation.chat_type == "group" and not message.is_at_me
-                    and conf.get("GROUP_REPLY_REQUIRES_AT"))
+    group_silent = conversation.chat_type == "group" and not message.is_at_me and conf.get("GROUP_REPLY_REQUIRES_AT")
 
     t = time.perf_counter()
-    facts = MessageFacts(agent_id=message.agent_id, chat_name=conversation.chat_name,
-                         chat_type=conversation.chat_type, sender=message.sender, content=message.content,
-                         is_at_me=message.is_at_me, received_at=message.received_at, conversation_id=conversation.id)
+    facts = MessageFacts(
+        agent_id=message.agent_id,
+        chat_name=conversation.chat_name,
+        chat_type=conversation.chat_type,
+        sender=message.sender,
+        content=message.content,
+        is_at_me=message.is_at_me,
+        received_at=message.received_at,
+        conversation_id=conversation.id,
+    )
     rule = evaluate_rules(facts)
     latency["rules"] = round((time.perf_counter() - t) * 1000, 2)
     if rule.rule_id is not None or rule.action != "none":
@@ -240,8 +259,12 @@ def _decide(message: Message, claimed_at) -> Reply:
 
     engine_reply = None
     if rule.action == "ignore" or (group_silent and rule.action in ("none", "route")):
-        fields.update(action=Reply.Action.IGNORE, source=Reply.Source.RULE, confidence=1.0,
-                      review_reason=rule.reason[:200] if rule.action == "ignore" else "group message without @")
+        fields.update(
+            action=Reply.Action.IGNORE,
+            source=Reply.Source.RULE,
+            confidence=1.0,
+            review_reason=rule.reason[:200] if rule.action == "ignore" else "group message without @",
+        )
         status = Reply.Status.SKIPPED
     elif rule.action == "reply":
         fields.update(content=rule.reply, source=Reply.Source.RULE, confidence=1.0)
@@ -256,12 +279,18 @@ def _decide(message: Message, claimed_at) -> Reply:
         if not connection.in_atomic_block:
             connection.close()  # give the pooled connection back while the engine (LLM) is awaited
         engine_reply = _run_engine(history, conversation.id, personality_id, override)
-        fields.update(content=engine_reply.content, confidence=float(engine_reply.confidence),
-                      engine=engine_reply.engine[:50], model=(engine_reply.model or "")[:100],
-                      provider=(engine_reply.provider or "")[:50], input_tokens=engine_reply.input_tokens,
-                      output_tokens=engine_reply.output_tokens,
-                      cost=Decimal(str(round(engine_reply.cost or 0.0, 6))), citations=engine_reply.citations,
-                      tool_calls=engine_reply.tool_calls)
+        fields.update(
+            content=engine_reply.content,
+            confidence=float(engine_reply.confidence),
+            engine=engine_reply.engine[:50],
+            model=(engine_reply.model or "")[:100],
+            provider=(engine_reply.provider or "")[:50],
+            input_tokens=engine_reply.input_tokens,
+            output_tokens=engine_reply.output_tokens,
+            cost=Decimal(str(round(engine_reply.cost or 0.0, 6))),
+            citations=engine_reply.citations,
+            tool_calls=engine_reply.tool_calls,
+        )
         for key in ("retrieval", "llm", "memory", "tools"):
             if key in engine_reply.latency_ms:
                 latency[key] = round(float(engine_reply.latency_ms[key]), 2)
@@ -282,10 +311,19 @@ def _decide(message: Message, claimed_at) -> Reply:
     fields.setdefault("review_reason", review_reason[:200])
     if review_reason:
         fields["review_reason"] = review_reason[:200]
-    reply = Reply(message_id=message.id, conversation_id=conversation.id, agent_id=message.agent_id, status=status,
-                  draft=fields.get("content", ""), at=message.sender if conversation.chat_type == "group" else "",
-                  latency_ms=latency, decision_ms=round(decision_ms, 2), created_at=now,
-                  queued_at=now if status == Reply.Status.QUEUED else None, **fields)
+    reply = Reply(
+        message_id=message.id,
+        conversation_id=conversation.id,
+        agent_id=message.agent_id,
+        status=status,
+        draft=fields.get("content", ""),
+        at=message.sender if conversation.chat_type == "group" else "",
+        latency_ms=latency,
+        decision_ms=round(decision_ms, 2),
+        created_at=now,
+        queued_at=now if status == Reply.Status.QUEUED else None,
+        **fields,
+    )
     if connection.vendor == "postgresql" and not connection.in_atomic_block:
         stored = _store_reply_pg(reply, now)
         if not stored:  # someone else stored the reply meanwhile: exactly one wins
@@ -300,8 +338,14 @@ def _decide(message: Message, claimed_at) -> Reply:
         except IntegrityError:  # someone else stored the reply meanwhile: exactly one wins
             Message.objects.filter(pk=message.id).update(status=Message.Status.DECIDED, decided_at=now)
             return Reply.objects.get(message_id=message.id)
-    logger.info("message %s decided: %s/%s confidence=%.2f %s ms", message.id, reply.action, reply.status,
-                reply.confidence, latency["total"])
+    logger.info(
+        "message %s decided: %s/%s confidence=%.2f %s ms",
+        message.id,
+        reply.action,
+        reply.status,
+        reply.confidence,
+        latency["total"],
+    )
     return reply
 
 
@@ -311,10 +355,12 @@ def _store_reply_pg(reply: Reply, now) -> bool:
     fields = [f for f in Reply._meta.concrete_fields if not f.primary_key]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     values = [f.get_db_prep_save(getattr(reply, f.attname), connection) for f in fields]
-    sql = (f"WITH r AS (INSERT INTO wxmessages_reply ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
-           " ON CONFLICT (message_id) DO NOTHING RETURNING id),"
-           " m AS (UPDATE wxmessages_message SET status = 'decided', decided_at = %s WHERE id = %s)"
-           " SELECT id FROM r")
+    sql = (
+        f"WITH r AS (INSERT INTO wxmessages_reply ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
+        " ON CONFLICT (message_id) DO NOTHING RETURNING id),"
+        " m AS (UPDATE wxmessages_message SET status = 'decided', decided_at = %s WHERE id = %s)"
+        " SELECT id FROM r"
+    )  # column names from the model, values bound
     with connection.cursor() as cursor:
         cursor.execute(sql, [*values, now, reply.message_id])
         row = cursor.fetchone()
@@ -332,7 +378,7 @@ def _run_engine(history, conversation_id, personality_id, override):
 
     try:
         return aio.run(asyncio.wait_for(call(), conf.get("PIPELINE_ENGINE_TIMEOUT")))
-    except (TimeoutError, asyncio.TimeoutError) as exc:
+    except TimeoutError as exc:
         raise TransientError("engine timed out") from exc
 
 
@@ -344,12 +390,21 @@ def fail(message_id: int, error: str) -> Reply | None:
         return None
     with transaction.atomic():
         Message.objects.filter(pk=message_id).update(status=Message.Status.FAILED, error=error[:2000], decided_at=now)
-        reply, _ = Reply.objects.get_or_create(message_id=message_id, defaults={
-            "conversation_id": message.conversation_id, "agent_id": message.agent_id,
-            "action": Reply.Action.TRANSFER_HUMAN, "status": Reply.Status.PENDING_REVIEW, "content": APOLOGY,
-            "draft": APOLOGY, "review_reason": f"processing failed: {error[:150]}", "created_at": now,
-            "latency_ms": {"queue_wait": 0.0, "rules": 0.0, "retrieval": 0.0, "llm": 0.0, "total": 0.0},
-            "at": message.sender if message.conversation.chat_type == "group" else ""})
+        reply, _ = Reply.objects.get_or_create(
+            message_id=message_id,
+            defaults={
+                "conversation_id": message.conversation_id,
+                "agent_id": message.agent_id,
+                "action": Reply.Action.TRANSFER_HUMAN,
+                "status": Reply.Status.PENDING_REVIEW,
+                "content": APOLOGY,
+                "draft": APOLOGY,
+                "review_reason": f"processing failed: {error[:150]}",
+                "created_at": now,
+                "latency_ms": {"queue_wait": 0.0, "rules": 0.0, "retrieval": 0.0, "llm": 0.0, "total": 0.0},
+                "at": message.sender if message.conversation.chat_type == "group" else "",
+            },
+        )
         transaction.on_commit(lambda: push(reply))
     return reply
 
@@ -364,24 +419,42 @@ def message_group(message_id: int) -> str:
 
 
 def reply_frame(reply: Reply, chat: str | None = None) -> dict:
-    return {"type": "reply", "reply_id": reply.id, "message_id": reply.message_id,
-            "chat": chat if chat is not None else reply.conversation.chat_name, "content": reply.content,
-            "at": reply.at or None, "created_at": reply.created_at.isoformat()}
+    return {
+        "type": "reply",
+        "reply_id": reply.id,
+        "message_id": reply.message_id,
+        "chat": chat if chat is not None else reply.conversation.chat_name,
+        "content": reply.content,
+        "at": reply.at or None,
+        "created_at": reply.created_at.isoformat(),
+    }
 
 
 def decision(reply: Reply | None, message_id: int) -> dict:
     """The seed's `?wait` contract."""
     if reply is None:
-        return {"action": None, "content": "", "confidence": None, "message_id": message_id, "reply_id": None,
-                "status": "processing"}
+        return {
+            "action": None,
+            "content": "",
+            "confidence": None,
+            "message_id": message_id,
+            "reply_id": None,
+            "status": "processing",
+        }
     action = reply.action
     content = reply.content
     if reply.status in (Reply.Status.PENDING_REVIEW, Reply.Status.REJECTED):
         action, content = Reply.Action.TRANSFER_HUMAN, ""
     elif reply.status == Reply.Status.SKIPPED:
         action, content = Reply.Action.IGNORE, ""
-    return {"action": action, "content": content, "confidence": reply.confidence, "message_id": message_id,
-            "reply_id": reply.id, "status": reply.status}
+    return {
+        "action": action,
+        "content": content,
+        "confidence": reply.confidence,
+        "message_id": message_id,
+        "reply_id": reply.id,
+        "status": reply.status,
+    }
 
 
 def push(reply: Reply, chat: str | None = None) -> None:
@@ -406,14 +479,18 @@ def push(reply: Reply, chat: str | None = None) -> None:
 
 def outbox(agent_id: str, limit: int = 500) -> list[dict]:
     """Every unacked reply of the agent, oldest first (pushed on (re)connect)."""
-    rows = (Reply.objects.filter(agent_id=agent_id, status__in=Reply.OUTBOX).select_related("conversation")
-            .order_by("id")[:limit])
+    rows = (
+        Reply.objects.filter(agent_id=agent_id, status__in=Reply.OUTBOX)
+        .select_related("conversation")
+        .order_by("id")[:limit]
+    )
     return [reply_frame(reply) for reply in rows]
 
 
 def mark_sent(agent_id: str, reply_ids: list[int]) -> int:
     return Reply.objects.filter(agent_id=agent_id, id__in=reply_ids, status__in=Reply.OUTBOX).update(
-        status=Reply.Status.SENT, pushed_at=timezone.now(), delivery_attempts=F("delivery_attempts") + 1)
+        status=Reply.Status.SENT, pushed_at=timezone.now(), delivery_attempts=F("delivery_attempts") + 1
+    )
 
 
 class AckError(Exception):
@@ -429,7 +506,8 @@ def ack(agent_id: str, reply_id, status: str, error: str = "") -> dict:
     except (TypeError, ValueError) as exc:
         raise AckError("reply_id must be an integer") from exc
     updated = Reply.objects.filter(pk=reply_id, agent_id=agent_id, status__in=Reply.OUTBOX).update(
-        status=status, acked_at=timezone.now(), delivery_error=(error or "")[:2000])
+        status=status, acked_at=timezone.now(), delivery_error=(error or "")[:2000]
+    )
     if updated:
         return {"reply_id": reply_id, "status": status, "changed": True}
     current = Reply.objects.filter(pk=reply_id, agent_id=agent_id).values_list("status", flat=True).first()
@@ -466,14 +544,19 @@ def approve(reply_id: int, user=None, content: str | None = None) -> bool:
 
 
 def reject(reply_id: int, user=None) -> bool:
-    return bool(Reply.objects.filter(pk=reply_id, status=Reply.Status.PENDING_REVIEW).update(
-        status=Reply.Status.REJECTED, reviewed_by=user if getattr(user, "pk", None) else None,
-        reviewed_at=timezone.now()))
+    return bool(
+        Reply.objects.filter(pk=reply_id, status=Reply.Status.PENDING_REVIEW).update(
+            status=Reply.Status.REJECTED,
+            reviewed_by=user if getattr(user, "pk", None) else None,
+            reviewed_at=timezone.now(),
+        )
+    )
 
 
 def take_over(conversation_id: int, user=None) -> None:
     Conversation.objects.filter(pk=conversation_id).update(
-        taken_over=True, taken_over_by=user if getattr(user, "pk", None) else None, taken_over_at=timezone.now())
+        taken_over=True, taken_over_by=user if getattr(user, "pk", None) else None, taken_over_at=timezone.now()
+    )
 
 
 def hand_back(conversation_id: int) -> None:
@@ -482,8 +565,11 @@ def hand_back(conversation_id: int) -> None:
 
 def agent_takeover(agent_id: str, chat_name: str, active: bool = True) -> bool:
     """The agent saw a human typing in this chat (a self message that is not a bot reply)."""
-    return bool(Conversation.objects.filter(agent_id=agent_id, chat_name=chat_name).update(
-        taken_over=active, taken_over_at=timezone.now() if active else None))
+    return bool(
+        Conversation.objects.filter(agent_id=agent_id, chat_name=chat_name).update(
+            taken_over=active, taken_over_at=timezone.now() if active else None
+        )
+    )
 
 
 def pending_review_count() -> int:
@@ -504,31 +590,62 @@ def stats(days: int = 7, agent_id: str | None = None) -> dict:
     replies = Reply.objects.filter(created_at__gte=start)
     if agent_id:
         messages, replies = messages.filter(agent_id=agent_id), replies.filter(agent_id=agent_id)
-    per_day = {start_date + timezone.timedelta(days=i): {
-        "date": (start_date + timezone.timedelta(days=i)).isoformat(), "messages": 0, "replies": 0, "handoffs": 0,
-        "ignored": 0, "pending_review": 0, "delivered": 0, "avg_latency_ms": None, "p95_latency_ms": None,
-        "cost": 0.0} for i in range(days)}
+    per_day = {
+        start_date + timezone.timedelta(days=i): {
+            "date": (start_date + timezone.timedelta(days=i)).isoformat(),
+            "messages": 0,
+            "replies": 0,
+            "handoffs": 0,
+            "ignored": 0,
+            "pending_review": 0,
+            "delivered": 0,
+            "avg_latency_ms": None,
+            "p95_latency_ms": None,
+            "cost": 0.0,
+        }
+        for i in range(days)
+    }
     for row in messages.annotate(day=TruncDate("received_at", tzinfo=tz)).values("day").annotate(n=Count("id")):
         if row["day"] in per_day:
             per_day[row["day"]]["messages"] = row["n"]
     latencies: dict = {}
-    reply_rows = (replies.annotate(day=TruncDate("created_at", tzinfo=tz))
-                  .values("day").annotate(
-                      replies=Count("id", filter=Q(action=Reply.Action.REPLY) & ~Q(status__in=(
-                          Reply.Status.PENDING_REVIEW, Reply.Status.REJECTED))),
-                      handoffs=Count("id", filter=Q(action=Reply.Action.TRANSFER_HUMAN) | Q(
-                          status=Reply.Status.PENDING_REVIEW) | Q(review_reason__startswith="conversation taken")),
-                      ignored=Count("id", filter=Q(action=Reply.Action.IGNORE)),
-                      pending=Count("id", filter=Q(status=Reply.Status.PENDING_REVIEW)),
-                      delivered=Count("id", filter=Q(status=Reply.Status.DELIVERED)),
-                      cost=Sum("cost")))
+    reply_rows = (
+        replies.annotate(day=TruncDate("created_at", tzinfo=tz))
+        .values("day")
+        .annotate(
+            replies=Count(
+                "id",
+                filter=Q(action=Reply.Action.REPLY)
+                & ~Q(status__in=(Reply.Status.PENDING_REVIEW, Reply.Status.REJECTED)),
+            ),
+            handoffs=Count(
+                "id",
+                filter=Q(action=Reply.Action.TRANSFER_HUMAN)
+                | Q(status=Reply.Status.PENDING_REVIEW)
+                | Q(review_reason__startswith="conversation taken"),
+            ),
+            ignored=Count("id", filter=Q(action=Reply.Action.IGNORE)),
+            pending=Count("id", filter=Q(status=Reply.Status.PENDING_REVIEW)),
+            delivered=Count("id", filter=Q(status=Reply.Status.DELIVERED)),
+            cost=Sum("cost"),
+        )
+    )
     for row in reply_rows:
         if row["day"] in per_day:
             day = per_day[row["day"]]
-            day.update(replies=row["replies"], handoffs=row["handoffs"], ignored=row["ignored"],
-                       pending_review=row["pending"], delivered=row["delivered"], cost=float(row["cost"] or 0))
-    for day_value, total in (replies.exclude(latency_ms__total=None).annotate(day=TruncDate("created_at", tzinfo=tz))
-                             .values_list("day", "latency_ms__total")):
+            day.update(
+                replies=row["replies"],
+                handoffs=row["handoffs"],
+                ignored=row["ignored"],
+                pending_review=row["pending"],
+                delivered=row["delivered"],
+                cost=float(row["cost"] or 0),
+            )
+    for day_value, total in (
+        replies.exclude(latency_ms__total=None)
+        .annotate(day=TruncDate("created_at", tzinfo=tz))
+        .values_list("day", "latency_ms__total")
+    ):
         latencies.setdefault(day_value, []).append(float(total))
     all_latencies = []
     for day_value, values in latencies.items():
@@ -539,8 +656,10 @@ def stats(days: int = 7, agent_id: str | None = None) -> dict:
             per_day[day_value]["p95_latency_ms"] = round(_percentile(values, 0.95), 2)
     all_latencies.sort()
     days_list = [per_day[key] for key in sorted(per_day)]
-    totals = {key: sum(day[key] for day in days_list)
-              for key in ("messages", "replies", "handoffs", "ignored", "pending_review", "delivered")}
+    totals = {
+        key: sum(day[key] for day in days_list)
+        for key in ("messages", "replies", "handoffs", "ignored", "pending_review", "delivered")
+    }
     totals["cost"] = round(sum(day["cost"] for day in days_list), 6)
     totals["avg_latency_ms"] = round(sum(all_latencies) / len(all_latencies), 2) if all_latencies else None
     totals["p95_latency_ms"] = round(_percentile(all_latencies, 0.95), 2) if all_latencies else None
@@ -563,10 +682,14 @@ def sweep_stuck(now=None) -> list[int]:
     now = now or timezone.now()
     after = timezone.timedelta(seconds=conf.get("PIPELINE_SWEEP_AFTER"))
     lock_ttl = timezone.timedelta(seconds=conf.get("PIPELINE_LOCK_TTL") + 5)
-    ids = list(Message.objects.filter(
-        Q(status=Message.Status.RECEIVED, received_at__lt=now - after)
-        | Q(status=Message.Status.PROCESSING, claimed_at__lt=now - max(after, lock_ttl))
-    ).order_by("id").values_list("id", flat=True)[:1000])
+    ids = list(
+        Message.objects.filter(
+            Q(status=Message.Status.RECEIVED, received_at__lt=now - after)
+            | Q(status=Message.Status.PROCESSING, claimed_at__lt=now - max(after, lock_ttl))
+        )
+        .order_by("id")
+        .values_list("id", flat=True)[:1000]
+    )
     if ids:
         logger.warning("re-enqueueing %d stuck messages", len(ids))
         enqueue_messages(ids)

@@ -21,9 +21,14 @@ class EchoEngine(BaseEngine):
             await asyncio.sleep(delay)
         text = messages[-1]["content"] if messages else ""
         llm_ms = (time.perf_counter() - started) * 1000
-        return EngineReply(content=f"收到：{text}", confidence=float(os.environ.get("ECHO_ENGINE_CONFIDENCE", "0.9")),
-                           engine=self.name, model="echo", latency_ms={"retrieval": 0.0, "llm": llm_ms,
-                                                                       "total": llm_ms}, offline=True)
+        return EngineReply(
+            content=f"收到：{text}",
+            confidence=float(os.environ.get("ECHO_ENGINE_CONFIDENCE", "0.9")),
+            engine=self.name,
+            model="echo",
+            latency_ms={"retrieval": 0.0, "llm": llm_ms, "total": llm_ms},
+            offline=True,
+        )
 
     async def get_engine_info(self) -> dict:
         return {"name": self.name, "description": "test engine"}
@@ -40,12 +45,12 @@ async def ws_connect(base_url: str, token: str | None = None, **kwargs):
     import websockets
 
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    return await websockets.connect(ws_url(base_url), additional_headers=headers, max_size=2 ** 22, **kwargs)
+    return await websockets.connect(ws_url(base_url), additional_headers=headers, max_size=2**22, **kwargs)
 
 
-async def recv_until(ws, predicate, timeout: float = 20.0) -> dict:
-    """Frames until one matches `predicate`; returns it (others are dropped)."""
-    deadline = time.monotonic() + timeout
+async def recv_until(ws, predicate, within: float = 20.0) -> dict:
+    """Frames until one matches `predicate` (within `within` seconds); returns it (others are dropped)."""
+    deadline = time.monotonic() + within
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:

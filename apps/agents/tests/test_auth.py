@@ -39,8 +39,9 @@ def test_login_refresh_and_heartbeat(agent):
     resp = client.post("/api/v1/auth/refresh", {"refresh_token": tokens["refresh_token"]}, format="json")
     assert resp.status_code == 200
     # an access token is not a refresh token
-    assert client.post("/api/v1/auth/refresh", {"refresh_token": tokens["access_token"]},
-                       format="json").status_code == 401
+    assert (
+        client.post("/api/v1/auth/refresh", {"refresh_token": tokens["access_token"]}, format="json").status_code == 401
+    )
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access_token']}")
     resp = client.post("/api/v1/heartbeat", {"cpu": 3.5, "wx_online": True, "queue_size": 2}, format="json")
     assert resp.status_code == 200, resp.content
@@ -51,20 +52,28 @@ def test_login_refresh_and_heartbeat(agent):
 def test_bad_credentials_and_tokens_are_401(agent):
     agent, secret = agent
     client = APIClient()
-    assert client.post("/api/v1/auth/login", {"agent_id": agent.id, "api_key": "nope"},
-                       format="json").status_code == 401
-    assert client.post("/api/v1/auth/login", {"agent_id": "agt_missing", "api_key": secret},
-                       format="json").status_code == 401
+    assert (
+        client.post("/api/v1/auth/login", {"agent_id": agent.id, "api_key": "nope"}, format="json").status_code == 401
+    )
+    assert (
+        client.post("/api/v1/auth/login", {"agent_id": "agt_missing", "api_key": secret}, format="json").status_code
+        == 401
+    )
     assert client.post("/api/v1/auth/login", {}, format="json").status_code == 400
     assert client.post("/api/v1/heartbeat", {}, format="json").status_code == 401  # missing
     client.credentials(HTTP_AUTHORIZATION="Bearer garbage")
     assert client.post("/api/v1/heartbeat", {}, format="json").status_code == 401  # malformed
-    expired = jwt.encode({"sub": agent.id, "typ": "access", "exp": int(time.time()) - 5}, auth.signing_key(),
-                         algorithm="HS256")
+    expired = jwt.encode(
+        {"sub": agent.id, "typ": "access", "exp": int(time.time()) - 5}, auth.signing_key(), algorithm="HS256"
+    )
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {expired}")
     resp = client.post("/api/v1/heartbeat", {}, format="json")
     assert resp.status_code == 401 and resp.json()["detail"]
-    forged = jwt.encode({"sub": agent.id, "typ": "access", "exp": int(time.time()) + 60}, "wrong-key-of-thirty-two-bytes-long!!", algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": agent.id, "typ": "access", "exp": int(time.time()) + 60},
+        "wrong-key-of-thirty-two-bytes-long!!",
+        algorithm="HS256",
+    )
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {forged}")
     assert client.post("/api/v1/heartbeat", {}, format="json").status_code == 401
 

@@ -20,9 +20,17 @@ class FakeEngine:
         self.calls.append({"messages": messages, "conversation_id": conversation_id})
         if self.error:
             raise self.error
-        return EngineReply(content=self.content, confidence=self.confidence, engine=self.name, model="fake-1",
-                           input_tokens=12, output_tokens=8, cost=0.0012, handoff=self.handoff,
-                           latency_ms={"retrieval": 1.5, "llm": 3.0, "total": 4.5})
+        return EngineReply(
+            content=self.content,
+            confidence=self.confidence,
+            engine=self.name,
+            model="fake-1",
+            input_tokens=12,
+            output_tokens=8,
+            cost=0.0012,
+            handoff=self.handoff,
+            latency_ms={"retrieval": 1.5, "llm": 3.0, "total": 4.5},
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,16 @@ def make_agent(name: str = "终端"):
 
 
 def body(client_id: str, content: str = "你好，请问充电桩怎么安装？", **extra) -> dict:
-    message = {"id": client_id, "chat_name": extra.pop("chat_name", "张三"), "chat_type": "private",
-               "sender": "张三", "content": content, "type": "text", "timestamp": 1764000000, "is_at_me": False}
+    message = {
+        "id": client_id,
+        "chat_name": extra.pop("chat_name", "张三"),
+        "chat_type": "private",
+        "sender": "张三",
+        "content": content,
+        "type": "text",
+        "timestamp": 1764000000,
+        "is_at_me": False,
+    }
     message.update(extra)
     return {"message": message}
 

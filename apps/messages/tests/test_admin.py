@@ -5,8 +5,8 @@ from django.contrib.auth import get_user_model
 
 from apps.messages import services
 from apps.messages.models import Conversation, Reply
-from apps.messages.tests.test_services import store
 from apps.messages.tests.helpers import make_agent
+from apps.messages.tests.test_services import store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,19 +45,22 @@ def test_reject_and_bulk_actions(client, supervisor, fake_engine):
     replies = list(Reply.objects.order_by("id"))
     resp = client.post(f"/admin/wxmessages/reply/{replies[0].id}/change/", {"content": "x", "_reject": "1"})
     assert resp.status_code == 302 and Reply.objects.get(pk=replies[0].id).status == "rejected"
-    resp = client.post("/admin/wxmessages/reply/", {"action": "approve_selected",
-                                                     "_selected_action": [replies[1].id, replies[2].id]})
+    resp = client.post(
+        "/admin/wxmessages/reply/", {"action": "approve_selected", "_selected_action": [replies[1].id, replies[2].id]}
+    )
     assert resp.status_code == 302
     assert set(Reply.objects.filter(pk__in=[replies[1].id, replies[2].id]).values_list("status", flat=True)) == {
-        "queued"}
+        "queued"
+    }
 
 
 def test_take_over_and_hand_back(client, supervisor, fake_engine):
     agent, _, _ = make_agent()
     mid = store(agent, "adm-t")
     conversation = Conversation.objects.get(messages__id=mid)
-    resp = client.post("/admin/wxmessages/conversation/", {"action": "take_over",
-                                                            "_selected_action": [conversation.id]})
+    resp = client.post(
+        "/admin/wxmessages/conversation/", {"action": "take_over", "_selected_action": [conversation.id]}
+    )
     assert resp.status_code == 302
     conversation.refresh_from_db()
     assert conversation.taken_over and conversation.taken_over_by == supervisor

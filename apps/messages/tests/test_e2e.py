@@ -27,8 +27,17 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1):
 
 
 def message_frame(client_id: str, content: str = "请问充电桩怎么安装？", chat: str = "李四") -> dict:
-    return {"type": "message", "message": {"id": client_id, "chat_name": chat, "chat_type": "private",
-                                           "sender": chat, "content": content, "timestamp": time.time()}}
+    return {
+        "type": "message",
+        "message": {
+            "id": client_id,
+            "chat_name": chat,
+            "chat_type": "private",
+            "sender": chat,
+            "content": content,
+            "timestamp": time.time(),
+        },
+    }
 
 
 def test_login_message_reply_ack_delivered(live_server_stack):
@@ -132,8 +141,12 @@ def test_same_client_id_five_times_rest_and_ws_is_one_message_one_reply(live_ser
 def test_rest_wait_returns_the_decision(live_server_stack):
     base_url, _ = live_server_stack
     _, _, token = make_agent()
-    resp = httpx.post(f"{base_url}/api/v1/messages?wait=10", headers={"Authorization": f"Bearer {token}"},
-                      json={"message": message_frame("w-1", content="你好")["message"]}, timeout=15)
+    resp = httpx.post(
+        f"{base_url}/api/v1/messages?wait=10",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"message": message_frame("w-1", content="你好")["message"]},
+        timeout=15,
+    )
     assert resp.status_code == 200, resp.text
     data = resp.json()
     assert data["action"] == "reply" and data["content"] == "收到：你好" and data["confidence"] == 0.9
@@ -147,8 +160,9 @@ def test_ws_bad_expired_or_missing_token_closes_4401(live_server_stack):
 
     from apps.agents.auth import signing_key
 
-    expired = jwt.encode({"sub": agent.id, "typ": "access", "exp": int(time.time()) - 1}, signing_key(),
-                         algorithm="HS256")
+    expired = jwt.encode(
+        {"sub": agent.id, "typ": "access", "exp": int(time.time()) - 1}, signing_key(), algorithm="HS256"
+    )
 
     async def close_code(token=None, first_frame=None):
         import websockets
@@ -163,9 +177,12 @@ def test_ws_bad_expired_or_missing_token_closes_4401(live_server_stack):
             return exc.rcvd.code if exc.rcvd else None
 
     async def scenario():
-        return [await close_code("garbage"), await close_code(expired),
-                await close_code(None, {"type": "message", "message": {}}),
-                await close_code(None, {"type": "auth", "token": "garbage"})]
+        return [
+            await close_code("garbage"),
+            await close_code(expired),
+            await close_code(None, {"type": "message", "message": {}}),
+            await close_code(None, {"type": "auth", "token": "garbage"}),
+        ]
 
     assert asyncio.run(scenario()) == [4401, 4401, 4401, 4401]
     assert Message.objects.count() == 0
@@ -227,8 +244,11 @@ def test_worker_killed_mid_task_still_exactly_one_reply(live_env, tmp_path):
     daphne, base_url = start_daphne(live_env, tmp_path)
     with running(daphne):
         agent, _, token = make_agent()
-        resp = httpx.post(f"{base_url}/api/v1/messages", headers={"Authorization": f"Bearer {token}"},
-                          json={"message": message_frame("k-1")["message"]})
+        resp = httpx.post(
+            f"{base_url}/api/v1/messages",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"message": message_frame("k-1")["message"]},
+        )
         message_id = resp.json()["message_id"]
         wait_for(lambda: Message.objects.filter(pk=message_id, status="processing").exists())
         worker.kill()

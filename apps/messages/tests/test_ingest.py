@@ -77,12 +77,14 @@ def test_missing_bad_expired_tokens_are_401():
     agent, _, _ = make_agent()
     assert post(None, body("a")).status_code == 401
     assert post("garbage", body("a")).status_code == 401
-    expired = jwt.encode({"sub": agent.id, "typ": "access", "exp": int(time.time()) - 1}, signing_key(),
-                         algorithm="HS256")
+    expired = jwt.encode(
+        {"sub": agent.id, "typ": "access", "exp": int(time.time()) - 1}, signing_key(), algorithm="HS256"
+    )
     resp = post(expired, body("a"))
     assert resp.status_code == 401 and resp.json()["code"] == "token_expired"
-    refresh = jwt.encode({"sub": agent.id, "typ": "refresh", "exp": int(time.time()) + 60}, signing_key(),
-                         algorithm="HS256")
+    refresh = jwt.encode(
+        {"sub": agent.id, "typ": "refresh", "exp": int(time.time()) + 60}, signing_key(), algorithm="HS256"
+    )
     assert post(refresh, body("a")).status_code == 401
     assert Message.objects.count() == 0
 

@@ -1,9 +1,14 @@
 from drf_spectacular.generators import SchemaGenerator
 
 PIPELINE_PATHS = {
-    "/api/v1/auth/login": "post", "/api/v1/auth/refresh": "post", "/api/v1/heartbeat": "post",
-    "/api/v1/messages": "post", "/api/v1/replies": "get", "/api/v1/replies/{reply_id}": "get",
-    "/api/v1/replies/{reply_id}/ack": "post", "/api/v1/stats": "get",
+    "/api/v1/auth/login": "post",
+    "/api/v1/auth/refresh": "post",
+    "/api/v1/heartbeat": "post",
+    "/api/v1/messages": "post",
+    "/api/v1/replies": "get",
+    "/api/v1/replies/{reply_id}": "get",
+    "/api/v1/replies/{reply_id}/ack": "post",
+    "/api/v1/stats": "get",
 }
 
 

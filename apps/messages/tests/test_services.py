@@ -14,8 +14,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def store(agent, client_id, content="充电桩多少钱？", **extra):
-    item = ingest.validate({"id": client_id, "chat_name": extra.pop("chat_name", "王五"), "sender": "王五",
-                            "content": content, **extra})
+    item = ingest.validate(
+        {"id": client_id, "chat_name": extra.pop("chat_name", "王五"), "sender": "王五", "content": content, **extra}
+    )
     assert not item.errors, item.errors
     return ingest.store(agent.id, [item])[0].message_id
 
@@ -138,8 +139,7 @@ def test_ack_is_conditional(fake_engine):
     with pytest.raises(services.AckError):
         services.ack(agent.id, reply.id, "sent")
     assert services.ack(agent.id, reply.id, "delivered")["changed"]
-    assert services.ack(agent.id, reply.id, "failed") == {"reply_id": reply.id, "status": "delivered",
-                                                          "changed": False}
+    assert services.ack(agent.id, reply.id, "failed") == {"reply_id": reply.id, "status": "delivered", "changed": False}
 
 
 def test_stats_are_real_numbers(fake_engine, client):
