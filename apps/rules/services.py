@@ -60,7 +60,8 @@ def _setting(name: str, default):
 
 
 def check_interval_ms() -> float:
-    return _setting("RULES_VERSION_CHECK_MS", 500.0)
+    # Under tests (rollbacks and flushes send no signals; Redis is emptied between tests) check every time.
+    return _setting("RULES_VERSION_CHECK_MS", 0.0 if getattr(settings, "TESTING", False) else 500.0)
 
 
 def tz() -> ZoneInfo:
