@@ -194,6 +194,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await self._send({"type": "takeover_ok", "chat": chat, "active": active, "found": found})
 
     # --- channel-layer events ---------------------------------------------------------------------
+    async def agent_frame(self, event):
+        await self._send(event["frame"])
+
     async def reply_push(self, event):
         frame = event["frame"]
         if frame["reply_id"] in self.sent_ids:

@@ -560,16 +560,38 @@ def take_over(conversation_id: int, user=None) -> None:
 
 
 def hand_back(conversation_id: int) -> None:
+    """The bot answers this chat again; the agent is told (`hand_back` frame) so it resumes a chat it
+    paused because a human typed in it."""
     Conversation.objects.filter(pk=conversation_id).update(taken_over=False, taken_over_by=None, taken_over_at=None)
+    row = Conversation.objects.filter(pk=conversation_id).values_list("agent_id", "chat_name").first()
+    if row is not None:
+        agent_id, chat = row
+        transaction.on_commit(lambda: notify_agent(agent_id, {"type": "hand_back", "chat": chat}))
+
+
+def notify_agent(agent_id: str, frame: dict) -> None:
+    """A control frame to every socket of the agent (best effort: not kept if the agent is offline)."""
+    from channels.layers import get_channel_layer
+
+    try:
+        aio.run(
+            get_channel_layer().group_send(agent_group(agent_id), {"type": "agent.frame", "frame": frame}), timeout=10
+        )
+    except Exception:
+        logger.warning("could not notify agent %s", agent_id, exc_info=True)
 
 
 def agent_takeover(agent_id: str, chat_name: str, active: bool = True) -> bool:
-    """The agent saw a human typing in this chat (a self message that is not a bot reply)."""
-    return bool(
-        Conversation.objects.filter(agent_id=agent_id, chat_name=chat_name).update(
-            taken_over=active, taken_over_at=timezone.now() if active else None
-        )
+    """The agent saw a human typing in this chat (a self message that is not a bot reply); the
+    conversation is created if the server has not seen it yet. True when it existed before."""
+    if not chat_name:
+        return False
+    _, created = Conversation.objects.update_or_create(
+        agent_id=agent_id,
+        chat_name=chat_name[:200],
+        defaults={"taken_over": active, "taken_over_at": timezone.now() if active else None},
     )
+    return not created
 
 
 def pending_review_count() -> int:

@@ -264,3 +264,39 @@ def test_worker_killed_mid_task_still_exactly_one_reply(live_env, tmp_path):
         message = Message.objects.get(pk=message_id)
         assert Reply.objects.filter(message_id=message_id).count() == 1
         assert message.attempts >= 2  # claimed by the killed worker, then reclaimed
+
+
+def test_supervisor_hand_back_reaches_the_agent(live_server_stack):
+    from apps.messages import services
+    from apps.messages.models import Conversation
+
+    base_url, _ = live_server_stack
+    agent, _, token = make_agent()
+
+    async def scenario():
+        ws = await ws_connect(base_url, token)
+        await recv_until(ws, lambda f: f["type"] == "hello")
+        await ws.send(json.dumps({"type": "takeover", "chat": "李四", "active": True}))
+        await ws.send(json.dumps(message_frame("h-1")))
+        await recv_until(ws, lambda f: f["type"] == "accepted")
+        return ws
+
+    async def wait_hand_back(ws):
+        frame = await recv_until(ws, lambda f: f["type"] == "hand_back")
+        await ws.close()
+        return frame
+
+    loop = asyncio.new_event_loop()
+    try:
+        ws = loop.run_until_complete(scenario())
+        conversation = wait_for(
+            lambda: Conversation.objects.filter(agent=agent, chat_name="李四", taken_over=True).first()
+        )
+        reply = wait_for(lambda: Reply.objects.filter(agent=agent).first())
+        assert reply.status == "pending_review" and reply.review_reason == "conversation taken over"
+        services.hand_back(conversation.pk)
+        frame = loop.run_until_complete(wait_hand_back(ws))
+    finally:
+        loop.close()
+    assert frame == {"type": "hand_back", "chat": "李四"}
+    assert not Conversation.objects.get(pk=conversation.pk).taken_over
