@@ -56,7 +56,12 @@ class CustomerExportView(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("format", OpenApiTypes.STR, enum=list(services.EXPORT_FORMATS), default="csv")],
-        responses={(200, "text/csv"): OpenApiTypes.BINARY, (200, "application/json"): OpenApiTypes.OBJECT},
+        responses={
+            (200, "text/csv"): OpenApiTypes.BINARY,
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            (400, "application/json"): OpenApiTypes.OBJECT,
+            (403, "application/json"): OpenApiTypes.OBJECT,
+        },
         summary="导出客户（CSV 带 BOM / JSON），13 个 ERP 字段",
     )
     def get(self, request):

@@ -122,3 +122,16 @@ def test_credentials_from_connection_row_then_settings_then_simulator(settings):
     assert erp.current_credentials() == ErpCredentials(
         f"http://127.0.0.1:{settings.ERP_SIMULATOR_PORT}", SIM_USERNAME, SIM_PASSWORD
     )
+
+
+def test_login_is_retried_on_http_500_and_the_password_never_logged(simulator, caplog):
+    simulator.fault("ov1/login", 500, times=2)
+    with (
+        caplog.at_level("DEBUG"),
+        ErpClient(ErpCredentials(simulator.url, SIM_USERNAME, SIM_PASSWORD), backoff=0.01) as client,
+    ):
+        assert client.customer(3001)["ord"] == 3001
+    assert simulator.stats()["logins"] == 1
+    assert SIM_PASSWORD not in caplog.text
+    token = client.session()
+    assert token not in caplog.text
