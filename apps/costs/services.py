@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 
 from django.conf import settings
@@ -759,8 +759,3 @@ def daily_report(day: date | None = None) -> dict:
         "by_route": group("route"),
         "budgets": budgets,
     }
-
-
-def previous_days(n: int = 7) -> list[date]:
-    today = timezone.localdate()
-    return [today - timedelta(days=i) for i in range(n)]
