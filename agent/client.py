@@ -235,5 +235,8 @@ class ServerClient:
     async def post_heartbeat(self, data: dict[str, Any]) -> dict[str, Any]:
         return await self._request("POST", "heartbeat", body=data)
 
+    async def post_takeover(self, chat_name: str, active: bool = True) -> dict[str, Any]:
+        return await self._request("POST", "conversations/takeover", body={"chat_name": chat_name, "active": active})
+
     async def close(self) -> None:
         """Nothing to release: every REST call opens and closes its own connection."""

@@ -405,11 +405,14 @@ class AgentRuntime:
         await self._send_heartbeat()
 
     async def _send_control(self) -> None:
-        """Takeovers seen meanwhile. The server has no REST twin of the ``takeover`` frame, so in REST
-        mode they wait (the chat is paused locally anyway) until the WebSocket is back."""
+        """Takeovers seen meanwhile, over the WebSocket or its REST twin."""
         self._control_wake.clear()
-        while self._pending_takeovers and self.mode == "ws":
-            await self._send_frame({"type": "takeover", "chat_name": self._pending_takeovers[0], "active": True})
+        while self._pending_takeovers and self.mode in ("ws", "rest"):
+            chat = self._pending_takeovers[0]
+            if self.mode == "ws":
+                await self._send_frame({"type": "takeover", "chat_name": chat, "active": True})
+            else:
+                await self.client.post_takeover(chat, True)
             self._pending_takeovers.pop(0)
 
     async def _rest_session(self, deadline: float | None) -> None:

@@ -56,6 +56,7 @@ class FakeServer:
         app.router.add_get("/api/v1/replies", self.rest_outbox)
         app.router.add_post(r"/api/v1/replies/{id:\d+}/ack", self.rest_ack)
         app.router.add_post("/api/v1/heartbeat", self.rest_heartbeat)
+        app.router.add_post("/api/v1/conversations/takeover", self.rest_takeover)
         app.router.add_get("/ws/agent/", self.websocket)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -220,6 +221,13 @@ class FakeServer:
         if not self.ack(int(request.match_info["id"]), body["status"], body.get("error", "")):
             return web.json_response({"detail": "not found"}, status=404)
         return web.json_response({"ok": True})
+
+    async def rest_takeover(self, request):
+        if not self._authorised(request):
+            return web.json_response({"detail": "unauthorised"}, status=401)
+        body = await request.json()
+        self.takeovers.append(body)
+        return web.json_response({"chat": body["chat_name"], "active": body["active"], "found": True})
 
     async def rest_heartbeat(self, request):
         if not self._authorised(request):

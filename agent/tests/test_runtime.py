@@ -133,6 +133,20 @@ async def test_rest_fallback_when_websocket_is_refused(tmp_path):
     assert server.rest_posts >= 1 and server.ws_connections == 0
 
 
+async def test_takeover_reaches_the_server_over_rest_too(tmp_path):
+    server = await FakeServer(ws_enabled=False).start()
+    try:
+        config = agent_config(tmp_path, server.url, server={"transport": "rest"})
+        async with running_agent(config) as (runtime, sim):
+            sim.inject("张三", "在吗")
+            await wait_for(lambda: sim.outbox and server.acks, timeout=15)
+            sim.type_as_human("张三", "我来处理，稍等")
+            await wait_for(lambda: server.takeovers, timeout=15)
+    finally:
+        await server.stop()
+    assert server.takeovers[0] == {"chat_name": "张三", "active": True}
+
+
 async def test_auto_transport_falls_back_to_rest(tmp_path):
     server = await FakeServer(ws_enabled=False).start()
     try:

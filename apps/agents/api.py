@@ -50,6 +50,10 @@ class HeartbeatSerializer(serializers.Serializer):
     wechat_account = serializers.CharField(required=False, allow_blank=True, max_length=100)
     versions = serializers.DictField(required=False, help_text="component versions, e.g. python, wechat")
     status = serializers.ChoiceField(required=False, choices=["ok", "degraded"])
+    ui_latency_ms = serializers.FloatField(required=False, allow_null=True, help_text="WeChat UI round trip, ms")
+    takeovers = serializers.IntegerField(required=False, min_value=0, help_text="human takeovers seen")
+    paused_chats = serializers.IntegerField(required=False, min_value=0, help_text="chats paused by a takeover")
+    uptime_s = serializers.IntegerField(required=False, min_value=0)
 
 
 def _auth_error(exc: auth.AuthError) -> Response:

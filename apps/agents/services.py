@@ -19,6 +19,10 @@ HEARTBEAT_FIELDS = (
     "wechat_account",
     "versions",
     "status",
+    "ui_latency_ms",
+    "takeovers",
+    "paused_chats",
+    "uptime_s",
 )
 
 

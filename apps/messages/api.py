@@ -306,6 +306,36 @@ class ReplyAckView(APIView):
         return Response(result)
 
 
+class TakeoverSerializer(serializers.Serializer):
+    chat_name = serializers.CharField(max_length=200)
+    active = serializers.BooleanField(default=True, help_text="true = a person took the chat over; false = hand back")
+    reason = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+
+class TakeoverResultSerializer(serializers.Serializer):
+    chat = serializers.CharField()
+    active = serializers.BooleanField()
+    found = serializers.BooleanField(help_text="the conversation existed before")
+
+
+class TakeoverView(APIView):
+    authentication_classes = [AgentJWTAuthentication]
+    permission_classes = [IsAgent]
+
+    @extend_schema(
+        tags=["messages"],
+        summary="A person typed in WeChat: pause the bot for this chat (REST twin of the `takeover` frame)",
+        request=TakeoverSerializer,
+        responses={200: TakeoverResultSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
+    )
+    def post(self, request):
+        serializer = TakeoverSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        chat, active = serializer.validated_data["chat_name"], serializer.validated_data["active"]
+        found = services.agent_takeover(request.user.agent_id, chat, active)
+        return Response({"chat": chat, "active": active, "found": found})
+
+
 class OutboxView(APIView):
     authentication_classes = [AgentJWTAuthentication]
     permission_classes = [IsAgent]

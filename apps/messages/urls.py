@@ -8,4 +8,5 @@ api_urlpatterns = [
     path("replies/<int:reply_id>", api.ReplyDetailView.as_view(), name="reply-detail"),
     path("replies/<int:reply_id>/ack", api.ReplyAckView.as_view(), name="reply-ack"),
     path("stats", api.StatsView.as_view(), name="pipeline-stats"),
+    path("conversations/takeover", api.TakeoverView.as_view(), name="conversation-takeover"),
 ]

@@ -108,3 +108,29 @@ def test_agent_cannot_read_or_ack_another_agents_reply():
     assert resp.status_code == 200 and resp.json()["changed"] is True
     resp = post(token_a, {"status": "failed"}, path=f"/api/v1/replies/{reply.id}/ack")
     assert resp.json() == {"reply_id": reply.id, "status": "delivered", "changed": False}
+
+
+@pytest.mark.django_db
+def test_rest_takeover_pauses_the_conversation_and_needs_a_token():
+    from apps.messages.models import Conversation
+
+    agent, _, token = make_agent()
+    assert post(None, {"chat_name": "王五"}, path="/api/v1/conversations/takeover").status_code == 401
+    assert post(token, {"active": True}, path="/api/v1/conversations/takeover").status_code == 400
+    response = post(token, {"chat_name": "王五", "active": True}, path="/api/v1/conversations/takeover")
+    assert response.status_code == 200, response.content
+    assert response.json() == {"chat": "王五", "active": True, "found": False}
+    assert Conversation.objects.get(agent=agent, chat_name="王五").taken_over is True
+    response = post(token, {"chat_name": "王五", "active": False}, path="/api/v1/conversations/takeover")
+    assert response.json()["found"] is True
+    assert Conversation.objects.get(agent=agent, chat_name="王五").taken_over is False
+
+
+@pytest.mark.django_db
+def test_heartbeat_keeps_ui_latency_and_takeovers():
+    agent, _, token = make_agent()
+    payload = {"cpu": 1.0, "wx_online": True, "ui_latency_ms": 42.5, "takeovers": 2, "api_key": "never-stored"}
+    assert post(token, payload, path="/api/v1/heartbeat").status_code == 200
+    agent.refresh_from_db()
+    assert agent.last_heartbeat["ui_latency_ms"] == 42.5 and agent.last_heartbeat["takeovers"] == 2
+    assert "api_key" not in agent.last_heartbeat
