@@ -6,10 +6,10 @@ PIP := $(PY) -m pip
 
 .PHONY: run test lint venv clean
 
-$(VENV)/.base-installed: requirements/base.txt
+$(VENV)/.base-installed: requirements/base.txt requirements/agent.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -r requirements/base.txt
+	$(PIP) install --quiet -r requirements/base.txt -r requirements/agent.txt
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.base-installed requirements/dev.txt requirements/agent.txt

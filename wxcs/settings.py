@@ -298,6 +298,8 @@ LOGGING = {
 WEB_HOST = env.str("WEB_HOST", default="127.0.0.1")
 WEB_PORT = env.int("WEB_PORT", default=8000)
 DEMO_SUPERVISOR_USERNAME = env.str("DEMO_SUPERVISOR_USERNAME", default="supervisor")
+# `make run` starts a simulator agent with scripted customers (python -m agent --simulate).
+RUN_DEMO_AGENT = env.bool("RUN_DEMO_AGENT", default=True)
 
 # --- engines (apps.engines) -------------------------------------------------------------------
 # The engine answering when nothing was switched in admin yet: "chat", "mem0" or "offline".
