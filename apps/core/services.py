@@ -38,7 +38,10 @@ def _check_broker() -> None:
 
 async def _check_channel_layer() -> None:
     layer = get_channel_layer()
-    channel = await layer.new_channel("readyz.")
+    # The default prefix matters: channels-redis serves every process-local channel of a process
+    # from one receive loop keyed by that prefix, so a "readyz." channel would never be read while
+    # a consumer (an agent's WebSocket) holds the loop.
+    channel = await layer.new_channel()
     await layer.send(channel, {"type": "readyz.ping"})
     message = await layer.receive(channel)
     if message.get("type") != "readyz.ping":

@@ -300,3 +300,20 @@ def test_supervisor_hand_back_reaches_the_agent(live_server_stack):
         loop.close()
     assert frame == {"type": "hand_back", "chat": "李四"}
     assert not Conversation.objects.get(pk=conversation.pk).taken_over
+
+
+def test_readyz_stays_ready_while_an_agent_is_connected(live_server_stack):
+    """Regression: a readiness probe on its own channel prefix starved behind a connected consumer."""
+    base_url, _ = live_server_stack
+    _, _, token = make_agent()
+
+    async def scenario():
+        ws = await ws_connect(base_url, token)
+        await recv_until(ws, lambda f: f["type"] == "hello")
+        async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+            answers = [await http.get("/readyz") for _ in range(3)]
+        await ws.close()
+        return answers
+
+    for answer in asyncio.run(scenario()):
+        assert answer.status_code == 200, answer.text
