@@ -11,6 +11,7 @@ from django.db.models import Sum
 from apps.costs import services as costs
 from apps.costs.models import Budget, BudgetAlert, UsageRecord
 from apps.llm_gateway import aredis
+from apps.llm_gateway.dbwork import run_db  # closes its connection after each job (no pool leak)
 from apps.llm_gateway.services import complete, drain, reset_gateway
 from apps.llm_gateway.tests.conftest import KB_ANSWER, user_msg
 from apps.llm_gateway.types import BudgetExceeded
@@ -44,7 +45,7 @@ async def test_usage_and_cost_recorded_exactly_once_per_call(gw):
     await drain()
     again = await costs.atrack("p1", "m1", 1000, 500, "a1", call_id=results[0].call_id)
     assert again.duplicate  # a retried track() is not counted twice
-    await asyncio.to_thread(_check_exactly_once)
+    await run_db(_check_exactly_once)
 
 
 def _check_exactly_once():
@@ -88,23 +89,21 @@ def _check_exactly_once():
 
 
 async def test_budget_degrades_to_cheap_route_at_100_and_alerts_80_once(gw):
-    b = await asyncio.to_thread(budget, limit=Decimal("0.1"))  # 5 calls of 0.02
+    b = await run_db(budget, limit=Decimal("0.1"))  # 5 calls of 0.02
     gw.rule({"content": "好的", "usage": USAGE})
     answers = [await complete(user_msg(PROMPT), max_tokens=500) for _ in range(8)]
     await drain()
     assert [c.route for c in answers] == ["default"] * 5 + ["cheap"] * 3
     assert answers[-1].budget_policy == "cheap" and answers[-1].model == "cheap-m"
     assert [a.outcome for a in answers[-1].attempts][:1] == ["budget"]
-    alerts = await asyncio.to_thread(
-        lambda: list(BudgetAlert.objects.filter(budget=b).values_list("threshold", flat=True))
-    )
+    alerts = await run_db(lambda: list(BudgetAlert.objects.filter(budget=b).values_list("threshold", flat=True)))
     assert sorted(alerts) == [80, 100]  # each once, though several calls passed 80 % and were refused
-    status = await asyncio.to_thread(costs.check_budget)
+    status = await run_db(costs.check_budget)
     assert status.used_ratio == pytest.approx(1.0) and status.policy == "cheap" and not status.allowed
 
 
 async def test_budget_kb_only_answers_offline(gw):
-    await asyncio.to_thread(budget, limit=Decimal("0.03"), policy="kb_only")
+    await run_db(budget, limit=Decimal("0.03"), policy="kb_only")
     gw.rule({"content": "好的", "usage": USAGE})
     first = await complete(user_msg(PROMPT + "我想退货"), max_tokens=500)
     second = await complete(user_msg(PROMPT + "我想退货"), max_tokens=500)
@@ -114,7 +113,7 @@ async def test_budget_kb_only_answers_offline(gw):
 
 @pytest.mark.parametrize("policy", ["block", "handoff"])
 async def test_budget_block_and_handoff_raise(gw, policy):
-    await asyncio.to_thread(budget, limit=Decimal("0.01"), policy=policy)
+    await run_db(budget, limit=Decimal("0.01"), policy=policy)
     with pytest.raises(BudgetExceeded) as exc:
         await complete(user_msg(PROMPT), max_tokens=500)
     assert exc.value.policy == policy and exc.value.budget == "全局"
@@ -122,10 +121,8 @@ async def test_budget_block_and_handoff_raise(gw, policy):
 
 async def test_scoped_budgets_apply_only_to_their_target(gw, settings):
     settings.LLM_ROUTES = {**settings.LLM_ROUTES, "p2only": [{"provider": "p2", "model": "m2"}]}
-    await asyncio.to_thread(
-        budget, name="p1 限额", scope="provider", target="p1", limit=Decimal("0.001"), policy="block"
-    )
-    await asyncio.to_thread(budget, name="a9 限额", scope="agent", target="a9", limit=Decimal("0.001"), policy="block")
+    await run_db(budget, name="p1 限额", scope="provider", target="p1", limit=Decimal("0.001"), policy="block")
+    await run_db(budget, name="a9 限额", scope="agent", target="a9", limit=Decimal("0.001"), policy="block")
     gw.rule({"content": "好的", "usage": USAGE})
     with pytest.raises(BudgetExceeded) as exc:
         await complete(user_msg(), max_tokens=500)  # p1's budget refuses → block
@@ -138,7 +135,7 @@ async def test_scoped_budgets_apply_only_to_their_target(gw, settings):
 
 async def test_50_concurrent_calls_overshoot_by_at_most_one_call(gw, settings):
     settings.LLM_ROUTES = {"default": [{"provider": "p1", "model": "m1", "max_tokens": 500}]}
-    await asyncio.to_thread(budget, limit=Decimal("0.5"), policy="block")  # room for 25 calls
+    await run_db(budget, limit=Decimal("0.5"), policy="block")  # room for 25 calls
     gw.configure(latency=0.05)
     gw.rule({"content": "好的", "usage": USAGE})
     results = await asyncio.gather(*[complete(user_msg(PROMPT)) for _ in range(50)], return_exceptions=True)
@@ -148,7 +145,7 @@ async def test_50_concurrent_calls_overshoot_by_at_most_one_call(gw, settings):
     assert len(ok) + len(refused) == 50 and refused
     spent = sum(c.cost for c in ok)
     assert spent <= 0.5 + CALL_COST + 1e-9
-    status = await asyncio.to_thread(costs.check_budget)
+    status = await run_db(costs.check_budget)
     assert status.used == pytest.approx(spent)
 
 
