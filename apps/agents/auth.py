@@ -147,12 +147,12 @@ def authenticate_token(token: str) -> AgentIdentity:
 
 
 async def aauthenticate_token(token: str) -> AgentIdentity:
-    from asgiref.sync import sync_to_async
+    from apps.core.db import run_db
 
     claims = decode(token, "access")
     active = cached_active(claims["sub"])
     if active is None:
-        active = await sync_to_async(agent_is_active, thread_sensitive=False)(claims["sub"])
+        active = await run_db(agent_is_active, claims["sub"])
     if not active:
         raise AuthError("agent unknown or disabled", "agent_disabled")
     return AgentIdentity(claims["sub"], claims.get("jti", ""))

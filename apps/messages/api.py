@@ -9,7 +9,6 @@ import asyncio
 import json
 import logging
 
-from asgiref.sync import sync_to_async
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
@@ -22,6 +21,7 @@ from rest_framework.views import APIView
 from apps.agents import auth
 from apps.agents.api import ErrorSerializer, IsAgent
 from apps.agents.authentication import AgentJWTAuthentication
+from apps.core.db import run_db
 from apps.messages import conf, ingest, services
 from apps.messages.models import Message, Reply
 
@@ -119,13 +119,13 @@ async def _wait_for_decision(message_id: int, seconds: float) -> dict:
     channel = await layer.new_channel()
     await layer.group_add(group, channel)
     try:
-        decided = await sync_to_async(_load_decision, thread_sensitive=False)(message_id)
+        decided = await run_db(_load_decision, message_id)
         if decided["reply_id"] is None:
             try:
                 await asyncio.wait_for(layer.receive(channel), timeout=seconds)
             except TimeoutError:
                 pass
-            decided = await sync_to_async(_load_decision, thread_sensitive=False)(message_id)
+            decided = await run_db(_load_decision, message_id)
         return decided
     finally:
         await layer.group_discard(group, channel)
@@ -137,7 +137,7 @@ async def store_messages(agent_id: str, items: list, fast: bool) -> list:
 
     if fast and aingest.available():
         return await aingest.ingest(agent_id, items)
-    return await sync_to_async(ingest.ingest, thread_sensitive=False)(agent_id, items)
+    return await run_db(ingest.ingest, agent_id, items)
 
 
 async def handle_ingest(

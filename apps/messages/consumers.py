@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from apps.agents import auth
@@ -26,7 +26,7 @@ CLOSE_POLICY = 4400
 
 
 def _thread(func):
-    return sync_to_async(func, thread_sensitive=False)
+    return database_sync_to_async(func, thread_sensitive=False)
 
 
 class AgentConsumer(AsyncWebsocketConsumer):

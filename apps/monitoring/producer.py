@@ -13,13 +13,13 @@ import logging
 import time
 import uuid
 
-from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections
 from redis.exceptions import LockError, RedisError
 
+from apps.core.db import run_db
 from apps.monitoring import services
 from apps.monitoring.tracing import redis_client
 
@@ -69,8 +69,8 @@ class Producer:
             while self.viewers > 0:
                 started = time.monotonic()
                 try:
-                    if await sync_to_async(self.hold_lock, thread_sensitive=False)():
-                        text = await sync_to_async(build_snapshot_text, thread_sensitive=False)()
+                    if await run_db(self.hold_lock):
+                        text = await run_db(build_snapshot_text)
                         await layer.group_send(GROUP, {"type": "dashboard.snapshot", "text": text})
                         self.rounds += 1
                         self.busy_seconds += time.monotonic() - started
@@ -78,7 +78,7 @@ class Producer:
                     logger.exception("dashboard producer round failed")
                 await asyncio.sleep(max(0.05, interval - (time.monotonic() - started)))
         finally:
-            await sync_to_async(self.release_lock, thread_sensitive=False)()
+            await run_db(self.release_lock)
 
     def hold_lock(self) -> bool:
         """True while this process is the producer: extend the lock we hold, or try to take it."""
