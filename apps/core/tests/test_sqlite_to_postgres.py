@@ -16,6 +16,7 @@ from apps.customers.models import Contact, Customer
 from apps.erp.models import Contract
 from apps.knowledge.models import Entry
 from apps.llm_gateway.models import Provider
+from apps.messages import ingest, services
 from apps.messages.models import Message, Reply
 from apps.rules.models import Rule
 from conftest import requires_services
@@ -85,6 +86,27 @@ def test_copies_verifies_and_the_app_works_on_the_result(filled_sqlite, capsys):
     # sequences were reset: a new row gets a fresh id
     top = User.objects.order_by("-id").first().id
     assert User.objects.create(username="after-migration").id > top
+    # and the pipeline works on the migrated data: a new message gets a new id and a reply
+    last_message = Message.objects.order_by("-id").first()
+    [accepted] = ingest.store(
+        last_message.agent_id,
+        [
+            ingest.validate(
+                {
+                    "id": "after-migration-1",
+                    "chat_name": "迁移后的新客户",
+                    "chat_type": "private",
+                    "sender": "新客户",
+                    "content": "E01 报警怎么处理？",
+                }
+            )
+        ],
+    )
+    assert accepted.created and accepted.message_id > last_message.id
+    assert services.process(accepted.message_id) == "decided"
+    new_reply = Reply.objects.get(message_id=accepted.message_id)
+    assert new_reply.id > Reply.objects.exclude(pk=new_reply.pk).order_by("-id").first().id
+    assert new_reply.action in ("reply", "transfer_human") and new_reply.content
 
     # a second run refuses without --truncate and changes nothing
     with pytest.raises(CommandError) as refused:
