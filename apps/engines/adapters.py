@@ -1,25 +1,21 @@
 """The one place where engines reach into other apps (knowledge, customers, ERP, the message pipeline).
 
-Each call is guarded: an app that is missing or failing makes the engine answer with less context,
-never fail the reply. The interfaces are the agreed ones in ../shared/ARCHITECTURE.md."""
+Each call is guarded: an app that fails at runtime makes the engine answer with less context, never
+fail the reply. The interfaces are the agreed ones in ../shared/ARCHITECTURE.md. The pipeline's
+models are reached through the app registry: apps.messages imports the engine manager."""
 
-import importlib
 import logging
 from dataclasses import dataclass
-from types import ModuleType
 
-from asgiref.sync import sync_to_async
 from django.apps import apps as django_apps
 from django.db.models import Subquery
 
+from apps.customers import services as customers
+from apps.erp import services as erp
+from apps.knowledge import services as knowledge
+from apps.llm_gateway import config as gateway_config
+
 logger = logging.getLogger(__name__)
-
-
-def _module(dotted: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(dotted)
-    except ImportError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -56,22 +52,15 @@ def _as_hit(hit) -> KnowledgeHit:
 
 
 async def knowledge_search(query: str, k: int) -> list[KnowledgeHit]:
-    """The knowledge base's hits for `query`, best first; [] when the app is absent or failing."""
-    services = _module("apps.knowledge.services")
-    if services is None or not query.strip():
+    """The knowledge base's hits for `query`, best first; [] when the search fails."""
+    if not query.strip():
         return []
     try:
-        if hasattr(services, "asearch"):
-            result = await services.asearch(query, k=k)
-        elif hasattr(services, "search"):
-            result = await sync_to_async(services.search, thread_sensitive=False)(query, k=k)
-        else:
-            return []
+        result = await knowledge.asearch(query, k=k)
     except Exception:
         logger.exception("knowledge search failed; answering without knowledge")
         return []
-    hits = getattr(result, "hits", result) or []
-    return [_as_hit(hit) for hit in hits]
+    return [_as_hit(hit) for hit in result.hits]
 
 
 @dataclass(frozen=True)
@@ -143,19 +132,21 @@ def set_conversation_engine_override(conversation_id: int, engine: str) -> bool:
 
 
 def bound_customer(agent_id: str, chat_name: str, sender: str):
-    """The ERP customer bound to this chat/sender, or None (no binding, or the app is absent)."""
-    services = _module("apps.customers.services")
-    if services is None or not hasattr(services, "bound_customer"):
-        return None
+    """The ERP customer bound to this chat/sender, or None (no binding, or the lookup failed)."""
     try:
-        return services.bound_customer(agent_id, chat_name, sender)
+        return customers.bound_customer(agent_id, chat_name, sender)
     except Exception:
         logger.exception("bound_customer failed; answering without the customer's profile")
         return None
 
 
-def erp_services() -> ModuleType | None:
-    return _module("apps.erp.services")
+def contracts_for(customer_id: int) -> list[dict]:
+    return erp.contracts_for(customer_id)
+
+
+def contract_detail(customer_id: int, contract_id) -> dict | None:
+    """None when the contract is not this customer's."""
+    return erp.contract_detail(customer_id, contract_id)
 
 
 def latest_sender(conversation_id: int) -> str:
@@ -219,11 +210,8 @@ def has_turns_between(conversation_id: int, start, end) -> bool:
 
 def gateway_route(route: str) -> dict | None:
     """{"api_base", "api_key", "model"} of the first entry of a gateway route, or None."""
-    config_module = _module("apps.llm_gateway.config")
-    if config_module is None:
-        return None
     try:
-        entries = config_module.get_sync().routes.get(route) or []
+        entries = gateway_config.get_sync().routes.get(route) or []
     except Exception:
         logger.exception("could not read the gateway configuration")
         return None

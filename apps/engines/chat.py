@@ -20,6 +20,8 @@ from apps.engines.models import Personality
 from apps.engines.offline import APOLOGY
 from apps.engines.timing import Stopwatch
 from apps.engines.tools import ToolContext, run_tool, tool_specs
+from apps.llm_gateway import services as gateway
+from apps.llm_gateway.types import BudgetExceeded, GatewayError
 
 logger = logging.getLogger(__name__)
 
@@ -245,9 +247,6 @@ class ChatEngine(BaseEngine):
         stream: bool | None = None,
     ) -> EngineReply:
         """`stream` is not supported: the reply is written to the outbox whole."""
-        from apps.llm_gateway import services as gateway
-        from apps.llm_gateway.types import BudgetExceeded, GatewayError
-
         watch = Stopwatch()
         turn = await self.prepare(messages, conversation_id, personality_id, watch)
         persona = turn.personality
@@ -354,11 +353,6 @@ class ChatEngine(BaseEngine):
     async def health_check(self) -> dict:
         """A tiny completion on the default route: healthy only if a real model (not the offline
         provider) answers."""
-        try:
-            from apps.llm_gateway import services as gateway
-            from apps.llm_gateway.types import GatewayError
-        except ImportError as exc:
-            return {"ok": False, "detail": f"大模型网关不可用：{exc}"}
         try:
             completion = await gateway.complete(
                 [{"role": "user", "content": "ping"}], route="default", timeout=10, max_tokens=1, offline_fallback=False

@@ -11,7 +11,6 @@ interval instead.
 """
 
 import asyncio
-import importlib
 import logging
 import threading
 import time
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+from django.utils.module_loading import import_string
 
 from apps.core import aio
 from apps.engines import adapters, metrics
@@ -40,7 +40,7 @@ VERSION_KEY = "engines:switch-version"
 
 
 class EngineUnavailable(Exception):
-    """The engine's code cannot be loaded (e.g. an optional library is missing)."""
+    """No engine has this name."""
 
 
 _instances: dict[str, BaseEngine] = {}
@@ -57,12 +57,7 @@ def get_engine(name: str) -> BaseEngine:
         raise EngineUnavailable(f"unknown engine {name!r}")
     with _instances_lock:
         if name not in _instances:
-            module_name, class_name = dotted.rsplit(".", 1)
-            try:
-                engine_class = getattr(importlib.import_module(module_name), class_name)
-            except ImportError as exc:
-                raise EngineUnavailable(f"engine {name!r} cannot be loaded: {exc}") from exc
-            _instances[name] = engine_class()
+            _instances[name] = import_string(dotted)()
         return _instances[name]
 
 

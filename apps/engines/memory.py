@@ -22,6 +22,7 @@ from django.utils import timezone
 from apps.engines import adapters, metrics
 from apps.engines.dbsync import db
 from apps.engines.models import ContactFact, ConversationSummary
+from apps.llm_gateway import services as gateway
 
 logger = logging.getLogger(__name__)
 
@@ -227,8 +228,6 @@ def _save_summary(row: ConversationSummary, summary: str, covered_until) -> None
 async def refresh_summary(conversation_id: int) -> bool:
     """Fold the turns that left the recent-memory window into the conversation's rolling summary
     (one cheap-route LLM call per batch of 60 turns). True when the summary changed."""
-    from apps.llm_gateway import services as gateway
-
     row, turns, _ = await db(_uncovered_turns, conversation_id)
     if not turns:
         return False

@@ -108,10 +108,7 @@ async def _customer_profile(context: ToolContext, arguments: dict) -> dict:
 async def _contracts(context: ToolContext, arguments: dict) -> dict:
     if context.customer is None:
         return NO_CUSTOMER
-    services = adapters.erp_services()
-    if services is None or not hasattr(services, "contracts_for"):
-        return {"error": "合同系统暂不可用"}
-    contracts = await db(services.contracts_for, context.customer_id)
+    contracts = await db(adapters.contracts_for, context.customer_id)
     status = arguments.get("status")
     if status:
         contracts = [contract for contract in contracts if status in str(contract.get("status", ""))]
@@ -123,10 +120,7 @@ async def _contracts(context: ToolContext, arguments: dict) -> dict:
 async def _contract_detail(context: ToolContext, arguments: dict) -> dict:
     if context.customer is None:
         return NO_CUSTOMER
-    services = adapters.erp_services()
-    if services is None or not hasattr(services, "contract_detail"):
-        return {"error": "合同系统暂不可用"}
-    detail = await db(services.contract_detail, context.customer_id, arguments["contract_id"])
+    detail = await db(adapters.contract_detail, context.customer_id, arguments["contract_id"])
     if detail is None:
         return {"error": "当前客户没有这个合同"}
     context.grounded = True

@@ -1,7 +1,7 @@
 """Readings taken from other apps' data, for the dashboard, the alert rules and /metrics.
 
-The one place that knows other apps' models and services. Every reading is guarded: an app that is
-not installed (or not migrated yet) yields "no data" instead of breaking the dashboard or the alerts.
+The one place that knows other apps' models and services. Every reading is guarded: a database that
+fails (or is not migrated yet) yields "no data" instead of breaking the dashboard or the alerts.
 """
 
 import logging
@@ -10,24 +10,22 @@ from contextlib import nullcontext
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.apps import apps
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Sum
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
+from apps.agents.models import Agent
+from apps.costs.services import check_budget, daily_report
+from apps.erp.models import SyncRun
+from apps.llm_gateway.services import circuit_states as gateway_circuit_states
+from apps.messages.models import Conversation, Message, Reply
+
 logger = logging.getLogger(__name__)
 
 
-def _model(label: str, name: str):
-    try:
-        return apps.get_model(label, name)
-    except LookupError:
-        return None
-
-
 def _safe(default):
-    """Decorator: a reading whose app is missing or whose table is not there answers `default`."""
+    """Decorator: a reading whose query fails (e.g. the table is not there yet) answers `default`."""
 
     def wrap(function):
         def guarded(*args, **kwargs):
@@ -35,7 +33,7 @@ def _safe(default):
                 # Inside a transaction (a caller's, or a test's) a failed query must not poison it.
                 with transaction.atomic() if connection.in_atomic_block else nullcontext():
                     return function(*args, **kwargs)
-            except (DatabaseError, ImportError, AttributeError, LookupError) as exc:
+            except DatabaseError as exc:
                 logger.debug("monitoring source %s unavailable: %s", function.__name__, exc)
                 return default() if callable(default) else default
 
@@ -60,9 +58,6 @@ def _response_time():
 @_safe(list)
 def response_times_ms(since: datetime, limit: int = 500) -> list[float]:
     """Server response time (reply created − message received) of the latest `limit` replies since `since`."""
-    Reply = _model("wxmessages", "Reply")
-    if Reply is None:
-        return []
     rows = (
         Reply.objects.filter(created_at__gte=since)
         .order_by("-created_at")
@@ -74,9 +69,6 @@ def response_times_ms(since: datetime, limit: int = 500) -> list[float]:
 
 @_safe(list)
 def recent_response_times(points: int = 30) -> list[dict]:
-    Reply = _model("wxmessages", "Reply")
-    if Reply is None:
-        return []
     rows = Reply.objects.order_by("-created_at").annotate(took=_response_time()).values_list("id", "created_at", "took")
     return [
         {"id": pk, "at": created.isoformat(), "ms": round(max(0.0, took.total_seconds() * 1000), 1)}
@@ -87,39 +79,28 @@ def recent_response_times(points: int = 30) -> list[dict]:
 
 @_safe(dict)
 def reply_status_counts(since: datetime | None = None) -> dict[str, int]:
-    Reply = _model("wxmessages", "Reply")
-    if Reply is None:
-        return {}
     queryset = Reply.objects.all() if since is None else Reply.objects.filter(created_at__gte=since)
     return dict(queryset.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
 
 
 @_safe(dict)
 def message_status_counts() -> dict[str, int]:
-    Message = _model("wxmessages", "Message")
-    if Message is None:
-        return {}
     return dict(Message.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
 
 
 @_safe(0)
 def messages_since(since: datetime) -> int:
-    Message = _model("wxmessages", "Message")
-    return 0 if Message is None else Message.objects.filter(received_at__gte=since).count()
+    return Message.objects.filter(received_at__gte=since).count()
 
 
 @_safe(0)
 def handoffs() -> int:
     """Conversations a human has taken over right now."""
-    Conversation = _model("wxmessages", "Conversation")
-    return 0 if Conversation is None else Conversation.objects.filter(taken_over=True).count()
+    return Conversation.objects.filter(taken_over=True).count()
 
 
 @_safe(list)
 def messages_per_minute(minutes: int = 30) -> list[dict]:
-    Message = _model("wxmessages", "Message")
-    if Message is None:
-        return []
     now = timezone.now().replace(second=0, microsecond=0)
     start = now - timedelta(minutes=minutes - 1)
     counts = dict(
@@ -138,9 +119,6 @@ def messages_per_minute(minutes: int = 30) -> list[dict]:
 
 @_safe(list)
 def cost_per_minute(minutes: int = 30) -> list[dict]:
-    Reply = _model("wxmessages", "Reply")
-    if Reply is None:
-        return []
     now = timezone.now().replace(second=0, microsecond=0)
     start = now - timedelta(minutes=minutes - 1)
     sums = dict(
@@ -159,43 +137,23 @@ def cost_per_minute(minutes: int = 30) -> list[dict]:
 
 @_safe(lambda: Decimal(0))
 def cost_today() -> Decimal:
-    """Today's LLM spend: the costs app's daily report when it is there, else the replies' recorded cost."""
-    today = timezone.localdate()
-    try:
-        from apps.costs.services import daily_report
-
-        report = daily_report(today)
-        for key in ("total_cost", "cost", "total"):
-            if key in report:
-                return Decimal(str(report[key]))
-    except ImportError:
-        pass
-    Reply = _model("wxmessages", "Reply")
-    if Reply is None:
-        return Decimal(0)
-    start = timezone.make_aware(datetime.combine(today, datetime.min.time()))
-    return Reply.objects.filter(created_at__gte=start).aggregate(total=Sum("cost"))["total"] or Decimal(0)
+    """Today's LLM spend, from the costs app's daily report."""
+    return Decimal(str(daily_report(timezone.localdate())["total_cost"]))
 
 
 @_safe(lambda: {"used_ratio": None, "policy": "", "limit": None})
 def budget() -> dict:
-    from apps.costs.services import check_budget
-
     status = check_budget()
-    limit = getattr(status, "limit", None)
     return {
         "used_ratio": float(status.used_ratio),
         "policy": str(status.policy),
-        "limit": float(limit) if limit is not None else None,
+        "limit": float(status.limit) if status.limit is not None else None,
     }
 
 
 @_safe(list)
 def agents() -> list[dict]:
     """Every enabled agent: presence and the offline-queue size from its last heartbeat."""
-    Agent = _model("agents", "Agent")
-    if Agent is None:
-        return []
     return [
         {
             "id": agent.id,
@@ -212,22 +170,14 @@ def agents() -> list[dict]:
 @_safe(dict)
 def circuit_states() -> dict[str, str]:
     """{"provider/model": "closed"|"open"|"half_open"} from the gateway's cross-process circuit breaker."""
-    from apps.llm_gateway.services import circuit_states as states
-
-    return {str(key): str(value) for key, value in states().items()}
+    return {str(key): str(value) for key, value in gateway_circuit_states().items()}
 
 
 @_safe(0)
 def erp_sync_failures(since: datetime) -> int:
-    SyncRun = _model("erp", "SyncRun")
-    if SyncRun is None:
-        return 0
-    fields = {field.name for field in SyncRun._meta.get_fields()}
-    time_field = next(name for name in ("started_at", "created_at", "finished_at") if name in fields)
-    return SyncRun.objects.filter(status__in=["failed", "error"], **{f"{time_field}__gte": since}).count()
+    return SyncRun.objects.filter(status=SyncRun.Status.FAILED, started_at__gte=since).count()
 
 
 @_safe(0)
 def pending_reviews() -> int:
-    Reply = _model("wxmessages", "Reply")
-    return 0 if Reply is None else Reply.objects.filter(status="pending_review").count()
+    return Reply.objects.filter(status=Reply.Status.PENDING_REVIEW).count()

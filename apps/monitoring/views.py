@@ -1,4 +1,3 @@
-from django.apps import apps
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpResponse, HttpResponseForbidden, JsonResponse
@@ -7,6 +6,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from apps.messages.models import Conversation, Message
 from apps.monitoring import services, tracing
 from apps.monitoring.metrics import exposition_registry
 
@@ -45,10 +45,6 @@ def trace(request, trace_id: str):
 @staff_member_required
 def conversation_trace(request, conversation_id: int):
     """The trace of each of the conversation's latest messages, newest first."""
-    try:
-        Message = apps.get_model("wxmessages", "Message")
-    except LookupError as exc:
-        raise Http404 from exc
     messages = Message.objects.filter(conversation_id=conversation_id).order_by("-received_at")[:20]
     traces = [
         {
@@ -58,10 +54,7 @@ def conversation_trace(request, conversation_id: int):
         }
         for message in messages
     ]
-    if (
-        not traces
-        and not Message._meta.get_field("conversation").related_model.objects.filter(pk=conversation_id).exists()
-    ):
+    if not traces and not Conversation.objects.filter(pk=conversation_id).exists():
         raise Http404
     context = {
         **admin.site.each_context(request),
