@@ -21,6 +21,12 @@ STATUS_COLOURS = {
 }
 
 
+def message_trace_link(message: Message):
+    """The message's trace (rules, retrieval, model calls, delivery) on the monitoring dashboard."""
+    url = reverse("dashboard-trace", args=[message.trace_id.hex])
+    return format_html('<a href="{}">{}</a>', url, message.trace_id.hex)
+
+
 def status_badge(reply: Reply | None):
     if reply is None:
         return "—"
@@ -120,6 +126,7 @@ class ConversationAdmin(admin.ModelAdmin):
         "taken_over_at",
         "created_at",
         "last_message_at",
+        "trace_link",
     )
     fields = (
         ("agent", "chat_type"),
@@ -127,6 +134,7 @@ class ConversationAdmin(admin.ModelAdmin):
         ("taken_over", "taken_over_by", "taken_over_at"),
         ("engine_override", "personality_id"),
         ("created_at", "last_message_at"),
+        "trace_link",
     )
     inlines = [TimelineInline]
     actions = ["take_over", "hand_back"]
@@ -154,6 +162,11 @@ class ConversationAdmin(admin.ModelAdmin):
         return obj._messages
 
     @admin.action(description=_("人工接管（暂停机器人）"))
+    @admin.display(description=_("追踪"))
+    def trace_link(self, obj):
+        url = reverse("dashboard-conversation-trace", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, _("查看最近消息的处理追踪"))
+
     def take_over(self, request, queryset):
         for conversation in queryset:
             services.take_over(conversation.pk, request.user)
@@ -299,7 +312,7 @@ class ReplyAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("追踪"))
     def trace_link(self, obj):
-        return str(obj.message.trace_id)
+        return message_trace_link(obj.message)
 
     def save_model(self, request, obj, form, change):
         # content edits are only applied through approve (below) so a review is always recorded
@@ -332,11 +345,15 @@ class ReplyAdmin(admin.ModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("id", "conversation", "sender", "content", "status", "received_at", "decided_at", "trace_id")
+    list_display = ("id", "conversation", "sender", "content", "status", "received_at", "decided_at", "trace_link")
     list_filter = ("status", "msg_type", "is_at_me", "agent")
     search_fields = ("content", "sender", "client_msg_id", "=trace_id")
     list_select_related = ("conversation",)
-    readonly_fields = [f.name for f in Message._meta.fields]
+    readonly_fields = [*(f.name for f in Message._meta.fields), "trace_link"]
+
+    @admin.display(description=_("追踪"))
+    def trace_link(self, obj):
+        return message_trace_link(obj)
 
     def has_add_permission(self, request):
         return False

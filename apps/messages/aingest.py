@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from apps.messages import conf, queue
+from apps.messages import conf, queue, services
 from apps.messages.ingest import _EXISTING_SQL, _PG_SQL, Accepted, Clean, Throttled, _params
 
 logger = logging.getLogger("wxcs.ingest")
@@ -178,8 +178,10 @@ async def close() -> None:
 
 # --- outbox bookkeeping from the WebSocket consumer, same pool, no threads ---------------------------
 _ACK_SQL = (
-    "UPDATE wxmessages_reply SET status = %s, acked_at = %s, delivery_error = %s"
-    " WHERE id = %s AND agent_id = %s AND status IN ('queued', 'sent') RETURNING id"
+    "UPDATE wxmessages_reply AS r SET status = %s, acked_at = %s, delivery_error = %s"
+    " FROM wxmessages_message AS m"
+    " WHERE r.id = %s AND r.agent_id = %s AND r.status IN ('queued', 'sent') AND m.id = r.message_id"
+    " RETURNING m.trace_id"
 )
 _SENT_SQL = (
     "UPDATE wxmessages_reply SET status = 'sent', pushed_at = %s, delivery_attempts = delivery_attempts + 1"
@@ -192,7 +194,9 @@ async def ack(agent_id: str, reply_id: int, status: str, error: str) -> dict:
     pool, _, _ = await _resources()
     async with pool.connection() as conn:
         cursor = await conn.execute(_ACK_SQL, [status, timezone.now(), error[:2000], reply_id, agent_id])
-        if await cursor.fetchone():
+        acked = await cursor.fetchone()
+        if acked:
+            services.log_ack(reply_id, status, error, acked[0])
             return {"reply_id": reply_id, "status": status, "changed": True}
         cursor = await conn.execute(
             "SELECT status FROM wxmessages_reply WHERE id = %s AND agent_id = %s", [reply_id, agent_id]

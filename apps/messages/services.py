@@ -6,16 +6,24 @@ import asyncio
 import logging
 import time
 import uuid
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from apps.core import aio
+from apps.engines import manager as engines
+from apps.engines.memory import invalidate_memory
+from apps.knowledge import services as knowledge
 from apps.messages import conf
 from apps.messages.models import Conversation, Message, Reply
+from apps.monitoring import metrics as monitoring_metrics
+from apps.monitoring.tracing import bind as trace
+from apps.rules.services import evaluate as evaluate_rules
+from apps.rules.types import MessageFacts
 
 logger = logging.getLogger("wxcs.pipeline")
 
@@ -30,18 +38,6 @@ class TransientError(Exception):
     """Worth a retry with backoff (engine timeout, database hiccup)."""
 
 
-# --- the few guarded imports of other apps: in ONE place ----------------------------------------
-def evaluate_rules(facts):
-    """apps.rules.services.evaluate, or "none" while the rules app is not there."""
-    try:
-        from apps.rules.services import evaluate
-    except ImportError:
-        from apps.rules.types import RuleDecision
-
-        return RuleDecision(action="none", reason="rules app not installed")
-    return evaluate(facts)
-
-
 _forced_engine = None
 
 
@@ -50,47 +46,33 @@ async def resolve_engine(conversation_id: int, personality_id: int | None, overr
     forced = conf.get("PIPELINE_ENGINE_CLASS")
     if forced:  # benchmarks / e2e tests: one engine class for every message, bypassing the manager
         if _forced_engine is None or f"{type(_forced_engine).__module__}.{type(_forced_engine).__name__}" != forced:
-            from django.utils.module_loading import import_string
-
             _forced_engine = import_string(forced)()
         return _forced_engine
-    try:
-        from apps.engines.manager import resolve_engine as resolve
-    except ImportError:
-        return _FallbackEngine()
-    return await resolve(conversation_id, personality_id=personality_id, override=override)
-
-
-class _FallbackEngine:
-    """Used only if apps.engines.manager is missing: a polite apology with low confidence."""
-
-    name = "fallback"
-
-    async def generate_response(self, messages, conversation_id, personality_id=None, use_tools=None, stream=None):
-        from apps.engines.base import EngineReply
-
-        return EngineReply(
-            content=APOLOGY, confidence=0.1, engine=self.name, offline=True, handoff=True, handoff_reason="no engine"
-        )
-
-
-def trace(trace_id):
-    try:
-        from apps.monitoring.tracing import bind
-    except ImportError:
-        return nullcontext()
-    return bind(trace_id)
+    return await engines.resolve_engine(conversation_id, personality_id=personality_id, override=override)
 
 
 def propose_knowledge(question: str, answer: str, reply_id: int) -> None:
     try:
-        from apps.knowledge.services import propose_candidate
-    except ImportError:
-        return
-    try:
-        propose_candidate(question, answer, reply_id)
+        knowledge.propose_candidate(question, answer, reply_id)
     except Exception:
         logger.warning("knowledge candidate not recorded for reply %s", reply_id, exc_info=True)
+
+
+def record_handoff(question: str, kind: str, reason: str, *, knowledge_gap: bool) -> None:
+    """A message went to a human: count it by `kind` (metrics) and, with `knowledge_gap`, tell the
+    knowledge base after commit that the bot could not answer it (logged on failure, never fails the
+    decision)."""
+    monitoring_metrics.handoff(kind)
+    if not knowledge_gap:
+        return
+
+    def record_gap():
+        try:
+            knowledge.record_gap(question, reason)
+        except Exception:
+            logger.warning("knowledge gap not recorded", exc_info=True)
+
+    transaction.on_commit(record_gap)
 
 
 # --- conversation lock (arrival order) ----------------------------------------------------------
@@ -218,7 +200,7 @@ def _decide_claimed(message) -> Reply:
         if existing is not None:
             Message.objects.filter(pk=message.id).update(status=Message.Status.DECIDED, decided_at=timezone.now())
             if existing.status in Reply.OUTBOX:
-                transaction.on_commit(lambda: push(existing))
+                transaction.on_commit(lambda: push(existing, trace_id=message.trace_id))
             return existing
     conversation = SimpleNamespace(
         id=message.conversation_id,
@@ -232,13 +214,12 @@ def _decide_claimed(message) -> Reply:
 
 
 def _decide(message: Message, claimed_at) -> Reply:
-    from apps.rules.types import MessageFacts
-
     conversation = message.conversation
     started = time.perf_counter()
     latency = {"queue_wait": round((claimed_at - message.received_at).total_seconds() * 1000, 2)}
     fields = {"action": Reply.Action.REPLY, "source": Reply.Source.ENGINE, "confidence": 0.0}
     review_reason = ""
+    handoff = ""  # why a human gets this message (metrics label), "" when the bot answers or stays silent
     group_silent = conversation.chat_type == "group" and not message.is_at_me and conf.get("GROUP_REPLY_REQUIRES_AT")
 
     t = time.perf_counter()
@@ -272,10 +253,14 @@ def _decide(message: Message, claimed_at) -> Reply:
     elif rule.action == "handoff":
         fields.update(action=Reply.Action.TRANSFER_HUMAN, source=Reply.Source.RULE, confidence=1.0)
         status, review_reason = Reply.Status.PENDING_REVIEW, f"handoff rule: {rule.rule_name or rule.reason}"
+        handoff = "rule"
     else:
         history = _history(message, conf.get("PIPELINE_HISTORY_TURNS"))
         personality_id = rule.personality_id or conversation.personality_id
         override = rule.engine or conversation.engine_override
+        # The engine caches memory retrievals per conversation version; turns it did not write (rule
+        # replies, approved drafts, an answer cut off by the timeout) would otherwise be missed.
+        invalidate_memory(conversation.id)
         if not connection.in_atomic_block:
             connection.close()  # give the pooled connection back while the engine (LLM) is awaited
         engine_reply = _run_engine(history, conversation.id, personality_id, override)
@@ -298,11 +283,14 @@ def _decide(message: Message, claimed_at) -> Reply:
         if engine_reply.handoff:
             fields["action"] = Reply.Action.TRANSFER_HUMAN
             status, review_reason = Reply.Status.PENDING_REVIEW, f"engine handoff: {engine_reply.handoff_reason}"
+            handoff = "engine"
         elif engine_reply.confidence < conf.get("REVIEW_CONFIDENCE_THRESHOLD"):
             status = Reply.Status.PENDING_REVIEW
             review_reason = f"low confidence {engine_reply.confidence:.2f}"
+            handoff = "low_confidence"
     if status == Reply.Status.QUEUED and conversation.taken_over:
         status, review_reason = Reply.Status.PENDING_REVIEW, "conversation taken over"
+        handoff = "taken_over"
     latency.setdefault("retrieval", 0.0)
     latency.setdefault("llm", 0.0)
     decision_ms = (time.perf_counter() - started) * 1000
@@ -338,6 +326,9 @@ def _decide(message: Message, claimed_at) -> Reply:
         except IntegrityError:  # someone else stored the reply meanwhile: exactly one wins
             Message.objects.filter(pk=message.id).update(status=Message.Status.DECIDED, decided_at=now)
             return Reply.objects.get(message_id=message.id)
+    monitoring_metrics.observe_decision(latency["total"] / 1000)
+    if handoff:
+        record_handoff(message.content, handoff, review_reason, knowledge_gap=handoff != "taken_over")
     logger.info(
         "message %s decided: %s/%s confidence=%.2f %s ms",
         message.id,
@@ -390,7 +381,7 @@ def fail(message_id: int, error: str) -> Reply | None:
         return None
     with transaction.atomic():
         Message.objects.filter(pk=message_id).update(status=Message.Status.FAILED, error=error[:2000], decided_at=now)
-        reply, _ = Reply.objects.get_or_create(
+        reply, created = Reply.objects.get_or_create(
             message_id=message_id,
             defaults={
                 "conversation_id": message.conversation_id,
@@ -405,7 +396,9 @@ def fail(message_id: int, error: str) -> Reply | None:
                 "at": message.sender if message.conversation.chat_type == "group" else "",
             },
         )
-        transaction.on_commit(lambda: push(reply))
+        if created:
+            record_handoff(message.content, "failed", "processing failed", knowledge_gap=False)
+        transaction.on_commit(lambda: push(reply, trace_id=message.trace_id))
     return reply
 
 
@@ -457,8 +450,19 @@ def decision(reply: Reply | None, message_id: int) -> dict:
     }
 
 
-def push(reply: Reply, chat: str | None = None) -> None:
-    """After commit: the agent's group gets outbox replies; anyone waiting on the message gets the decision."""
+def push(reply: Reply, chat: str | None = None, trace_id=None) -> None:
+    """After commit: the agent's group gets outbox replies; anyone waiting on the message gets the decision.
+    Runs under the message's trace: `trace_id`, else the loaded message's, else the caller's binding."""
+    if trace_id is None and Reply.message.is_cached(reply):
+        trace_id = reply.message.trace_id
+    if trace_id is None:
+        _push(reply, chat)
+        return
+    with trace(trace_id):
+        _push(reply, chat)
+
+
+def _push(reply: Reply, chat: str | None) -> None:
     from channels.layers import get_channel_layer
 
     layer = get_channel_layer()
@@ -509,11 +513,22 @@ def ack(agent_id: str, reply_id, status: str, error: str = "") -> dict:
         status=status, acked_at=timezone.now(), delivery_error=(error or "")[:2000]
     )
     if updated:
+        trace_id = Message.objects.filter(reply__pk=reply_id).values_list("trace_id", flat=True).first()
+        log_ack(reply_id, status, error, trace_id)
         return {"reply_id": reply_id, "status": status, "changed": True}
     current = Reply.objects.filter(pk=reply_id, agent_id=agent_id).values_list("status", flat=True).first()
     if current is None:
         raise LookupError(reply_id)  # unknown or another agent's: 404, never a hint that it exists
     return {"reply_id": reply_id, "status": current, "changed": False}
+
+
+def log_ack(reply_id: int, status: str, error: str, trace_id) -> None:
+    """The delivery outcome, logged under the message's trace (so the trace view ends with it)."""
+    with trace(trace_id):
+        if status == Reply.Status.DELIVERED:
+            logger.info("reply %s delivered by the agent", reply_id)
+        else:
+            logger.warning("reply %s not delivered by the agent: %s", reply_id, (error or "")[:200])
 
 
 # --- human review and takeover -------------------------------------------------------------------

@@ -58,3 +58,28 @@ def test_pipeline_follows_a_per_chat_override(world, settings):
     assert reply.engine == "offline"
     health_pings = [{"role": "user", "content": "ping"}]
     assert all(r["body"]["messages"] == health_pings for r in server.requests(path="chat"))
+
+
+def test_a_new_message_is_not_answered_from_stale_memory(world, settings):
+    """The engine caches memory per conversation version and bumps it after its own answers; turns
+    it did not write (a rule reply, an approved draft, an answer cut off by the pipeline's timeout)
+    must still reach the next prompt, so the pipeline invalidates before the engine runs."""
+    from apps.core import aio
+    from apps.messages.services import decide
+
+    with fake_openai() as server:
+        use_fake_provider(server, settings)
+        manager.switch_engine("chat")
+        server.rule({"content": "好的，已记下。"})
+        add_exchange(world, "你好", "您好，请问有什么可以帮您？", 5, 1)
+        # A retrieval for the same question, cached before the next exchange (e.g. a run cut off by
+        # the engine timeout, which never reached after_reply).
+        aio.run(memory.retrieve_memory(world.conversation.pk, world.sender, "安装要多久"))
+        add_exchange(world, "我家在渝北区两路", "好的，渝北区可以安装。", 2, 2)  # answered by a rule
+        message = add_exchange(world, "安装要多久", None, 0, 3)
+
+        decide(message.pk)
+
+        prompt = [r["body"] for r in server.requests(path="chat") if r["model"] == "fake-model"][-1]["messages"]
+    said = [m["content"] for m in prompt if m["role"] in ("user", "assistant")]
+    assert "我家在渝北区两路" in said and "好的，渝北区可以安装。" in said
