@@ -422,3 +422,8 @@ COST_FLUSH_SECONDS = env.float("COST_FLUSH_SECONDS", default=2.0)
 # Write queued usage records from the gateway process too (beat does it every 5 s); off under pytest, where
 # tests call flush_usage() themselves (a background write would outlive the test transaction).
 COST_FLUSH_AUTO = env.bool("COST_FLUSH_AUTO", default=not TESTING)
+
+# --- Integration: knowledge warm-up ----------------------------------------------------------------
+# Celery workers build the knowledge index and load jieba's dictionary (1–3 s) on a background thread at
+# start, so the first customer question does not wait; off under pytest (tests build small indexes).
+KNOWLEDGE_WARM_ON_START = env.bool("KNOWLEDGE_WARM_ON_START", default=not TESTING)

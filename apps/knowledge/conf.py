@@ -27,6 +27,8 @@ DEFAULTS = {
     # Document import: default chunk size and overlap, in characters.
     "KNOWLEDGE_CHUNK_SIZE": 400,
     "KNOWLEDGE_CHUNK_OVERLAP": 80,
+    # Celery workers build the index and load jieba's dictionary at start (background thread).
+    "KNOWLEDGE_WARM_ON_START": True,
 }
 
 

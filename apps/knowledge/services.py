@@ -36,6 +36,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from apps.llm_gateway import services as gateway
+
 from . import conf
 from .index import IndexEntry, RetrievalIndex
 from .text import Analyzer, normalize
@@ -198,6 +200,35 @@ def get_index(force: bool = False) -> RetrievalIndex:
         return current
 
 
+def warm_up() -> bool:
+    """Build the index and load jieba's dictionary now (1–3 s), so a process's first customer question
+    does not wait for them. True when warmed; a failure is logged and the first query does the work."""
+    started = time.perf_counter()
+    try:
+        get_index().analyzer.words("充电桩")
+    except Exception:
+        logger.warning("knowledge warm-up failed; the first query builds the index", exc_info=True)
+        return False
+    logger.info("knowledge index warmed in %.0f ms", (time.perf_counter() - started) * 1000)
+    return True
+
+
+def warm_up_in_background() -> threading.Thread | None:
+    """`warm_up` on a daemon thread (process start must not wait); None when KNOWLEDGE_WARM_ON_START is off."""
+    if not conf.get("KNOWLEDGE_WARM_ON_START"):
+        return None
+
+    def run():
+        try:
+            warm_up()
+        finally:
+            connection.close()  # the thread's own connection
+
+    thread = threading.Thread(target=run, name="knowledge-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def _rebuild_in_background(version: str) -> None:
     try:
         index = build_index(version)
@@ -225,16 +256,8 @@ _query_vectors: OrderedDict[str, tuple[str, np.ndarray]] = OrderedDict()
 _QUERY_CACHE_SIZE = 1024
 
 
-class _NoEmbeddings(Exception):
-    pass
-
-
 async def _embed(texts: list[str]):
-    try:
-        from apps.llm_gateway.services import embed
-    except ImportError as exc:
-        raise _NoEmbeddings("embedding gateway not installed") from exc
-    return await embed(texts, route=conf.get("KNOWLEDGE_EMBEDDING_ROUTE"))
+    return await gateway.embed(texts, route=conf.get("KNOWLEDGE_EMBEDDING_ROUTE"))
 
 
 def _cached_query_vector(query: str) -> tuple[str, np.ndarray] | None:
