@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,8 @@ def child_environment(**overrides: str) -> dict[str, str]:
     env["SECRET_KEY"] = settings.SECRET_KEY
     env["FIELD_ENCRYPTION_KEY"] = _field_key()
     env["PYTHONUNBUFFERED"] = "1"
+    # Children of one test share a metrics directory of their own, not the checkout's var/prometheus.
+    env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wxcs-metrics-")
     env.update(overrides)
     return env
 
