@@ -215,7 +215,7 @@ def main() -> None:
                 "generate_s": round(gen_s, 2),
                 "index_build_s": round(build_s, 2),
                 "index_rebuild_after_edit_s": round(rebuild_s, 2),
-                "version_check_ms": services.conf.get("KNOWLEDGE_VERSION_CHECK_MS"),
+                "version_check_ms": settings.KNOWLEDGE_VERSION_CHECK_MS,
                 "results_ms": results,
             },
             ensure_ascii=False,

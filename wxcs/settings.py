@@ -10,6 +10,7 @@ they answer, else SQLite and in-process backends; REQUIRE_SERVICES=1 turns "not 
 error instead of a fallback.
 """
 
+import re
 import socket
 import sys
 from pathlib import Path
@@ -204,7 +205,9 @@ if cache_location:
             "CONFIG": {
                 # channels-redis blocks 5 s in BZPOPMIN; redis-py 8's default 5 s socket timeout races it and
                 # kills idle consumers (close 1011) when the loop is late: give reads more room.
-                "hosts": [{"address": channel_host, "socket_timeout": env.float("CHANNEL_SOCKET_TIMEOUT", default=15.0)}],
+                "hosts": [
+                    {"address": channel_host, "socket_timeout": env.float("CHANNEL_SOCKET_TIMEOUT", default=15.0)}
+                ],
                 "prefix": f"{CACHE_KEY_PREFIX}:asgi",
                 "capacity": env.int("CHANNEL_CAPACITY", default=1000),
             },
@@ -286,7 +289,11 @@ LOGGING = {
         "json": {"()": "apps.monitoring.tracing.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_JSON else "plain", "filters": ["trace"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_JSON else "plain",
+            "filters": ["trace"],
+        },
         "trace_store": {"class": "apps.monitoring.tracing.TraceStoreHandler", "filters": ["trace"]},
     },
     "root": {"handlers": ["console", "trace_store"], "level": LOG_LEVEL},
@@ -423,7 +430,78 @@ COST_FLUSH_SECONDS = env.float("COST_FLUSH_SECONDS", default=2.0)
 # tests call flush_usage() themselves (a background write would outlive the test transaction).
 COST_FLUSH_AUTO = env.bool("COST_FLUSH_AUTO", default=not TESTING)
 
-# --- Integration: knowledge warm-up ----------------------------------------------------------------
+# --- agents (apps.agents) ----------------------------------------------------------------------
+# HS256 signing key for agent JWTs; empty = derived from SECRET_KEY. Token lifetimes in seconds.
+AGENT_JWT_SECRET = env.str("AGENT_JWT_SECRET", default="")
+AGENT_ACCESS_TOKEN_TTL = env.int("AGENT_ACCESS_TOKEN_TTL", default=3600)
+AGENT_REFRESH_TOKEN_TTL = env.int("AGENT_REFRESH_TOKEN_TTL", default=30 * 24 * 3600)
+# Heartbeat interval (s) given to newly registered agents.
+AGENT_HEARTBEAT_INTERVAL = env.int("AGENT_HEARTBEAT_INTERVAL", default=30)
+
+# --- message pipeline (apps.messages) -------------------------------------------------------------
+# Replies below this confidence wait for a supervisor instead of being sent.
+REVIEW_CONFIDENCE_THRESHOLD = env.float("REVIEW_CONFIDENCE_THRESHOLD", default=0.6)
+# Ingest limits: characters per message, request body bytes, messages per WebSocket batch.
+MESSAGE_MAX_CHARS = env.int("MESSAGE_MAX_CHARS", default=4000)
+INGEST_MAX_BODY_BYTES = env.int("INGEST_MAX_BODY_BYTES", default=256 * 1024)
+INGEST_MAX_BATCH = env.int("INGEST_MAX_BATCH", default=200)
+# Per-agent throttle: messages per window of this many seconds (0 = off).
+INGEST_RATE_LIMIT = env.int("INGEST_RATE_LIMIT", default=1200)
+INGEST_RATE_WINDOW = env.int("INGEST_RATE_WINDOW", default=60)
+# Async PostgreSQL connections per web process for the ingest fast path.
+INGEST_DB_POOL = env.int("INGEST_DB_POOL", default=10)
+# Longest `?wait=N` (s) of POST /api/v1/messages.
+INGEST_MAX_WAIT = env.int("INGEST_MAX_WAIT", default=30)
+# In a group chat only messages that @ the agent are answered (others are recorded, ignored).
+GROUP_REPLY_REQUIRES_AT = env.bool("GROUP_REPLY_REQUIRES_AT", default=True)
+# Conversation lock (decisions of one chat in arrival order); must exceed one decision's time.
+PIPELINE_LOCK_TTL = env.int("PIPELINE_LOCK_TTL", default=120)
+# Beat re-enqueues messages left undecided this long (crashed worker, lost task).
+PIPELINE_SWEEP_AFTER = env.int("PIPELINE_SWEEP_AFTER", default=120)
+PIPELINE_HISTORY_TURNS = env.int("PIPELINE_HISTORY_TURNS", default=10)
+PIPELINE_ENGINE_TIMEOUT = env.float("PIPELINE_ENGINE_TIMEOUT", default=90.0)
+# Dotted path of one engine class for every message, bypassing the engine manager (benchmarks, e2e
+# tests: e.g. apps.messages.testing.EchoEngine). Empty in production.
+PIPELINE_ENGINE_CLASS = env.str("PIPELINE_ENGINE_CLASS", default="")
+# Decision attempts before a message is handed to a human.
+PIPELINE_MAX_RETRIES = env.int("PIPELINE_MAX_RETRIES", default=5)
+# Publish process_message with one pre-serialised LPUSH per batch instead of .delay() (Redis broker only).
+PIPELINE_FAST_ENQUEUE = env.bool("PIPELINE_FAST_ENQUEUE", default=True)
+
+# --- knowledge base (apps.knowledge) --------------------------------------------------------------
+# How often a process compares its index with the Redis version key (ms); edits in this process are seen
+# at once, other processes' edits within this delay. Under pytest every query checks (tests roll back or
+# flush the database without signals and empty Redis between tests: no test may see another's index).
+KNOWLEDGE_VERSION_CHECK_MS = env.float("KNOWLEDGE_VERSION_CHECK_MS", default=0.0 if TESTING else 500.0)
+# Hybrid fusion: score = alpha * vector + (1 - alpha) * keyword; hits at or below KNOWLEDGE_MIN_SCORE dropped.
+KNOWLEDGE_HYBRID_ALPHA = env.float("KNOWLEDGE_HYBRID_ALPHA", default=0.5)
+KNOWLEDGE_MIN_SCORE = env.float("KNOWLEDGE_MIN_SCORE", default=0.05)
+# The offline answer (no LLM): the best hit's answer when its keyword score reaches this. On the FAQ
+# paraphrases 0.2 answers 92 % of the questions whose best hit is right and lets 4 % wrong ones through.
+KNOWLEDGE_OFFLINE_MIN_SCORE = env.float("KNOWLEDGE_OFFLINE_MIN_SCORE", default=0.2)
+# The gateway route that embeds, the per-query embedding timeout (s) and the batch size for entries.
+KNOWLEDGE_EMBEDDING_ROUTE = env.str("KNOWLEDGE_EMBEDDING_ROUTE", default="embedding")
+KNOWLEDGE_EMBED_TIMEOUT = env.float("KNOWLEDGE_EMBED_TIMEOUT", default=2.0)
+KNOWLEDGE_EMBED_BATCH = env.int("KNOWLEDGE_EMBED_BATCH", default=64)
+# After a failed query embedding, skip the vector path for this many seconds (keyword only).
+KNOWLEDGE_EMBED_BACKOFF = env.float("KNOWLEDGE_EMBED_BACKOFF", default=5.0)
+# List questions answered by keyword because the embedding provider failed as gaps (admin).
+KNOWLEDGE_RECORD_FALLBACK_GAPS = env.bool("KNOWLEDGE_RECORD_FALLBACK_GAPS", default=True)
+# Document import: default chunk size and overlap, in characters.
+KNOWLEDGE_CHUNK_SIZE = env.int("KNOWLEDGE_CHUNK_SIZE", default=400)
+KNOWLEDGE_CHUNK_OVERLAP = env.int("KNOWLEDGE_CHUNK_OVERLAP", default=80)
 # Celery workers build the knowledge index and load jieba's dictionary (1–3 s) on a background thread at
 # start, so the first customer question does not wait; off under pytest (tests build small indexes).
 KNOWLEDGE_WARM_ON_START = env.bool("KNOWLEDGE_WARM_ON_START", default=not TESTING)
+
+# --- rules (apps.rules) ---------------------------------------------------------------------------
+# How often a process compares its compiled rules with the Redis key `rules:version` (ms); changes made in
+# this process are seen at once. Under pytest every evaluation checks (tests flush without signals).
+RULES_VERSION_CHECK_MS = env.float("RULES_VERSION_CHECK_MS", default=0.0 if TESTING else 500.0)
+# Time zone of rule time windows and weekdays.
+RULES_TIMEZONE = env.str("RULES_TIMEZONE", default="Asia/Shanghai")
+# WeChat nicknames allowed to send #mute / #unmute / #status, besides the admin's list; separated by
+# commas (, ， 、) or newlines, like the admin's lists.
+RULES_ADMIN_NICKNAMES = [
+    name.strip() for name in re.split(r"[\n,，、]+", env.str("RULES_ADMIN_NICKNAMES", default="")) if name.strip()
+]

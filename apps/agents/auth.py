@@ -18,8 +18,6 @@ from django.conf import settings
 from django.contrib.auth.hashers import check_password
 from django.core.cache import cache
 
-from apps.agents import conf
-
 ALGORITHM = "HS256"
 AGENT_CACHE_SECONDS = 10.0
 _verified: dict[str, float] = {}
@@ -50,7 +48,7 @@ class AgentIdentity:
 
 
 def signing_key() -> str:
-    return conf.get("AGENT_JWT_SECRET") or hashlib.sha256(f"agent-jwt:{settings.SECRET_KEY}".encode()).hexdigest()
+    return settings.AGENT_JWT_SECRET or hashlib.sha256(f"agent-jwt:{settings.SECRET_KEY}".encode()).hexdigest()
 
 
 def new_secret() -> str:
@@ -84,8 +82,8 @@ def verify_secret(agent, raw: str) -> bool:
 
 def issue_tokens(agent_id: str) -> dict:
     now = int(time.time())
-    access_ttl = conf.get("AGENT_ACCESS_TOKEN_TTL")
-    refresh_ttl = conf.get("AGENT_REFRESH_TOKEN_TTL")
+    access_ttl = settings.AGENT_ACCESS_TOKEN_TTL
+    refresh_ttl = settings.AGENT_REFRESH_TOKEN_TTL
     key = signing_key()
     access = jwt.encode(
         {"sub": agent_id, "typ": "access", "iat": now, "exp": now + access_ttl, "jti": uuid.uuid4().hex},

@@ -1,8 +1,9 @@
 """Agent registration, heartbeats and presence."""
 
+from django.conf import settings
 from django.utils import timezone
 
-from apps.agents import auth, conf
+from apps.agents import auth
 from apps.agents.models import Agent
 
 HEARTBEAT_FIELDS = (
@@ -29,7 +30,7 @@ HEARTBEAT_FIELDS = (
 def create_agent(name: str, *, agent_id: str | None = None, secret: str | None = None, **fields) -> tuple[Agent, str]:
     """Returns the agent and its secret in clear (shown once, stored hashed)."""
     secret = secret or auth.new_secret()
-    agent = Agent(name=name, heartbeat_interval=conf.get("AGENT_HEARTBEAT_INTERVAL"), **fields)
+    agent = Agent(name=name, heartbeat_interval=settings.AGENT_HEARTBEAT_INTERVAL, **fields)
     if agent_id:
         agent.id = agent_id
     agent.set_secret(secret)

@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -72,7 +73,7 @@ class EntryAdmin(admin.ModelAdmin):
             "form": form,
             "result": result,
             "title": _("知识库：试一试"),
-            "offline_threshold": services.conf.get("KNOWLEDGE_OFFLINE_MIN_SCORE"),
+            "offline_threshold": settings.KNOWLEDGE_OFFLINE_MIN_SCORE,
         }
         return TemplateResponse(request, "admin/knowledge/try.html", context)
 

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 
 import numpy as np
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
@@ -38,7 +39,6 @@ from django.utils import timezone
 
 from apps.llm_gateway import services as gateway
 
-from . import conf
 from .index import IndexEntry, RetrievalIndex
 from .text import Analyzer, normalize
 from .types import Hit, SearchResult
@@ -163,7 +163,7 @@ def build_index(version: str = "") -> RetrievalIndex:
 def _fresh_index() -> RetrievalIndex | None:
     """The current index when no check is due (no I/O), else None."""
     index = _state.index
-    due = (time.monotonic() - _state.checked_at) * 1000 >= conf.get("KNOWLEDGE_VERSION_CHECK_MS")
+    due = (time.monotonic() - _state.checked_at) * 1000 >= settings.KNOWLEDGE_VERSION_CHECK_MS
     return None if index is None or _state.dirty or due else index
 
 
@@ -215,7 +215,7 @@ def warm_up() -> bool:
 
 def warm_up_in_background() -> threading.Thread | None:
     """`warm_up` on a daemon thread (process start must not wait); None when KNOWLEDGE_WARM_ON_START is off."""
-    if not conf.get("KNOWLEDGE_WARM_ON_START"):
+    if not settings.KNOWLEDGE_WARM_ON_START:
         return None
 
     def run():
@@ -257,7 +257,7 @@ _QUERY_CACHE_SIZE = 1024
 
 
 async def _embed(texts: list[str]):
-    return await gateway.embed(texts, route=conf.get("KNOWLEDGE_EMBEDDING_ROUTE"))
+    return await gateway.embed(texts, route=settings.KNOWLEDGE_EMBEDDING_ROUTE)
 
 
 def _cached_query_vector(query: str) -> tuple[str, np.ndarray] | None:
@@ -274,7 +274,7 @@ async def _embed_query(query: str) -> tuple[str, np.ndarray]:
     cached = _cached_query_vector(query)
     if cached is not None:
         return cached
-    result = await asyncio.wait_for(_embed([query]), timeout=conf.get("KNOWLEDGE_EMBED_TIMEOUT"))
+    result = await asyncio.wait_for(_embed([query]), timeout=settings.KNOWLEDGE_EMBED_TIMEOUT)
     value = (result.model, np.asarray(result.vectors[0], dtype=np.float32))
     _query_vectors[query] = value
     if len(_query_vectors) > _QUERY_CACHE_SIZE:
@@ -298,7 +298,7 @@ def embed_entries(ids: list[int] | None = None, *, all_entries: bool = False) ->
     if ids is not None:
         qs = qs.filter(id__in=ids)
     pending = list(qs.order_by("id").values_list("id", "question", "answer", "content_hash"))
-    batch = conf.get("KNOWLEDGE_EMBED_BATCH")
+    batch = settings.KNOWLEDGE_EMBED_BATCH
     done = 0
     for start in range(0, len(pending), batch):
         chunk = pending[start : start + batch]
@@ -333,11 +333,11 @@ def _rank(index: RetrievalIndex, query: str, k: int, qvec: np.ndarray | None) ->
     vector = None
     fused = keyword
     if qvec is not None:
-        alpha = conf.get("KNOWLEDGE_HYBRID_ALPHA")
+        alpha = settings.KNOWLEDGE_HYBRID_ALPHA
         vector = index.vector_scores(qvec)
         fused = alpha * vector + (1 - alpha) * keyword
     hits = []
-    for i in index.top(fused, k, conf.get("KNOWLEDGE_MIN_SCORE")):
+    for i in index.top(fused, k, settings.KNOWLEDGE_MIN_SCORE):
         e = index.entries[i]
         hits.append(
             Hit(
@@ -389,7 +389,7 @@ def _finish(index, query, k, started, qvec, reason, embed_ms, model=None) -> Sea
 
 
 def _embedding_failed(exc: BaseException) -> str:
-    _state.embed_down_until = time.monotonic() + conf.get("KNOWLEDGE_EMBED_BACKOFF")
+    _state.embed_down_until = time.monotonic() + settings.KNOWLEDGE_EMBED_BACKOFF
     logger.info("knowledge search falls back to keyword: %s", _describe(exc))
     return _describe(exc)
 
@@ -452,7 +452,7 @@ def _is_gap(result: SearchResult) -> bool:
     return (
         result.fallback
         and result.fallback_reason != "no embeddings in the index"
-        and conf.get("KNOWLEDGE_RECORD_FALLBACK_GAPS")
+        and settings.KNOWLEDGE_RECORD_FALLBACK_GAPS
     )
 
 
@@ -480,7 +480,7 @@ def _last_user_text(messages) -> str:
 
 def _offline_pick(result: SearchResult) -> str | None:
     best = result.best
-    if best is not None and best.keyword_score >= conf.get("KNOWLEDGE_OFFLINE_MIN_SCORE"):
+    if best is not None and best.keyword_score >= settings.KNOWLEDGE_OFFLINE_MIN_SCORE:
         return best.answer
     return None
 
@@ -737,8 +737,8 @@ def import_document(
     Re-importing into an existing document replaces its entries (a new version of the file)."""
     from .models import Document, Entry
 
-    size = chunk_size or conf.get("KNOWLEDGE_CHUNK_SIZE")
-    overlap = min(chunk_overlap if chunk_overlap is not None else conf.get("KNOWLEDGE_CHUNK_OVERLAP"), size // 2)
+    size = chunk_size or settings.KNOWLEDGE_CHUNK_SIZE
+    overlap = min(chunk_overlap if chunk_overlap is not None else settings.KNOWLEDGE_CHUNK_OVERLAP, size // 2)
     kind, rows = parse_document(filename, content, size, overlap)
     with transaction.atomic(), bulk_changes():
         if document is None:

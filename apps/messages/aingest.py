@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from apps.messages import conf, queue, services
+from apps.messages import queue, services
 from apps.messages.ingest import _EXISTING_SQL, _PG_SQL, Accepted, Clean, Throttled, _params
 
 logger = logging.getLogger("wxcs.ingest")
@@ -27,7 +27,7 @@ def available() -> bool:
         connection.vendor == "postgresql"
         and settings.CACHES["default"]["BACKEND"].startswith("django_redis")
         and settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "redis+socket://"))
-        and queue.FAST
+        and settings.PIPELINE_FAST_ENQUEUE
     )
 
 
@@ -71,7 +71,7 @@ async def _resources():
             pool = AsyncConnectionPool(
                 _conninfo(),
                 min_size=1,
-                max_size=conf.get("INGEST_DB_POOL"),
+                max_size=settings.INGEST_DB_POOL,
                 open=False,
                 kwargs={"autocommit": True},
                 name="wxcs-ingest",
@@ -97,7 +97,7 @@ def _check_blocked(agent_id: str) -> None:
     if remaining <= 0:
         _blocked.pop(agent_id, None)
         return
-    limit, window = conf.get("INGEST_RATE_LIMIT"), conf.get("INGEST_RATE_WINDOW")
+    limit, window = settings.INGEST_RATE_LIMIT, settings.INGEST_RATE_WINDOW
     raise Throttled(
         f"rate limit of {limit} messages per {window}s exceeded", "throttled", 429, max(1, int(remaining + 0.999))
     )
@@ -125,8 +125,8 @@ async def ingest(agent_id: str, items: list[Clean]) -> list[Accepted]:
                     row = (*(await cursor.fetchone()), False)
                 accepted.append(Accepted(item.client_msg_id, row[0], row[1], str(row[2]), bool(row[3])))
     new = [(a.message_id, a.conversation_id) for a in accepted if a.created]
-    limit = conf.get("INGEST_RATE_LIMIT")
-    window = conf.get("INGEST_RATE_WINDOW")
+    limit = settings.INGEST_RATE_LIMIT
+    window = settings.INGEST_RATE_WINDOW
     epoch = int(time.time())
     key = f"wxcs:ingest-rate:{agent_id}:{epoch // window}"
     try:

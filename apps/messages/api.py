@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 
+from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
@@ -22,7 +23,7 @@ from apps.agents import auth
 from apps.agents.api import ErrorSerializer, IsAgent
 from apps.agents.authentication import AgentJWTAuthentication
 from apps.core.db import run_db
-from apps.messages import conf, ingest, services
+from apps.messages import ingest, services
 from apps.messages.models import Message, Reply
 
 logger = logging.getLogger("wxcs.ingest")
@@ -149,7 +150,7 @@ async def handle_ingest(
         identity = await auth.aauthenticate_token(auth.bearer(authorization))
     except auth.AuthError as exc:
         return 401, {"detail": exc.detail, "code": exc.code}, {"WWW-Authenticate": 'Bearer realm="agent"'}
-    max_bytes = conf.get("INGEST_MAX_BODY_BYTES")
+    max_bytes = settings.INGEST_MAX_BODY_BYTES
     if (content_length and content_length.isdigit() and int(content_length) > max_bytes) or len(body) > max_bytes:
         return 413, {"detail": f"request body larger than {max_bytes} bytes", "code": "too_large"}, {}
     try:
@@ -169,12 +170,12 @@ async def handle_ingest(
     if wait_param is not None:
         try:
             wait = float(wait_param)
-            if not 0 <= wait <= conf.get("INGEST_MAX_WAIT"):
+            if not 0 <= wait <= settings.INGEST_MAX_WAIT:
                 raise ValueError
         except ValueError:
             return (
                 400,
-                {"detail": {"wait": [f"between 0 and {conf.get('INGEST_MAX_WAIT')} seconds"]}, "code": "invalid"},
+                {"detail": {"wait": [f"between 0 and {settings.INGEST_MAX_WAIT} seconds"]}, "code": "invalid"},
                 {},
             )
     try:

@@ -21,11 +21,12 @@ def wrap_http(app):
 
 
 async def ingest(scope, receive, send):
-    from apps.messages import conf
+    from django.conf import settings
+
     from apps.messages.api import handle_ingest
 
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-    max_bytes = conf.get("INGEST_MAX_BODY_BYTES")
+    max_bytes = settings.INGEST_MAX_BODY_BYTES
     declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         status, payload, extra = 413, {"detail": f"request body larger than {max_bytes} bytes", "code": "too_large"}, {}

@@ -12,10 +12,11 @@ import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from apps.agents import auth
 from apps.agents import services as agent_services
-from apps.messages import aingest, conf, ingest, services
+from apps.messages import aingest, ingest, services
 from apps.messages.api import store_messages
 
 logger = logging.getLogger("wxcs.ws")
@@ -94,7 +95,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
     # --- inbound frames ---------------------------------------------------------------------------
     async def receive(self, text_data=None, bytes_data=None):
         raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", "replace")
-        if len(raw.encode("utf-8")) > conf.get("INGEST_MAX_BODY_BYTES") * 4:
+        if len(raw.encode("utf-8")) > settings.INGEST_MAX_BODY_BYTES * 4:
             await self._send({"type": "error", "code": "too_large", "detail": "frame too large"})
             return
         try:
@@ -148,8 +149,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
         items = frame.get("messages")
         if not isinstance(items, list) or not items:
             raise ingest.IngestError({"messages": ["Expected a non-empty list."]})
-        if len(items) > conf.get("INGEST_MAX_BATCH"):
-            raise ingest.IngestError(f"at most {conf.get('INGEST_MAX_BATCH')} messages per batch", "too_large")
+        if len(items) > settings.INGEST_MAX_BATCH:
+            raise ingest.IngestError(f"at most {settings.INGEST_MAX_BATCH} messages per batch", "too_large")
         good, errors = [], []
         for item in items:
             clean = ingest.validate(item)

@@ -12,10 +12,11 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.messages import conf, queue
+from apps.messages import queue
 
 logger = logging.getLogger("wxcs.ingest")
 
@@ -119,7 +120,7 @@ def validate(item) -> Clean:
         errors["chat_type"] = [f'"{chat_type}" is not a valid choice (private, group).']
     sender = _str(item.get("sender"), "sender", errors)
     content = item.get("content")
-    max_chars = conf.get("MESSAGE_MAX_CHARS")
+    max_chars = settings.MESSAGE_MAX_CHARS
     if content is None or content == "":
         errors["content"] = ["This field is required."]
         content = ""
@@ -150,10 +151,10 @@ def validate(item) -> Clean:
 # --- throttle -----------------------------------------------------------------------------------
 def throttle(agent_id: str, count: int = 1) -> None:
     """Fixed-window counter per agent in Redis (INCRBY + EXPIRE in one round trip)."""
-    limit = conf.get("INGEST_RATE_LIMIT")
+    limit = settings.INGEST_RATE_LIMIT
     if not limit:
         return
-    window = conf.get("INGEST_RATE_WINDOW")
+    window = settings.INGEST_RATE_WINDOW
     now = int(time.time())
     bucket = now // window
     key = f"wxcs:ingest-rate:{agent_id}:{bucket}"

@@ -14,14 +14,12 @@ import socket
 import threading
 import uuid
 
-import environ
 from django.conf import settings
 
 logger = logging.getLogger("wxcs.ingest")
 
 TASK_NAME = "apps.messages.tasks.process_message"
 QUEUE = "messages"
-FAST = environ.Env().bool("PIPELINE_FAST_ENQUEUE", default=True)
 
 _local = threading.local()
 _origin = f"{os.getpid()}@{socket.gethostname()}"
@@ -58,7 +56,9 @@ def _broker_client():
 
 
 def _fast_enabled() -> bool:
-    return FAST and settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "redis+socket://"))
+    return settings.PIPELINE_FAST_ENQUEUE and settings.CELERY_BROKER_URL.startswith(
+        ("redis://", "rediss://", "redis+socket://")
+    )
 
 
 def celery_message(message_id: int, conversation_id: int | None = None) -> bytes:

@@ -9,6 +9,7 @@ import uuid
 from contextlib import contextmanager
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -18,7 +19,6 @@ from apps.core import aio
 from apps.engines import manager as engines
 from apps.engines.memory import invalidate_memory
 from apps.knowledge import services as knowledge
-from apps.messages import conf
 from apps.messages.models import Conversation, Message, Reply
 from apps.monitoring import metrics as monitoring_metrics
 from apps.monitoring.tracing import bind as trace
@@ -43,7 +43,7 @@ _forced_engine = None
 
 async def resolve_engine(conversation_id: int, personality_id: int | None, override: str):
     global _forced_engine
-    forced = conf.get("PIPELINE_ENGINE_CLASS")
+    forced = settings.PIPELINE_ENGINE_CLASS
     if forced:  # benchmarks / e2e tests: one engine class for every message, bypassing the manager
         if _forced_engine is None or f"{type(_forced_engine).__module__}.{type(_forced_engine).__name__}" != forced:
             _forced_engine = import_string(forced)()
@@ -88,7 +88,7 @@ def conversation_lock(conversation_id: int, wait: float = 2.0):
         return
     key = f"wxcs:conv-lock:{conversation_id}"
     token = uuid.uuid4().hex
-    ttl = conf.get("PIPELINE_LOCK_TTL")
+    ttl = settings.PIPELINE_LOCK_TTL
     deadline = time.monotonic() + wait
     while not client.set(key, token, nx=True, ex=ttl):
         if time.monotonic() > deadline:
@@ -220,7 +220,7 @@ def _decide(message: Message, claimed_at) -> Reply:
     fields = {"action": Reply.Action.REPLY, "source": Reply.Source.ENGINE, "confidence": 0.0}
     review_reason = ""
     handoff = ""  # why a human gets this message (metrics label), "" when the bot answers or stays silent
-    group_silent = conversation.chat_type == "group" and not message.is_at_me and conf.get("GROUP_REPLY_REQUIRES_AT")
+    group_silent = conversation.chat_type == "group" and not message.is_at_me and settings.GROUP_REPLY_REQUIRES_AT
 
     t = time.perf_counter()
     facts = MessageFacts(
@@ -255,7 +255,7 @@ def _decide(message: Message, claimed_at) -> Reply:
         status, review_reason = Reply.Status.PENDING_REVIEW, f"handoff rule: {rule.rule_name or rule.reason}"
         handoff = "rule"
     else:
-        history = _history(message, conf.get("PIPELINE_HISTORY_TURNS"))
+        history = _history(message, settings.PIPELINE_HISTORY_TURNS)
         personality_id = rule.personality_id or conversation.personality_id
         override = rule.engine or conversation.engine_override
         # The engine caches memory retrievals per conversation version; turns it did not write (rule
@@ -284,7 +284,7 @@ def _decide(message: Message, claimed_at) -> Reply:
             fields["action"] = Reply.Action.TRANSFER_HUMAN
             status, review_reason = Reply.Status.PENDING_REVIEW, f"engine handoff: {engine_reply.handoff_reason}"
             handoff = "engine"
-        elif engine_reply.confidence < conf.get("REVIEW_CONFIDENCE_THRESHOLD"):
+        elif engine_reply.confidence < settings.REVIEW_CONFIDENCE_THRESHOLD:
             status = Reply.Status.PENDING_REVIEW
             review_reason = f"low confidence {engine_reply.confidence:.2f}"
             handoff = "low_confidence"
@@ -368,7 +368,7 @@ def _run_engine(history, conversation_id, personality_id, override):
         return await engine.generate_response(history, conversation_id, personality_id=personality_id)
 
     try:
-        return aio.run(asyncio.wait_for(call(), conf.get("PIPELINE_ENGINE_TIMEOUT")))
+        return aio.run(asyncio.wait_for(call(), settings.PIPELINE_ENGINE_TIMEOUT))
     except TimeoutError as exc:
         raise TransientError("engine timed out") from exc
 
@@ -717,8 +717,8 @@ def sweep_stuck(now=None) -> list[int]:
     from apps.messages.queue import enqueue_messages
 
     now = now or timezone.now()
-    after = timezone.timedelta(seconds=conf.get("PIPELINE_SWEEP_AFTER"))
-    lock_ttl = timezone.timedelta(seconds=conf.get("PIPELINE_LOCK_TTL") + 5)
+    after = timezone.timedelta(seconds=settings.PIPELINE_SWEEP_AFTER)
+    lock_ttl = timezone.timedelta(seconds=settings.PIPELINE_LOCK_TTL + 5)
     ids = list(
         Message.objects.filter(
             Q(status=Message.Status.RECEIVED, received_at__lt=now - after)

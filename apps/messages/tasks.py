@@ -4,8 +4,9 @@ import logging
 import random
 
 from celery import shared_task
+from django.conf import settings
 
-from apps.messages import conf, services
+from apps.messages import services
 
 logger = logging.getLogger("wxcs.pipeline")
 
@@ -30,7 +31,7 @@ def process_message(self, message_id: int, attempt: int = 0, conversation_id: in
             kwargs={"attempt": attempt, "conversation_id": conversation_id},
         ) from exc
     except Exception as exc:  # engine, database or Redis trouble: retry with backoff, then hand to a human
-        if attempt >= conf.get("PIPELINE_MAX_RETRIES"):
+        if attempt >= settings.PIPELINE_MAX_RETRIES:
             logger.error("message %s failed after %s retries: %s", message_id, attempt, exc)
             services.fail(message_id, f"{exc.__class__.__name__}: {exc}")
             return "failed"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import os
 import re
 import threading
 import time
@@ -48,24 +47,12 @@ VERSION_KEY = "rules:version"
 WEEKDAYS = "一二三四五六日"
 
 
-def _setting(name: str, default):
-    if hasattr(settings, name):
-        return getattr(settings, name)
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    if isinstance(default, list):
-        return split_list(raw)
-    return type(default)(raw)
-
-
 def check_interval_ms() -> float:
-    # Under tests (rollbacks and flushes send no signals; Redis is emptied between tests) check every time.
-    return _setting("RULES_VERSION_CHECK_MS", 0.0 if getattr(settings, "TESTING", False) else 500.0)
+    return settings.RULES_VERSION_CHECK_MS
 
 
 def tz() -> ZoneInfo:
-    return ZoneInfo(_setting("RULES_TIMEZONE", "Asia/Shanghai"))
+    return ZoneInfo(settings.RULES_TIMEZONE)
 
 
 # --- compiled rules -----------------------------------------------------------------------------
@@ -238,7 +225,7 @@ def compile_ruleset(version: str = "") -> RuleSet:
         )
         for lim in RateLimit.objects.filter(enabled=True).order_by("id")
     ]
-    admins = set(_setting("RULES_ADMIN_NICKNAMES", []))
+    admins = set(settings.RULES_ADMIN_NICKNAMES)
     admins.update(AdminNickname.objects.filter(enabled=True).values_list("nickname", flat=True))
     mutes = {(m.agent_id, m.chat_name): (m.muted_by, m.until) for m in ChatMute.objects.all()}
     return RuleSet(version=version, rules=rules, limits=limits, admins=frozenset(admins), mutes=mutes)

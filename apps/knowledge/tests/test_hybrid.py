@@ -21,13 +21,13 @@ def test_entries_are_embedded_with_their_model(embedded_kb):
     assert entry.vector().dtype.name == "float32" and entry.vector().shape == (256,)
 
 
-def test_hybrid_search_fuses_vector_and_keyword(embedded_kb, fake_openai_server):  # noqa: F811
+def test_hybrid_search_fuses_vector_and_keyword(embedded_kb, fake_openai_server, settings):  # noqa: F811
     result = services.search("报E04了怎么弄", k=3)
     assert result.path == "hybrid" and not result.fallback
     best = result.best
     assert best.entry_id == embedded_kb["e04"]
     assert best.vector_score is not None and 0 < best.vector_score <= 1
-    alpha = services.conf.get("KNOWLEDGE_HYBRID_ALPHA")
+    alpha = settings.KNOWLEDGE_HYBRID_ALPHA
     assert best.score == pytest.approx(alpha * best.vector_score + (1 - alpha) * best.keyword_score, abs=1e-3)
     assert result.embed_ms > 0
     assert any(r["path"].endswith("embeddings") for r in fake_openai_server.requests())
