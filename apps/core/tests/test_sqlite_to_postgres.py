@@ -1,4 +1,6 @@
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 
@@ -164,3 +166,19 @@ def test_refuses_a_source_behind_the_code(tmp_path):
     assert refused.value.returncode == 2
     assert "behind" in str(refused.value)
     assert connection.vendor == "postgresql"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("_drop_import_marker")
+def test_a_dangling_foreign_key_is_refused_and_nothing_is_written(filled_sqlite, tmp_path):
+    broken = tmp_path / "broken.sqlite3"
+    shutil.copy(filled_sqlite, broken)
+    with sqlite3.connect(broken) as db:
+        db.execute(
+            "UPDATE wxmessages_reply SET message_id = 99999999 WHERE id = (SELECT MIN(id) FROM wxmessages_reply)"
+        )
+    with pytest.raises(CommandError) as failed:
+        call_command("migrate_sqlite_to_postgres", "--source", str(broken), "--no-progress")
+    assert failed.value.returncode == 3
+    assert "wxmessages_reply.message_id: 1 row(s)" in str(failed.value)
+    assert Reply.objects.count() == 0 and User.objects.count() == 0  # rolled back whole
