@@ -1,19 +1,18 @@
 """The one place where engines reach into other apps (knowledge, customers, ERP, the message pipeline).
 
 Each call is guarded: an app that fails at runtime makes the engine answer with less context, never
-fail the reply. The interfaces are the agreed ones in ../shared/ARCHITECTURE.md. The pipeline's
-models are reached through the app registry: apps.messages imports the engine manager."""
+fail the reply. The interfaces are the agreed ones in ../shared/ARCHITECTURE.md."""
 
 import logging
 from dataclasses import dataclass
 
-from django.apps import apps as django_apps
 from django.db.models import Subquery
 
 from apps.customers import services as customers
 from apps.erp import services as erp
 from apps.knowledge import services as knowledge
 from apps.llm_gateway import config as gateway_config
+from apps.messages.models import Conversation, Message, Reply
 
 logger = logging.getLogger(__name__)
 
@@ -72,19 +71,9 @@ class ConversationRef:
     personality_id: int | None
 
 
-def _conversation_model():
-    try:
-        return django_apps.get_model("wxmessages", "Conversation")
-    except LookupError:
-        return None
-
-
 def conversation(conversation_id: int) -> ConversationRef | None:
-    model = _conversation_model()
-    if model is None:
-        return None
     row = (
-        model.objects.filter(pk=conversation_id)
+        Conversation.objects.filter(pk=conversation_id)
         .values("id", "agent_id", "chat_name", "chat_type", "personality_id")
         .first()
     )
@@ -100,20 +89,14 @@ def conversation(conversation_id: int) -> ConversationRef | None:
 
 
 def conversation_id_for(agent_id: str, chat_name: str) -> int | None:
-    model = _conversation_model()
-    if model is None:
-        return None
-    return model.objects.filter(agent_id=agent_id, chat_name=chat_name).values_list("id", flat=True).first()
+    return Conversation.objects.filter(agent_id=agent_id, chat_name=chat_name).values_list("id", flat=True).first()
 
 
 def contact_facts(conversation_id: int, contact: str, limit: int = 200) -> list[str]:
     """Long-term facts about `contact` in this conversation's chat, newest first (one query)."""
     from apps.engines.models import ContactFact
 
-    model = _conversation_model()
-    if model is None:
-        return []
-    chat = model.objects.filter(pk=conversation_id)
+    chat = Conversation.objects.filter(pk=conversation_id)
     return list(
         ContactFact.objects.filter(
             agent_id=Subquery(chat.values("agent_id")[:1]),
@@ -125,10 +108,7 @@ def contact_facts(conversation_id: int, contact: str, limit: int = 200) -> list[
 
 def set_conversation_engine_override(conversation_id: int, engine: str) -> bool:
     """Per-chat override lives on the pipeline's Conversation.engine_override; True when a row changed."""
-    model = _conversation_model()
-    if model is None:
-        return False
-    return model.objects.filter(pk=conversation_id).update(engine_override=engine) == 1
+    return Conversation.objects.filter(pk=conversation_id).update(engine_override=engine) == 1
 
 
 def bound_customer(agent_id: str, chat_name: str, sender: str):
@@ -151,12 +131,8 @@ def contract_detail(customer_id: int, contract_id) -> dict | None:
 
 def latest_sender(conversation_id: int) -> str:
     """Who wrote the conversation's latest message (callers that pass no `name`)."""
-    try:
-        message_model = django_apps.get_model("wxmessages", "Message")
-    except LookupError:
-        return ""
     return (
-        message_model.objects.filter(conversation_id=conversation_id)
+        Message.objects.filter(conversation_id=conversation_id)
         .order_by("-received_at", "-id")
         .values_list("sender", flat=True)
         .first()
@@ -168,11 +144,6 @@ def turns_between(conversation_id: int, start, end=None, *, limit: int, newest: 
     """The conversation's customer messages and our replies in [start, end), oldest first, as
     {"role", "content", "name", "at"}: the `limit` newest ones (or oldest, `newest=False`). Only replies
     the customer gets (queued, sent, delivered) count."""
-    try:
-        message_model = django_apps.get_model("wxmessages", "Message")
-        reply_model = django_apps.get_model("wxmessages", "Reply")
-    except LookupError:
-        return []
     message_filter = {"conversation_id": conversation_id, "received_at__gte": start}
     reply_filter = {"conversation_id": conversation_id, "created_at__gte": start}
     if end is not None:
@@ -180,12 +151,12 @@ def turns_between(conversation_id: int, start, end=None, *, limit: int, newest: 
         reply_filter["created_at__lt"] = end
     direction = "-" if newest else ""
     messages = list(
-        message_model.objects.filter(**message_filter)
+        Message.objects.filter(**message_filter)
         .order_by(f"{direction}received_at", f"{direction}id")
         .values("sender", "content", "received_at")[:limit]
     )
     replies = list(
-        reply_model.objects.filter(**reply_filter, status__in=["queued", "sent", "delivered"])
+        Reply.objects.filter(**reply_filter, status__in=[*Reply.OUTBOX, Reply.Status.DELIVERED])
         .order_by(f"{direction}created_at", f"{direction}id")
         .values("content", "created_at")[:limit]
     )
@@ -200,12 +171,8 @@ def turns_between(conversation_id: int, start, end=None, *, limit: int, newest: 
 
 
 def has_turns_between(conversation_id: int, start, end) -> bool:
-    try:
-        message_model = django_apps.get_model("wxmessages", "Message")
-    except LookupError:
-        return False
     span = {"received_at__lt": end} if start is None else {"received_at__gte": start, "received_at__lt": end}
-    return message_model.objects.filter(conversation_id=conversation_id, **span).exists()
+    return Message.objects.filter(conversation_id=conversation_id, **span).exists()
 
 
 def gateway_route(route: str) -> dict | None:
