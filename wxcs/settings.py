@@ -297,8 +297,13 @@ LOGGING = {
         "trace_store": {"class": "apps.monitoring.tracing.TraceStoreHandler", "filters": ["trace"]},
     },
     "root": {"handlers": ["console", "trace_store"], "level": LOG_LEVEL},
-    # httpx logs every request URL at INFO: robot/webhook URLs carry access tokens.
-    "loggers": {"django.db.backends": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
+    # httpx (and httpx2, under openai's aiohttp transport) log every request URL at INFO: robot/webhook
+    # URLs carry access tokens, and a log line per LLM call costs CPU on the hot path.
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+    },
 }
 
 # --- demo / run_platform ---------------------------------------------------------------------
