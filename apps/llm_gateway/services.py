@@ -43,6 +43,7 @@ from apps.llm_gateway.types import (
     Embeddings,
     EmbeddingUnavailable,
     GatewayError,
+    NoEmbeddingModel,
     ToolCall,
     Usage,
 )
@@ -499,9 +500,10 @@ async def embed(
             cost=tracked.cost,
             latency_ms=(time.perf_counter() - started) * 1000,
         )
+    if not attempts:
+        raise NoEmbeddingModel(f"no embedding model configured for route {route!r}")
     raise EmbeddingUnavailable(
-        "no embedding model answered: "
-        + ("; ".join(f"{a.provider}/{a.model} {a.outcome}" for a in attempts) or "none configured")
+        "no embedding model answered: " + "; ".join(f"{a.provider}/{a.model} {a.outcome}" for a in attempts)
     )
 
 

@@ -15,6 +15,10 @@ class EmbeddingUnavailable(GatewayError):
     """No embedding model answered; callers fall back to keyword retrieval."""
 
 
+class NoEmbeddingModel(EmbeddingUnavailable):
+    """The embedding route has no model at all (the embedded default): nothing to retry."""
+
+
 class BudgetExceeded(GatewayError):
     """A budget refused the call and its policy is "block" (no answer) or "handoff" (hold the reply for a
     human). ("cheap" and "kb_only" degrade inside the gateway and are reported in Completion.budget_policy.)"""

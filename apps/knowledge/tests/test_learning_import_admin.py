@@ -134,3 +134,25 @@ def test_admin_approves_candidates(admin_client_logged_in):
     candidate.refresh_from_db()
     assert candidate.status == "approved"
     assert Entry.objects.filter(question="充电桩能接太阳能吗").exists()
+
+
+def test_embedding_task_is_quiet_without_an_embedding_model_and_retries_when_one_fails(db, monkeypatch):
+    from celery.exceptions import Retry
+
+    from apps.knowledge.tasks import embed_entries_task
+    from apps.llm_gateway.types import EmbeddingUnavailable, NoEmbeddingModel
+
+    Entry.objects.create(question="7kW 交流桩用多粗的线？", answer="6 平方铜线。")
+
+    def no_model(*args, **kwargs):
+        raise NoEmbeddingModel("no embedding model configured for route 'embedding'")
+
+    monkeypatch.setattr(services, "embed_entries", no_model)
+    assert embed_entries_task.apply().get() == 0  # embedded default: nothing to retry
+
+    def provider_down(*args, **kwargs):
+        raise EmbeddingUnavailable("no embedding model answered: qwen/text-embedding-v3 error")
+
+    monkeypatch.setattr(services, "embed_entries", provider_down)
+    with pytest.raises(Retry):
+        embed_entries_task.apply(throw=True).get()
