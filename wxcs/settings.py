@@ -231,8 +231,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = env.str("TIME_ZONE", default="Asia/Shanghai")
-# Threads: a task awaits the LLM on apps.core.aio without holding a DB connection, so many can wait at once.
-CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=64)
+# Threads: a task awaits the LLM on apps.core.aio without holding a DB connection, so many can wait at once;
+# keep at least as many as LLM calls to have in flight (64 threads × 2 s answers = 32 messages/s at most).
+CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=256)
 CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
 
 # --- i18n -----------------------------------------------------------------------------------
