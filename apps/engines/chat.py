@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.utils.translation import gettext as _
 
+from apps.core.db import run_db
 from apps.engines import adapters, memory, metrics
 from apps.engines.base import BaseEngine, EngineReply
-from apps.engines.dbsync import db
 from apps.engines.models import Personality
 from apps.engines.offline import APOLOGY
 from apps.engines.timing import Stopwatch
@@ -207,7 +207,7 @@ class ChatEngine(BaseEngine):
 
         async def context():
             with watch.stage("customer"):
-                return await db(load_context)
+                return await run_db(load_context)
 
         async def recent_memory(who: str):
             with watch.stage("memory"):
@@ -338,7 +338,9 @@ class ChatEngine(BaseEngine):
         )
 
     async def get_engine_info(self) -> dict:
-        routes = sorted(set(await db(lambda: list(Personality.objects.values_list("route", flat=True)))) | {"default"})
+        routes = sorted(
+            set(await run_db(lambda: list(Personality.objects.values_list("route", flat=True)))) | {"default"}
+        )
         return {
             "name": self.name,
             "title": _("对话引擎（ChatEngine）"),

@@ -23,9 +23,9 @@ from django.db import transaction
 from django.utils.module_loading import import_string
 
 from apps.core import aio
+from apps.core.db import run_db
 from apps.engines import adapters, metrics
 from apps.engines.base import BaseEngine
-from apps.engines.dbsync import db
 from apps.engines.memory import redis_guard
 from apps.engines.models import EngineName, EngineSetting, EngineSwitch, Personality
 
@@ -111,7 +111,7 @@ class _StateCache:
         self.checked_at = now
         version = self._remote_version()
         if self.state is None or not version or version != self.version:
-            self.state = await db(load_state)
+            self.state = await run_db(load_state)
             self.version = version
         return self.state
 

@@ -19,8 +19,8 @@ from django.core.cache import cache
 from django.core.cache.backends.locmem import LocMemCache
 from django.utils import timezone
 
+from apps.core.db import run_db
 from apps.engines import adapters, metrics
-from apps.engines.dbsync import db
 from apps.engines.models import ContactFact, ConversationSummary
 from apps.llm_gateway import services as gateway
 
@@ -180,7 +180,7 @@ async def retrieve_memory(
         metrics.CACHE.labels("memory", "hit").inc()
         return MemorySnapshot(**cached), True
     metrics.CACHE.labels("memory", "miss").inc()
-    snapshot = await db(load_memory, conversation_id, contact, query, limit)
+    snapshot = await run_db(load_memory, conversation_id, contact, query, limit)
     memory_cache.set(key, snapshot.as_dict())
     return snapshot, False
 
@@ -228,7 +228,7 @@ def _save_summary(row: ConversationSummary, summary: str, covered_until) -> None
 async def refresh_summary(conversation_id: int) -> bool:
     """Fold the turns that left the recent-memory window into the conversation's rolling summary
     (one cheap-route LLM call per batch of 60 turns). True when the summary changed."""
-    row, turns, _ = await db(_uncovered_turns, conversation_id)
+    row, turns, _ = await run_db(_uncovered_turns, conversation_id)
     if not turns:
         return False
     transcript = "\n".join(f"{'客户' if turn['role'] == 'user' else '客服'}：{turn['content']}" for turn in turns)
@@ -244,6 +244,6 @@ async def refresh_summary(conversation_id: int) -> bool:
     )
     if completion.offline or not completion.content.strip():
         return False  # keep the old summary and the turns uncovered: the next refresh retries
-    await db(_save_summary, row, completion.content.strip()[:1000], turns[-1]["at"])
+    await run_db(_save_summary, row, completion.content.strip()[:1000], turns[-1]["at"])
     invalidate_memory(conversation_id)
     return True

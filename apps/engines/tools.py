@@ -15,8 +15,8 @@ from decimal import Decimal
 
 import jsonschema
 
+from apps.core.db import run_db
 from apps.engines import adapters, memory
-from apps.engines.dbsync import db
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ async def _customer_profile(context: ToolContext, arguments: dict) -> dict:
 async def _contracts(context: ToolContext, arguments: dict) -> dict:
     if context.customer is None:
         return NO_CUSTOMER
-    contracts = await db(adapters.contracts_for, context.customer_id)
+    contracts = await run_db(adapters.contracts_for, context.customer_id)
     status = arguments.get("status")
     if status:
         contracts = [contract for contract in contracts if status in str(contract.get("status", ""))]
@@ -120,7 +120,7 @@ async def _contracts(context: ToolContext, arguments: dict) -> dict:
 async def _contract_detail(context: ToolContext, arguments: dict) -> dict:
     if context.customer is None:
         return NO_CUSTOMER
-    detail = await db(adapters.contract_detail, context.customer_id, arguments["contract_id"])
+    detail = await run_db(adapters.contract_detail, context.customer_id, arguments["contract_id"])
     if detail is None:
         return {"error": "当前客户没有这个合同"}
     context.grounded = True
@@ -145,7 +145,7 @@ async def _handoff(context: ToolContext, arguments: dict) -> dict:
 
 
 async def _remember(context: ToolContext, arguments: dict) -> dict:
-    stored = await db(memory.remember_fact, context.conversation_id, context.contact, arguments["fact"])
+    stored = await run_db(memory.remember_fact, context.conversation_id, context.contact, arguments["fact"])
     return {"ok": stored}
 
 
