@@ -14,7 +14,6 @@ logger = logging.getLogger("wxcs.pipeline")
 @shared_task(
     bind=True,
     name="apps.messages.tasks.process_message",
-    queue="messages",
     acks_late=True,
     reject_on_worker_lost=True,
     max_retries=None,
@@ -45,6 +44,6 @@ def process_message(self, message_id: int, attempt: int = 0, conversation_id: in
         ) from exc
 
 
-@shared_task(name="apps.messages.tasks.sweep_stuck", queue="default")
+@shared_task(name="apps.messages.tasks.sweep_stuck")
 def sweep_stuck() -> int:
     return len(services.sweep_stuck())
