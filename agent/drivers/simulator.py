@@ -40,12 +40,14 @@ from agent.pacing import PacingConfig, PacingPolicy
 
 FAULTS = ("window_lost", "logged_out", "send_timeout", "mention_popup_missing", "history_replayed")
 
+# EV-charger customers (the demo knowledge base answers most; the contract question goes to a human).
 DEMO_CUSTOMERS = [
-    ("private", "张三", "张三", "你好，我上周下的订单什么时候发货？"),
-    ("group", "渝A车友售后群", "李四", "请问保养一次多少钱？"),
+    ("private", "张三", "张三", "7kW 的桩充满一辆车要多久？"),
+    ("group", "渝A车友售后群", "李四", "特斯拉能用你们的充电桩吗？"),
     ("private", "王五", "王五", "合同到期了，续签需要准备什么材料？"),
-    ("group", "渝A车友售后群", "赵六", "今天下午门店营业吗？"),
-    ("private", "钱七", "钱七", "发票可以开专票吗"),
+    ("group", "渝A车友售后群", "赵六", "家用交流桩有哪些功率可以选？"),
+    ("private", "钱七", "钱七", "充电枪线有多长？"),
+    ("private", "孙八", "孙八", "漏电保护开关老是跳闸怎么办？"),
 ]
 
 
