@@ -19,6 +19,8 @@ from urllib.parse import urlparse
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from apps.core.envspec import LLM_PROVIDERS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -315,8 +317,13 @@ DEMO_SUPERVISOR_USERNAME = env.str("DEMO_SUPERVISOR_USERNAME", default="supervis
 RUN_DEMO_AGENT = env.bool("RUN_DEMO_AGENT", default=True)
 
 # --- engines (apps.engines) -------------------------------------------------------------------
-# The engine answering when nothing was switched in admin yet: "chat", "mem0" or "offline".
-ENGINE_DEFAULT = env.str("ENGINE_DEFAULT", default="chat")
+# The engine answering when nothing was switched in admin yet: "chat", "mem0" or "offline". Unset: "chat"
+# when an LLM provider key is in the environment, else "offline" (knowledge-base answers with their own
+# confidence, instead of a chat engine whose every reply would wait for review without a model).
+ENGINE_DEFAULT = env.str(
+    "ENGINE_DEFAULT",
+    default="chat" if any(env.str(f"{name.upper()}_API_KEY", default="") for name in LLM_PROVIDERS) else "offline",
+)
 # How often a process checks the Redis switch-version key (a switch reaches every process within it).
 ENGINE_SWITCH_CHECK_SECONDS = env.float("ENGINE_SWITCH_CHECK_SECONDS", default=0.2)
 ENGINE_HEALTH_CACHE_SECONDS = env.float("ENGINE_HEALTH_CACHE_SECONDS", default=10.0)
