@@ -215,6 +215,61 @@ _flush_state = {"at": 0.0, "running": False}
 _unpriced_logged: set[tuple[str, str]] = set()  # warn once per process and model
 
 
+@dataclass(frozen=True)
+class UsageEvent:
+    """One call to count: who, what it used, and its price (computed once, from the in-memory table)."""
+
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    user: object
+    call_id: str
+    kind: str
+    route: str
+    latency_ms: float
+    reservation: Reservation | None
+    cost: float
+    known: bool
+    price_in: float
+    price_out: float
+
+
+def _usage_event(
+    config: CostConfig,
+    provider,
+    model,
+    input_tokens,
+    output_tokens,
+    user,
+    *,
+    call_id,
+    kind,
+    route,
+    latency_ms,
+    reservation,
+    provider_kind,
+) -> UsageEvent:
+    price_in, price_out, known = price_for(config, provider, model, provider_kind)
+    cost = cost_of(price_in, price_out, input_tokens, output_tokens)
+    return UsageEvent(
+        provider,
+        model,
+        input_tokens,
+        output_tokens,
+        user,
+        call_id,
+        kind,
+        route,
+        latency_ms,
+        reservation,
+        cost,
+        known,
+        price_in,
+        price_out,
+    )
+
+
 async def atrack(
     provider: str,
     model: str,
@@ -231,26 +286,21 @@ async def atrack(
 ) -> Tracked:
     """Count one call (once per call id) and settle its budget reservation. Async; `track()` is the sync one."""
     config = await get_config()
-    call_id = call_id or uuid.uuid4().hex
-    price_in, price_out, known = price_for(config, provider, model, provider_kind)
-    cost = cost_of(price_in, price_out, input_tokens, output_tokens)
-    return await _commit(
+    event = _usage_event(
         config,
         provider,
         model,
         input_tokens,
         output_tokens,
         user,
-        call_id,
-        kind,
-        route,
-        latency_ms,
-        reservation,
-        cost,
-        known,
-        price_in,
-        price_out,
+        call_id=call_id or uuid.uuid4().hex,
+        kind=kind,
+        route=route,
+        latency_ms=latency_ms,
+        reservation=reservation,
+        provider_kind=provider_kind,
     )
+    return await _commit(config, event)
 
 
 _pending: set = set()
@@ -277,30 +327,24 @@ def track_soon(
     budgets stay exact. `drain()` waits for such tasks (tests, shutdown)."""
     import asyncio
 
-    price_in, price_out, known = price_for(config, provider, model, provider_kind)
-    cost = cost_of(price_in, price_out, input_tokens, output_tokens)
-    task = asyncio.get_running_loop().create_task(
-        _commit_retrying(
-            config,
-            provider,
-            model,
-            input_tokens,
-            output_tokens,
-            user,
-            call_id,
-            kind,
-            route,
-            latency_ms,
-            reservation,
-            cost,
-            known,
-            price_in,
-            price_out,
-        )
+    event = _usage_event(
+        config,
+        provider,
+        model,
+        input_tokens,
+        output_tokens,
+        user,
+        call_id=call_id,
+        kind=kind,
+        route=route,
+        latency_ms=latency_ms,
+        reservation=reservation,
+        provider_kind=provider_kind,
     )
+    task = asyncio.get_running_loop().create_task(_commit_retrying(config, event))
     _pending.add(task)
     task.add_done_callback(_tracked_done)
-    return Tracked(call_id, cost, known)
+    return Tracked(call_id, event.cost, event.known)
 
 
 def _tracked_done(task) -> None:
@@ -318,7 +362,7 @@ async def drain() -> None:
         await asyncio.gather(*mine, return_exceptions=True)
 
 
-async def _commit_retrying(*args) -> Tracked:
+async def _commit_retrying(config: CostConfig, event: UsageEvent) -> Tracked:
     """_commit, retried on Redis connection trouble (safe: the call id makes a repeat a no-op)."""
     import asyncio
 
@@ -327,7 +371,7 @@ async def _commit_retrying(*args) -> Tracked:
 
     for attempt in range(4):
         try:
-            return await _commit(*args)
+            return await _commit(config, event)
         except (RedisConnectionError, RedisTimeoutError):
             if attempt == 3:
                 raise
@@ -335,24 +379,11 @@ async def _commit_retrying(*args) -> Tracked:
     raise AssertionError("unreachable")
 
 
-async def _commit(
-    config,
-    provider,
-    model,
-    input_tokens,
-    output_tokens,
-    user,
-    call_id,
-    kind,
-    route,
-    latency_ms,
-    reservation,
-    cost,
-    known,
-    price_in,
-    price_out,
-) -> Tracked:
-    agent, customer = who(user)
+async def _commit(config: CostConfig, event: UsageEvent) -> Tracked:
+    provider, model, kind, route, call_id = event.provider, event.model, event.kind, event.route, event.call_id
+    input_tokens, output_tokens, cost, known = event.input_tokens, event.output_tokens, event.cost, event.known
+    reservation = event.reservation
+    agent, customer = who(event.user)
     if reservation is None:  # a call made outside the gateway: settle against its budgets directly
         budgets = [b for b in config.budgets if b.applies(provider, model, agent)]
         reservation = Reservation([_budget_key(b) for b in budgets], budgets, 0.0)
@@ -381,7 +412,7 @@ async def _commit(
             "out": output_tokens,
             "cost": cost,
             "known": known,
-            "latency_ms": round(latency_ms, 2),
+            "latency_ms": round(event.latency_ms, 2),
         },
         ensure_ascii=False,
     )
@@ -436,8 +467,8 @@ async def _commit(
             "no price for %s/%s: charged the default %.4f/%.4f CNY per 1k tokens (flagged in the usage records)",
             provider,
             model,
-            price_in,
-            price_out,
+            event.price_in,
+            event.price_out,
         )
     alerts = []
     for i, budget in enumerate(reservation.budgets):
