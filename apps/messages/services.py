@@ -3,11 +3,13 @@ push it to the agent, acks, human review and takeover. Plain functions; tasks/vi
 """
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
 from contextlib import contextmanager
 from decimal import Decimal
+from types import SimpleNamespace
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -136,47 +138,71 @@ UPDATE wxmessages_message SET status = 'processing', claimed_at = %s, attempts =
 WHERE id = ({target}) AND status IN ('received', 'processing')
 RETURNING id, agent_id, conversation_id, sender, content, is_at_me, received_at, attempts, trace_id
 """
+# PostgreSQL: the claim, the conversation and the recent history in one round trip (the history
+# subquery reads the rows before the UPDATE, which is fine: it only looks at earlier messages).
+_CLAIM_SQL_PG = """
+WITH claimed AS ({claim})
+SELECT claimed.*, v.chat_name, v.chat_type, v.taken_over, v.engine_override, v.personality_id,
+  (SELECT coalesce(json_agg(json_build_array(h.content, r.content, r.action, r.status) ORDER BY h.id), '[]')
+   FROM (SELECT id, content FROM wxmessages_message WHERE conversation_id = claimed.conversation_id
+         AND id < claimed.id ORDER BY id DESC LIMIT %s) h
+   LEFT JOIN wxmessages_reply r ON r.message_id = h.id)
+FROM claimed JOIN wxmessages_conversation v ON v.id = claimed.conversation_id
+"""
 _NEXT = (
     "SELECT id FROM wxmessages_message WHERE conversation_id = %s AND id <= %s"
     " AND status IN ('received', 'processing') ORDER BY id LIMIT 1"
 )
 _FIELDS = ("id", "agent_id", "conversation_id", "sender", "content", "is_at_me", "received_at", "attempts", "trace_id")
+_CONVERSATION_FIELDS = ("chat_name", "chat_type", "taken_over", "engine_override", "personality_id")
 
 
 def _claim(*, message_id: int | None = None, conversation_id: int | None = None, upto_id: int | None = None):
-    """One round trip: mark the message (or the conversation's oldest undecided one) processing and
-    read what deciding it needs. None when there is nothing to claim."""
-    from types import SimpleNamespace
-
+    """Mark the message (or the conversation's oldest undecided one) processing and read what deciding
+    it needs: the message, its conversation and `earlier` (content, reply, action, status) rows, oldest
+    first. None when there is nothing to claim. One round trip on PostgreSQL."""
     now = timezone.now()
     if message_id is not None:
-        sql, params = _CLAIM_SQL.format(target="%s"), [now, message_id]
+        claim, params = _CLAIM_SQL.format(target="%s"), [now, message_id]
     else:
-        sql, params = _CLAIM_SQL.format(target=_NEXT), [now, conversation_id, upto_id]
-    if connection.vendor != "postgresql":  # SQLite: let the ORM convert the values
+        claim, params = _CLAIM_SQL.format(target=_NEXT), [now, conversation_id, upto_id]
+    turns = settings.PIPELINE_HISTORY_TURNS
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_CLAIM_SQL_PG.format(claim=claim), [*params, turns])
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        values = dict(zip(_FIELDS, row, strict=False))
+        conversation = dict(zip(_CONVERSATION_FIELDS, row[len(_FIELDS) :], strict=False))
+        earlier = [tuple(item) for item in row[-1]]
+    else:  # SQLite: let the ORM convert the values, then read the rest
         params[0] = Message._meta.get_field("claimed_at").get_db_prep_value(now, connection)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(claim, params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
         values = Message.objects.filter(pk=row[0]).values(*_FIELDS).get()
-    else:
-        values = dict(zip(_FIELDS, row, strict=True))
-    return SimpleNamespace(claimed_at=now, **values)
-
-
-def _history(message, turns: int) -> list[dict]:
-    """OpenAI-style history (one query): earlier messages of the conversation with their sent replies."""
-    sent = (Reply.Status.QUEUED, Reply.Status.SENT, Reply.Status.DELIVERED)
-    earlier = list(
-        Message.objects.filter(conversation_id=message.conversation_id, id__lt=message.id)
-        .order_by("-id")
-        .values_list("content", "reply__content", "reply__action", "reply__status")[:turns]
+        conversation = Conversation.objects.filter(pk=values["conversation_id"]).values(*_CONVERSATION_FIELDS).get()
+        earlier = list(
+            Message.objects.filter(conversation_id=values["conversation_id"], id__lt=values["id"])
+            .order_by("-id")
+            .values_list("content", "reply__content", "reply__action", "reply__status")[:turns]
+        )[::-1]
+    return SimpleNamespace(
+        claimed_at=now,
+        conversation=SimpleNamespace(id=values["conversation_id"], **conversation),
+        earlier=earlier,
+        **values,
     )
+
+
+def _history(message) -> list[dict]:
+    """OpenAI-style history: the claimed `earlier` messages with their sent replies, then this one."""
+    sent = (Reply.Status.QUEUED, Reply.Status.SENT, Reply.Status.DELIVERED)
     history = []
-    for content, reply, action, status in reversed(earlier):
+    for content, reply, action, status in message.earlier:
         history.append({"role": "user", "content": content})
         if reply and action == Reply.Action.REPLY and status in sent:
             history.append({"role": "assistant", "content": reply})
@@ -193,8 +219,6 @@ def decide(message_id: int) -> Reply | None:
 
 
 def _decide_claimed(message) -> Reply:
-    from types import SimpleNamespace
-
     if message.attempts > 1:  # claimed before: maybe the reply was stored and the worker died
         existing = Reply.objects.filter(message_id=message.id).first()
         if existing is not None:
@@ -202,13 +226,6 @@ def _decide_claimed(message) -> Reply:
             if existing.status in Reply.OUTBOX:
                 transaction.on_commit(lambda: push(existing, trace_id=message.trace_id))
             return existing
-    conversation = SimpleNamespace(
-        id=message.conversation_id,
-        **Conversation.objects.filter(pk=message.conversation_id)
-        .values("chat_name", "chat_type", "taken_over", "engine_override", "personality_id")
-        .get(),
-    )
-    message.conversation = conversation
     with trace(message.trace_id):
         return _decide(message, message.claimed_at)
 
@@ -255,7 +272,7 @@ def _decide(message: Message, claimed_at) -> Reply:
         status, review_reason = Reply.Status.PENDING_REVIEW, f"handoff rule: {rule.rule_name or rule.reason}"
         handoff = "rule"
     else:
-        history = _history(message, settings.PIPELINE_HISTORY_TURNS)
+        history = _history(message)
         personality_id = rule.personality_id or conversation.personality_id
         override = rule.engine or conversation.engine_override
         # The engine caches memory retrievals per conversation version; turns it did not write (rule
@@ -340,18 +357,24 @@ def _decide(message: Message, claimed_at) -> Reply:
     return reply
 
 
-def _store_reply_pg(reply: Reply, now) -> bool:
-    """One statement, one round trip: insert the reply (unless the message already has one) and mark
-    the message decided. False when another reply won."""
+@functools.cache
+def _store_reply_statement() -> tuple[list, str]:
     fields = [f for f in Reply._meta.concrete_fields if not f.primary_key]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    values = [f.get_db_prep_save(getattr(reply, f.attname), connection) for f in fields]
     sql = (
         f"WITH r AS (INSERT INTO wxmessages_reply ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
         " ON CONFLICT (message_id) DO NOTHING RETURNING id),"
         " m AS (UPDATE wxmessages_message SET status = 'decided', decided_at = %s WHERE id = %s)"
         " SELECT id FROM r"
     )  # column names from the model, values bound
+    return fields, sql
+
+
+def _store_reply_pg(reply: Reply, now) -> bool:
+    """One statement, one round trip: insert the reply (unless the message already has one) and mark
+    the message decided. False when another reply won."""
+    fields, sql = _store_reply_statement()
+    values = [f.get_db_prep_save(getattr(reply, f.attname), connection) for f in fields]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*values, now, reply.message_id])
         row = cursor.fetchone()
