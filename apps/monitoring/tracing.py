@@ -6,13 +6,16 @@
 - `TraceIdFilter`: puts `record.trace_id` on every log record ("-" when none), wired in settings.LOGGING;
 - `JsonFormatter`: one JSON object per line when `LOG_JSON=true`;
 - `TraceStoreHandler`: keeps the log lines of each trace in a bounded Redis list (TRACE_MAX_EVENTS,
-  TRACE_TTL) read back by `events(trace_id)` for the admin trace view.
+  TRACE_TTL), written in the background by `writer` (TRACE_FLUSH_SECONDS), read back by
+  `events(trace_id)` for the admin trace view.
 
 This module is imported while logging is configured (before the app registry is ready): no models here.
 """
 
+import atexit
 import json
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -87,43 +90,100 @@ _guard = threading.local()
 
 
 class TraceStoreHandler(logging.Handler):
-    """Appends records that carry a trace id to that trace's bounded list in the cache's Redis."""
+    """Queues records that carry a trace id for that trace's bounded list in the cache's Redis; the
+    process's trace writer stores them in the background (see TraceWriter)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         trace_id = getattr(record, "trace_id", NO_TRACE)
         if trace_id == NO_TRACE or getattr(_guard, "busy", False) or record.name.startswith(("redis", "django_redis")):
             return
-        _guard.busy = True
         try:
-            append_event(normalize(trace_id), record_to_dict(record))
+            writer.put(normalize(trace_id), json.dumps(record_to_dict(record), ensure_ascii=False, default=str))
         except Exception:  # logging must never break the caller
             self.handleError(record)
+
+
+class TraceWriter:
+    """One background thread per process writes the queued trace lines every TRACE_FLUSH_SECONDS, all
+    traces in one Redis pipeline: a decision's log line costs an append to a list instead of a Redis
+    round trip on the hot path. Bounded (TRACE_BUFFER_MAX, oldest dropped) so a Redis outage cannot
+    grow memory; `flush()` writes synchronously (readers in this process, process exit)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pending: list[tuple[str, str]] = []
+        self._pid = None
+        self.dropped = 0
+
+    def put(self, trace_id: str, payload: str) -> None:
+        from django.conf import settings
+
+        with self._lock:
+            if self._pid != os.getpid():  # first use, or a forked child: the parent's thread is not here
+                self._pending, self._pid = [], os.getpid()
+                threading.Thread(target=self._run, name="trace-writer", daemon=True).start()
+            self._pending.append((trace_id, payload))
+            overflow = len(self._pending) - settings.TRACE_BUFFER_MAX
+            if overflow > 0:
+                del self._pending[:overflow]
+                self.dropped += overflow
+
+    def _run(self) -> None:
+        from django.conf import settings
+
+        while True:
+            self._wake.wait(settings.TRACE_FLUSH_SECONDS)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # Redis away: these lines are lost, the next ones are tried again
+                logging.getLogger(__name__).warning("trace lines not stored", exc_info=True)
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return
+        _guard.busy = True  # the store's own client logging must not queue more lines
+        try:
+            store_events(batch)
         finally:
             _guard.busy = False
 
 
-def append_event(trace_id: str, event: dict) -> None:
+writer = TraceWriter()
+atexit.register(writer.flush)
+
+
+def store_events(batch: list[tuple[str, str]]) -> None:
+    """Append (trace id, JSON line) pairs to their traces, keeping the newest TRACE_MAX_EVENTS of each."""
     from django.conf import settings
 
-    payload = json.dumps(event, ensure_ascii=False, default=str)
+    by_trace: dict[str, list[str]] = {}
+    for trace_id, payload in batch:
+        by_trace.setdefault(trace_id, []).append(payload)
     client = redis_client()
     if client is not None:
-        key = _redis_key(trace_id)
         pipe = client.pipeline(transaction=False)
-        pipe.rpush(key, payload)
-        pipe.ltrim(key, -settings.TRACE_MAX_EVENTS, -1)
-        pipe.expire(key, settings.TRACE_TTL)
+        for trace_id, payloads in by_trace.items():
+            key = _redis_key(trace_id)
+            pipe.rpush(key, *payloads)
+            pipe.ltrim(key, -settings.TRACE_MAX_EVENTS, -1)
+            pipe.expire(key, settings.TRACE_TTL)
         pipe.execute()
         return
     from django.core.cache import cache
 
-    items = cache.get(trace_key(trace_id), [])
-    items = [*items, payload][-settings.TRACE_MAX_EVENTS :]
-    cache.set(trace_key(trace_id), items, settings.TRACE_TTL)
+    for trace_id, payloads in by_trace.items():
+        items = [*cache.get(trace_key(trace_id), []), *payloads][-settings.TRACE_MAX_EVENTS :]
+        cache.set(trace_key(trace_id), items, settings.TRACE_TTL)
 
 
 def events(trace_id: str) -> list[dict]:
-    """The stored log lines of one trace, oldest first."""
+    """The stored log lines of one trace, oldest first (this process's queued lines included; another
+    process's appear within TRACE_FLUSH_SECONDS)."""
+    writer.flush()
     trace_id = normalize(trace_id)
     client = redis_client()
     if client is not None:

@@ -1,6 +1,7 @@
 import asyncio
 import json
 import logging
+import time
 import uuid
 
 import pytest
@@ -53,6 +54,36 @@ def test_trace_store_is_bounded(trace_logger, settings):
         for i in range(12):
             trace_logger.info("step %d", i)
     assert [event["message"] for event in tracing.events("t-bounded")] == [f"step {i}" for i in range(7, 12)]
+
+
+def test_trace_lines_are_stored_in_the_background_and_bounded_while_waiting(trace_logger, settings):
+    """The handler only queues; the writer thread stores the lines without anyone calling flush(), and
+    a queue that cannot be written is capped (oldest dropped, counted)."""
+    import time
+
+    raw = tracing.redis_client()
+    with tracing.bind("t-background"):
+        trace_logger.info("queued, not yet stored")
+    deadline = time.monotonic() + 5
+    stored = []
+    while time.monotonic() < deadline and not stored:
+        if raw is not None:
+            stored = raw.lrange(tracing._redis_key("t-background"), 0, -1)
+        else:
+            from django.core.cache import cache
+
+            stored = cache.get(tracing.trace_key("t-background"), [])
+        time.sleep(0.02)
+    assert [json.loads(item)["message"] for item in stored] == ["queued, not yet stored"]
+
+    settings.TRACE_BUFFER_MAX = 3
+    writer = tracing.TraceWriter()
+    dropped_before = writer.dropped
+    for i in range(5):
+        writer.put("t-capped", json.dumps({"message": f"line {i}"}))
+    writer.flush()
+    assert writer.dropped - dropped_before == 2
+    assert [event["message"] for event in tracing.events("t-capped")] == ["line 2", "line 3", "line 4"]
 
 
 def test_json_formatter_emits_one_object_with_the_trace_id():
@@ -147,6 +178,11 @@ def test_a_messages_trace_is_kept_from_the_real_pipeline_worker(live_env, tmp_pa
         )
         assert answer.status_code == 200, answer.text
     stored = Message.objects.get(agent=agent, client_msg_id="trace-1")
+    deadline = time.monotonic() + 5  # the worker's trace writer stores its lines in the background
+    while not any(f"message {stored.id} decided" in event["message"] for event in tracing.events(stored.trace_id)):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     events = tracing.events(stored.trace_id)
     assert any(f"message {stored.id} decided" in event["message"] for event in events), worker.log_tail()
     assert {event["trace_id"] for event in events} == {stored.trace_id.hex}
