@@ -32,6 +32,7 @@ import openai
 from django.conf import settings
 from django.utils.module_loading import import_string
 from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai.types.chat import ChatCompletion
 
 from apps.costs import services as costs
 from apps.llm_gateway import aredis, breaker, config, metrics
@@ -351,6 +352,22 @@ async def complete(
     )
 
 
+def chat_body(entry: Entry, messages, tools=None, tool_choice=None, temperature=None, max_tokens=None) -> dict:
+    """The JSON body of a chat completion request for this route entry."""
+    body: dict = {"model": entry.model, "messages": messages}
+    if tools:
+        body["tools"] = tools
+        if tool_choice is not None:
+            body["tool_choice"] = tool_choice
+    t = temperature if temperature is not None else entry.temperature
+    if t is not None:
+        body["temperature"] = t
+    mt = max_tokens or entry.max_tokens
+    if mt:
+        body["max_tokens"] = mt
+    return body
+
+
 def _observe(entry: Entry, latency_ms: float, usage: Usage, cost: float) -> None:
     p, m = entry.provider.name, entry.model
     metrics.CALLS.labels(p, m, "ok").inc()
@@ -377,22 +394,19 @@ async def _call_entry(
     """Try one entry with retries. Returns (response, latency_ms) or None (move on to the next entry)."""
     client = client_for(entry)
     per_attempt = entry.timeout or entry.provider.timeout or settings.LLM_TIMEOUT
-    kwargs: dict = {"model": entry.model}
     if kind == "chat":
-        kwargs["messages"] = messages
-        if tools:
-            kwargs["tools"] = tools
-            if tool_choice is not None:
-                kwargs["tool_choice"] = tool_choice
-        t = temperature if temperature is not None else entry.temperature
-        if t is not None:
-            kwargs["temperature"] = t
-        mt = max_tokens or entry.max_tokens
-        if mt:
-            kwargs["max_tokens"] = mt
-        call = client.chat.completions.create
+        body = chat_body(entry, messages, tools, tool_choice, temperature, max_tokens)
+
+        def call(timeout):  # noqa: ASYNC109 - the per-attempt timeout, as openai's own methods take it
+            # The SDK's documented `client.post` for a body that is plain JSON already: the same request,
+            # auth, transport, errors and ChatCompletion parsing as `chat.completions.create`, without its
+            # per-call TypedDict transform of the body (≈ 0.5 ms of CPU per call, half the client's cost).
+            # test_chat_body_needs_no_sdk_transform pins that the transform leaves such bodies unchanged.
+            return client.post("/chat/completions", cast_to=ChatCompletion, body=body, options={"timeout": timeout})
+
+        kwargs: dict = {}
     else:
-        kwargs["input"] = texts
+        kwargs = {"model": entry.model, "input": texts}
         call = client.embeddings.create
     for n in range(settings.LLM_RETRIES + 1):
         remaining = deadline - time.perf_counter()

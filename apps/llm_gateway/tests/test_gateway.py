@@ -31,6 +31,70 @@ async def test_tool_calls_come_back(gw):
     assert gw.requests(path="chat")[0]["body"]["tools"] == tools
 
 
+# Bodies of every shape the platform sends: plain and multi-part text, a system prompt, an assistant turn
+# with tool calls, a tool result, tools with a forced choice, temperature and max_tokens.
+SDK_BODIES = [
+    {"model": "m1", "messages": [{"role": "user", "content": "你好"}]},
+    {
+        "model": "m1",
+        "messages": [
+            {"role": "system", "content": "你是充电桩客服。"},
+            {"role": "user", "content": [{"type": "text", "text": "查一下订单 A1"}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "lookup_order", "arguments": '{"no":"A1"}'}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": '{"status": "已发货"}'},
+        ],
+        "tools": [{"type": "function", "function": {"name": "lookup_order", "parameters": {"type": "object"}}}],
+        "tool_choice": {"type": "function", "function": {"name": "lookup_order"}},
+        "temperature": 0.3,
+        "max_tokens": 256,
+    },
+]
+
+
+@pytest.mark.parametrize("body", SDK_BODIES)
+async def test_chat_body_needs_no_sdk_transform(body):
+    """The gateway posts its JSON body with the SDK's `client.post` instead of `chat.completions.create`,
+    skipping the SDK's per-call transform of the body; that transform must leave such bodies unchanged
+    (if an openai upgrade starts rewriting them, this fails and the gateway must follow)."""
+    import copy
+
+    from openai._utils import async_maybe_transform
+    from openai.types.chat import completion_create_params
+
+    assert (
+        await async_maybe_transform(copy.deepcopy(body), completion_create_params.CompletionCreateParamsNonStreaming)
+        == body
+    )
+
+
+async def test_the_gateway_sends_what_chat_completions_create_sends(gw):
+    """Same wire request as the SDK's own method for the same arguments: body and auth."""
+    from openai import AsyncOpenAI, DefaultAioHttpClient
+
+    body = SDK_BODIES[1]
+    await complete(
+        body["messages"],
+        tools=body["tools"],
+        tool_choice=body["tool_choice"],
+        temperature=body["temperature"],
+        max_tokens=body["max_tokens"],
+    )
+    sdk = AsyncOpenAI(api_key="key-1", base_url=gw.base_url, max_retries=0, http_client=DefaultAioHttpClient())
+    try:
+        await sdk.chat.completions.create(**body)
+    finally:
+        await sdk.close()
+    ours, theirs = gw.requests(path="chat")
+    assert ours["body"] == theirs["body"] == body
+    assert ours["authorization"] == theirs["authorization"] == "Bearer key-1"
+
+
 async def test_falls_back_to_second_model_on_500s(gw):
     gw.fail("500", model="m1")
     c = await complete(user_msg())
