@@ -50,6 +50,40 @@ async def send_all(url: str, tokens, n: int, stamp: str) -> float:
         return started
 
 
+async def send_all_ws(url: str, tokens, n: int, stamp: str, batch: int) -> float:
+    """Each agent on its own WebSocket sends its share in `messages` frames of `batch` (how an agent
+    flushes a backlog), without waiting for `accepted_batch` between frames."""
+    import websockets
+
+    sockets = []
+    for _agent_id, token in tokens:
+        ws = await websockets.connect(
+            url.replace("http://", "ws://") + "/ws/agent/",
+            additional_headers={"Authorization": f"Bearer {token}"},
+            max_size=2**24,
+        )
+        json.loads(await ws.recv())  # hello
+        sockets.append(ws)
+
+    async def agent(k: int, ws):
+        mine = [i for i in range(n) if i % len(sockets) == k]
+        frames = [mine[j : j + batch] for j in range(0, len(mine), batch)]
+        for seq, frame in enumerate(frames):
+            items = [message(f"{stamp}-{i}", i, chat=f"并发客户{stamp}-{i}") for i in frame]
+            await ws.send(json.dumps({"type": "messages", "messages": items, "seq": seq}))
+        accepted = 0
+        while accepted < len(mine):
+            answer = json.loads(await ws.recv())
+            if answer["type"] == "accepted_batch":
+                assert not answer["errors"], answer["errors"]
+                accepted += len(answer["accepted"])
+        await ws.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(agent(k, ws) for k, ws in enumerate(sockets)))
+    return started
+
+
 def wait_for_replies(agent_ids: list[str], n: int, timeout: float) -> tuple[int, float]:
     from django.db import connection
 
@@ -64,7 +98,16 @@ def wait_for_replies(agent_ids: list[str], n: int, timeout: float) -> tuple[int,
         time.sleep(0.02)
 
 
-def run_once(env: dict, url: str, n: int, concurrency: int, timeout: float, workers: int = 1) -> dict:
+def run_once(
+    env: dict,
+    url: str,
+    n: int,
+    concurrency: int,
+    timeout: float,
+    workers: int = 1,
+    ingest: str = "rest",
+    batch: int = 25,
+) -> dict:
     from django.db.models import F
 
     from apps.messages.models import Reply
@@ -80,11 +123,20 @@ def run_once(env: dict, url: str, n: int, concurrency: int, timeout: float, work
         for w in range(workers)
     ]
     try:
+        for worker in procs:  # measure the steady state: the knowledge index loads once, at worker start
+            deadline = time.monotonic() + 60
+            while "knowledge index warmed" not in worker.log_path.read_text(errors="replace"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("worker did not warm up:\n" + worker.log_tail())
+                time.sleep(0.1)
         tokens = agents(4)
         agent_ids = [a for a, _t in tokens]
         cpu0 = cpu_seconds(procs)
         stamp = str(int(time.time() * 1000))
-        started = asyncio.run(send_all(url, tokens, n, stamp))
+        if ingest == "ws":
+            started = asyncio.run(send_all_ws(url, tokens, n, stamp, batch))
+        else:
+            started = asyncio.run(send_all(url, tokens, n, stamp))
         sent = time.perf_counter()
         done, finished = wait_for_replies(agent_ids, n, timeout)
         cpu = cpu_seconds(procs) - cpu0
@@ -155,6 +207,13 @@ def main() -> None:
         default="gateway",
         help="sleep: same wait without the gateway (the pipeline's own share)",
     )
+    parser.add_argument(
+        "--ingest",
+        choices=["rest", "ws"],
+        default="rest",
+        help="rest: one POST per message; ws: each agent's WebSocket, `messages` frames of --batch",
+    )
+    parser.add_argument("--batch", type=int, default=25, help="messages per WebSocket frame (--ingest ws)")
     parser.add_argument("--threads-only", action="store_true", help="the gateway part alone (see threads_only)")
     args = parser.parse_args()
     if args.threads_only:
@@ -175,12 +234,15 @@ def main() -> None:
         web, urls = start_web(env, 1)
         try:
             for concurrency in args.concurrency:
-                result = run_once(env, urls[0], args.messages, concurrency, args.timeout, args.workers)
+                result = run_once(
+                    env, urls[0], args.messages, concurrency, args.timeout, args.workers, args.ingest, args.batch
+                )
                 head = {
                     "bench": "llm_concurrency",
                     "engine": args.engine,
                     "latency_s": args.latency,
                     "workers": args.workers,
+                    "ingest": args.ingest,
                 }
                 print(json.dumps({**head, **result}, ensure_ascii=False), flush=True)
         finally:
