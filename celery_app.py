@@ -18,6 +18,7 @@ QUEUES = {
 app.conf.task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in QUEUES)
 app.conf.task_routes = {
     "apps.messages.tasks.process_message": {"queue": "messages"},
+    "apps.messages.tasks.process_messages": {"queue": "messages"},
     "erp.sync_erp": {"queue": "sync"},
 }
 app.autodiscover_tasks(lambda: __import__("django.conf").conf.settings.INSTALLED_APPS)

@@ -114,7 +114,7 @@ def run_once(
 
     procs = [
         start_worker(
-            {**env, "CELERY_PREFETCH_MULTIPLIER": "1"},
+            {**env, "CELERY_PREFETCH_MULTIPLIER": "1", "PIPELINE_BATCH_THREADS": str(concurrency)},
             LOG_DIR,
             name=f"worker{concurrency}-{w}",
             concurrency=concurrency,

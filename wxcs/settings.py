@@ -483,6 +483,10 @@ PIPELINE_ENGINE_CLASS = env.str("PIPELINE_ENGINE_CLASS", default="")
 PIPELINE_MAX_RETRIES = env.int("PIPELINE_MAX_RETRIES", default=5)
 # Publish process_message with one pre-serialised LPUSH per batch instead of .delay() (Redis broker only).
 PIPELINE_FAST_ENQUEUE = env.bool("PIPELINE_FAST_ENQUEUE", default=True)
+# Messages that arrive together (an agent's `messages` frame) go out as one `process_messages` task per
+# this many (1: a task per message); the worker decides them concurrently on PIPELINE_BATCH_THREADS.
+PIPELINE_ENQUEUE_BATCH = env.int("PIPELINE_ENQUEUE_BATCH", default=25)
+PIPELINE_BATCH_THREADS = env.int("PIPELINE_BATCH_THREADS", default=256)
 
 # --- knowledge base (apps.knowledge) --------------------------------------------------------------
 # How often a process compares its index with the Redis version key (ms); edits in this process are seen

@@ -135,7 +135,7 @@ async def ingest(agent_id: str, items: list[Clean]) -> list[Accepted]:
                 if limit:
                     pipe.incrby(key, len(items)).expire(key, window + 1)
                 if new:
-                    pipe.lpush(queue.QUEUE, *[queue.celery_message(mid, cid) for mid, cid in new])
+                    pipe.lpush(queue.QUEUE, *queue.wire_messages(new))
                 results = await pipe.execute() if (limit or new) else []
         else:
             results = []
@@ -143,7 +143,7 @@ async def ingest(agent_id: str, items: list[Clean]) -> list[Accepted]:
                 async with cache.pipeline(transaction=False) as pipe:
                     results = await pipe.incrby(key, len(items)).expire(key, window + 1).execute()
             if new:
-                await broker.lpush(queue.QUEUE, *[queue.celery_message(mid, cid) for mid, cid in new])
+                await broker.lpush(queue.QUEUE, *queue.wire_messages(new))
     except Exception:  # stored but maybe not enqueued: the sync publisher in a thread
         logger.warning("async enqueue failed; using the sync path", exc_info=True)
         from asgiref.sync import sync_to_async

@@ -19,6 +19,7 @@ from django.conf import settings
 logger = logging.getLogger("wxcs.ingest")
 
 TASK_NAME = "apps.messages.tasks.process_message"
+BATCH_TASK_NAME = "apps.messages.tasks.process_messages"
 QUEUE = "messages"
 
 _local = threading.local()
@@ -64,10 +65,30 @@ def _fast_enabled() -> bool:
 def celery_message(message_id: int, conversation_id: int | None = None) -> bytes:
     """The kombu/Redis wire form of `process_message.apply_async((message_id,), {"conversation_id": …},
     queue="messages")`."""
+    return _wire(TASK_NAME, [message_id], {"conversation_id": conversation_id} if conversation_id else {})
+
+
+def batch_message(pairs: list[tuple[int, int | None]]) -> bytes:
+    """The wire form of `process_messages.apply_async(([[message_id, conversation_id], …],), queue="messages")`."""
+    return _wire(BATCH_TASK_NAME, [[list(pair) for pair in pairs]], {})
+
+
+def wire_messages(messages: list) -> list[bytes]:
+    """What to LPUSH for these messages: one `process_message` each, except that a batch (an agent's
+    `messages` frame) becomes `process_messages` tasks of up to PIPELINE_ENQUEUE_BATCH messages — the
+    worker's consumer receives tasks one by one, and that is its bottleneck under bursts."""
+    return [batch_message(chunk) if len(chunk) > 1 else celery_message(*chunk[0]) for chunk in chunks(_pairs(messages))]
+
+
+def chunks(pairs: list[tuple[int, int | None]]) -> list[list[tuple[int, int | None]]]:
+    size = max(1, settings.PIPELINE_ENQUEUE_BATCH)
+    return [pairs[i : i + size] for i in range(0, len(pairs), size)]
+
+
+def _wire(task_name: str, args: list, kwargs: dict) -> bytes:
     task_id = str(uuid.uuid4())
-    kwargs = {"conversation_id": conversation_id} if conversation_id else {}
     body = base64.b64encode(
-        json.dumps([[message_id], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]).encode()
+        json.dumps([args, kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]).encode()
     ).decode()
     return json.dumps(
         {
@@ -76,7 +97,7 @@ def celery_message(message_id: int, conversation_id: int | None = None) -> bytes
             "content-type": "application/json",
             "headers": {
                 "lang": "py",
-                "task": TASK_NAME,
+                "task": task_name,
                 "id": task_id,
                 "shadow": None,
                 "eta": None,
@@ -87,7 +108,7 @@ def celery_message(message_id: int, conversation_id: int | None = None) -> bytes
                 "timelimit": [None, None],
                 "root_id": task_id,
                 "parent_id": None,
-                "argsrepr": f"({message_id},)",
+                "argsrepr": repr(tuple(args)),
                 "kwargsrepr": repr(kwargs),
                 "origin": _origin,
                 "ignore_result": False,
@@ -119,14 +140,20 @@ def enqueue_messages(messages: list) -> None:
     pairs = _pairs(messages)
     if _fast_enabled():
         try:
-            _broker_client().lpush(QUEUE, *[celery_message(mid, cid) for mid, cid in pairs])
+            _broker_client().lpush(QUEUE, *wire_messages(pairs))
             return
         except Exception:
             _local.broker = None
             logger.warning("fast enqueue failed; falling back to apply_async", exc_info=True)
-    from apps.messages.tasks import process_message
+    from apps.messages.tasks import process_message, process_messages
     from celery_app import app
 
     with app.producer_or_acquire() as producer:
-        for mid, cid in pairs:
-            process_message.apply_async((mid,), {"conversation_id": cid} if cid else {}, queue=QUEUE, producer=producer)
+        for chunk in chunks(pairs):
+            if len(chunk) > 1:
+                process_messages.apply_async(([list(pair) for pair in chunk],), queue=QUEUE, producer=producer)
+            else:
+                mid, cid = chunk[0]
+                process_message.apply_async(
+                    (mid,), {"conversation_id": cid} if cid else {}, queue=QUEUE, producer=producer
+                )

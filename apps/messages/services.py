@@ -5,8 +5,10 @@ push it to the agent, acks, human review and takeover. Plain functions; tasks/vi
 import asyncio
 import functools
 import logging
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from decimal import Decimal
 from types import SimpleNamespace
@@ -131,6 +133,33 @@ def process(message_id: int, conversation_id: int | None = None) -> str:
             _decide_claimed(claimed)
             if claimed.id == message_id:
                 return "decided"
+
+
+_batch_pool = None
+_batch_pool_lock = threading.Lock()
+
+
+def process_many(pairs: list[tuple[int, int | None]]) -> list:
+    """`process` each (message id, conversation id) concurrently; per message its outcome or exception."""
+    global _batch_pool
+    with _batch_pool_lock:
+        if _batch_pool is None:
+            _batch_pool = ThreadPoolExecutor(settings.PIPELINE_BATCH_THREADS, thread_name_prefix="decide")
+    futures = [_batch_pool.submit(_process_and_release, mid, cid) for mid, cid in pairs]
+    outcomes = []
+    for future in futures:
+        try:
+            outcomes.append(future.result())
+        except Exception as exc:  # noqa: BLE001 - the caller retries that message alone
+            outcomes.append(exc)
+    return outcomes
+
+
+def _process_and_release(message_id: int, conversation_id: int | None) -> str:
+    try:
+        return process(message_id, conversation_id)
+    finally:
+        connection.close()  # back to the pool: these threads outlive the task
 
 
 _CLAIM_SQL = """

@@ -9,6 +9,7 @@ from django.utils import timezone
 from apps.messages import ingest, services
 from apps.messages.models import Conversation, Message, Reply
 from apps.messages.tests.helpers import make_agent
+from conftest import requires_services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -185,3 +186,65 @@ def test_sweeper_re_enqueues_only_stuck_messages(fake_engine, monkeypatch, setti
     assert services.sweep_stuck() == [old, orphan]
     assert enqueued == [old, orphan]
     assert fresh not in enqueued
+
+
+@requires_services  # concurrent decisions: the in-memory SQLite of the fallback takes one writer at a time
+def test_a_batch_is_decided_together_and_what_cannot_be_decided_continues_alone(fake_engine, monkeypatch):
+    """process_messages (an agent's frame): every message decided once; one whose chat is locked by another
+    worker is re-enqueued alone (no retry counted), one whose engine fails is retried alone (attempt 1)."""
+    from apps.messages import tasks
+
+    agent, _, _ = make_agent()
+    ok = [store(agent, f"b-{i}", chat_name=f"客户{i}") for i in range(3)]
+    busy = store(agent, "b-busy", chat_name="忙碌的客户")
+    failing = store(agent, "b-fail", chat_name="出错的客户", content="触发故障")
+    conversation = {m.id: m.conversation_id for m in Message.objects.filter(pk__in=[*ok, busy, failing])}
+
+    class FlakyEngine(type(fake_engine)):
+        async def generate_response(self, messages, conversation_id, **kwargs):
+            if messages[-1]["content"] == "触发故障":
+                raise RuntimeError("provider down")
+            return await super().generate_response(messages, conversation_id, **kwargs)
+
+    flaky = FlakyEngine()
+
+    async def resolve(conversation_id, personality_id, override):
+        return flaky
+
+    monkeypatch.setattr(services, "resolve_engine", resolve)
+    retried = []
+    monkeypatch.setattr(
+        tasks.process_message, "apply_async", lambda args, kwargs, countdown: retried.append((args, kwargs, countdown))
+    )
+    with services.conversation_lock(conversation[busy]):  # another worker is deciding that chat
+        result = tasks.process_messages.apply(args=([[mid, conversation[mid]] for mid in [*ok, busy, failing]],))
+    assert result.get() == {"decided": 3, "retried": 2}
+    assert Reply.objects.filter(message_id__in=ok).count() == 3 and len(flaky.calls) == 3
+    assert not Reply.objects.filter(message_id__in=[busy, failing]).exists()
+    by_message = {args[0]: (kwargs, countdown) for args, kwargs, countdown in retried}
+    assert by_message[busy][0] == {"attempt": 0, "conversation_id": conversation[busy]}
+    assert by_message[failing][0] == {"attempt": 1, "conversation_id": conversation[failing]}
+    assert 0 < by_message[busy][1] < 0.2 and 0.4 < by_message[failing][1] <= 1.0
+
+
+def test_a_frame_is_enqueued_as_batches_and_single_messages_alone(settings):
+    """The wire form decodes to the tasks a worker runs: a batch of up to PIPELINE_ENQUEUE_BATCH messages
+    as one process_messages task, a lone message as process_message."""
+    import base64
+    import json
+
+    from apps.messages import queue
+
+    settings.PIPELINE_ENQUEUE_BATCH = 2
+
+    def decoded(raw):
+        envelope = json.loads(raw)
+        args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
+        return envelope["headers"]["task"], args, kwargs
+
+    assert [decoded(raw) for raw in queue.wire_messages([(1, 10), (2, 20), (3, 30)])] == [
+        ("apps.messages.tasks.process_messages", [[[1, 10], [2, 20]]], {}),
+        ("apps.messages.tasks.process_message", [3], {"conversation_id": 30}),
+    ]
+    settings.PIPELINE_ENQUEUE_BATCH = 1
+    assert [decoded(raw)[0] for raw in queue.wire_messages([4, 5])] == ["apps.messages.tasks.process_message"] * 2
