@@ -237,6 +237,9 @@ CELERY_TIMEZONE = env.str("TIME_ZONE", default="Asia/Shanghai")
 # keep at least as many as LLM calls to have in flight (64 threads × 2 s answers = 32 messages/s at most).
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=256)
 CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
+# Worker processes `make run` starts. One per core for throughput (each process has one GIL and one Celery
+# consumer: bench/README.md, issue 4); 1 by default because mem0's local Qdrant folder allows one process.
+CELERY_WORKER_PROCESSES = env.int("CELERY_WORKER_PROCESSES", default=1)
 
 # --- i18n -----------------------------------------------------------------------------------
 LANGUAGE_CODE = env.str("LANGUAGE_CODE", default="zh-hans")

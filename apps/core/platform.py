@@ -57,12 +57,19 @@ def start_embedded_redis(timeout: float = 10.0) -> subprocess.Popen:
 def processes() -> dict[str, str]:
     python = shlex.quote(sys.executable)
     celery = f"{python} -m celery -A celery_app"
+    worker = (
+        f"{celery} worker -Q default,messages,sync -P {settings.CELERY_WORKER_POOL}"
+        f" -c {settings.CELERY_WORKER_CONCURRENCY} --loglevel INFO"
+    )
+    count = max(1, settings.CELERY_WORKER_PROCESSES)
+    workers = (
+        {"worker": worker}
+        if count == 1
+        else {f"worker{i}": f"{worker} -n worker{i}@%h" for i in range(1, count + 1)}  # node names must differ
+    )
     return {
         "web": f"{python} -m daphne -b {settings.WEB_HOST} -p {settings.WEB_PORT} wxcs.asgi:application",
-        "worker": (
-            f"{celery} worker -Q default,messages,sync -P {settings.CELERY_WORKER_POOL}"
-            f" -c {settings.CELERY_WORKER_CONCURRENCY} --loglevel INFO"
-        ),
+        **workers,
         "beat": f"{celery} beat --loglevel INFO",
     }
 

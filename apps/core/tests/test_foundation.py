@@ -197,3 +197,16 @@ def test_admin_is_chinese_and_the_demo_supervisor_can_log_in(client, db, capsys)
     assert page.status_code == 200
     assert "微信客服中台" in page.content.decode()
     assert "站点管理" in page.content.decode() or "管理后台" in page.content.decode()
+
+
+def test_run_platform_starts_one_worker_per_configured_process(settings):
+    """CELERY_WORKER_PROCESSES workers, each a distinct Celery node (same-named nodes clash), same queues."""
+    from apps.core.platform import processes
+
+    settings.CELERY_WORKER_PROCESSES = 1
+    assert [name for name in processes() if name.startswith("worker")] == ["worker"]
+    settings.CELERY_WORKER_PROCESSES = 2
+    workers = {name: command for name, command in processes().items() if name.startswith("worker")}
+    assert sorted(workers) == ["worker1", "worker2"]
+    assert workers["worker1"].endswith("-n worker1@%h") and workers["worker2"].endswith("-n worker2@%h")
+    assert all("-Q default,messages,sync" in command for command in workers.values())
