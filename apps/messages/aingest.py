@@ -1,6 +1,7 @@
 """The ingest hot path without threads, for the long-lived event loop of a web process (Daphne):
 psycopg's AsyncConnectionPool (server-side prepared statement, autocommit: one round trip per
-message) and redis.asyncio (throttle counter, then one LPUSH of pre-serialised Celery messages).
+message) and redis.asyncio (throttle counter, then one LPUSH of pre-serialised Celery messages, shared
+by the requests of one event-loop turn: EnqueueBatcher).
 Same SQL, same semantics as `ingest.ingest`; used only on PostgreSQL + Redis, else the sync path.
 """
 
@@ -18,7 +19,7 @@ from apps.messages.ingest import _EXISTING_SQL, _PG_SQL, Accepted, Clean, Thrott
 
 logger = logging.getLogger("wxcs.ingest")
 
-_state: dict = {}  # loop -> (pool, cache redis, broker redis)
+_state: dict = {}  # loop -> (pool, cache redis, broker redis, EnqueueBatcher on the broker)
 _lock: asyncio.Lock | None = None
 
 
@@ -81,7 +82,7 @@ async def _resources():
             broker_url = settings.CELERY_BROKER_URL
             cache = _redis(cache_url)
             broker = cache if broker_url == cache_url else _redis(broker_url)
-            state = _state[loop] = (pool, cache, broker)
+            state = _state[loop] = (pool, cache, broker, EnqueueBatcher(broker))
     return state
 
 
@@ -108,7 +109,7 @@ async def ingest(agent_id: str, items: list[Clean]) -> list[Accepted]:
     the request that crosses the limit is still accepted and the agent is refused (429) from then on
     until the window ends — per web process at most one message over the limit per window."""
     _check_blocked(agent_id)
-    pool, cache, broker = await _resources()
+    pool, cache, broker, batcher = await _resources()
     now = timezone.now()
     accepted = []
     async with pool.connection() as conn:
@@ -128,32 +129,80 @@ async def ingest(agent_id: str, items: list[Clean]) -> list[Accepted]:
     limit = settings.INGEST_RATE_LIMIT
     window = settings.INGEST_RATE_WINDOW
     epoch = int(time.time())
-    key = f"wxcs:ingest-rate:{agent_id}:{epoch // window}"
+    key = f"wxcs:ingest-rate:{agent_id}:{epoch // window}" if limit else None
     try:
         if broker is cache:
-            async with broker.pipeline(transaction=False) as pipe:
-                if limit:
-                    pipe.incrby(key, len(items)).expire(key, window + 1)
-                if new:
-                    pipe.lpush(queue.QUEUE, *queue.wire_messages(new))
-                results = await pipe.execute() if (limit or new) else []
+            counted = await batcher.submit(key, len(items), new)
         else:
-            results = []
-            if limit:
+            counted = None
+            if key:
                 async with cache.pipeline(transaction=False) as pipe:
-                    results = await pipe.incrby(key, len(items)).expire(key, window + 1).execute()
+                    counted = (await pipe.incrby(key, len(items)).expire(key, window + 1).execute())[0]
             if new:
-                await broker.lpush(queue.QUEUE, *queue.wire_messages(new))
+                await batcher.submit(None, 0, new)
     except Exception:  # stored but maybe not enqueued: the sync publisher in a thread
         logger.warning("async enqueue failed; using the sync path", exc_info=True)
         from asgiref.sync import sync_to_async
 
         await sync_to_async(queue.enqueue_messages, thread_sensitive=False)(new)
         return accepted
-    if limit and results and results[0] > limit:
+    if counted is not None and counted > limit:
         window_end = (epoch // window + 1) * window
         _blocked[agent_id] = (time.monotonic() + (window_end - epoch), window_end - epoch)
     return accepted
+
+
+class EnqueueBatcher:
+    """Requests that reach the enqueue step in the same event-loop turn share one Redis pipeline: each
+    one's throttle counter (INCRBY + EXPIRE) and one LPUSH of all their messages, as `process_messages`
+    batches (queue.wire_messages). Under a burst of single-message POSTs the worker's consumer then
+    receives a task per batch instead of one per message; alone, a request still goes out at once."""
+
+    def __init__(self, redis):
+        self.redis = redis
+        self.pending: list = []
+        self.flushing: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
+
+    def submit(self, key: str | None, count: int, new: list) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not key and not new:
+            future.set_result(None)
+            return future
+        if not self.pending:
+            loop.call_soon(self._start_flush)
+        self.pending.append((key, count, new, future))
+        return future
+
+    def _start_flush(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._flush())
+        self.flushing.add(task)
+        task.add_done_callback(self.flushing.discard)
+
+    async def _flush(self) -> None:
+        batch, self.pending = self.pending, []
+        window = settings.INGEST_RATE_WINDOW
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key, count, _new, _future in batch:
+                    if key:
+                        pipe.incrby(key, count).expire(key, window + 1)
+                messages = [pair for _key, _count, new, _future in batch for pair in new]
+                if messages:
+                    pipe.lpush(queue.QUEUE, *queue.wire_messages(messages))
+                results = iter(await pipe.execute())
+        except Exception as exc:  # noqa: BLE001 - every request of the batch falls back on its own
+            for *_rest, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for key, _count, _new, future in batch:
+            counted = None
+            if key:
+                counted = next(results)
+                next(results)  # EXPIRE
+            if not future.done():
+                future.set_result(counted)
 
 
 async def _store(conn, agent_id: str, item: Clean, now) -> Accepted:
@@ -169,7 +218,7 @@ async def close() -> None:
     """Close this loop's pool and Redis clients (tests; a web process keeps them for its lifetime)."""
     state = _state.pop(asyncio.get_running_loop(), None)
     if state is not None:
-        pool, cache, broker = state
+        pool, cache, broker, _batcher = state
         await pool.close()
         await cache.aclose()
         if broker is not cache:
@@ -191,7 +240,7 @@ _SENT_SQL = (
 
 async def ack(agent_id: str, reply_id: int, status: str, error: str) -> dict:
     """Same contract as services.ack (validated by the caller)."""
-    pool, _, _ = await _resources()
+    pool, *_ = await _resources()
     async with pool.connection() as conn:
         cursor = await conn.execute(_ACK_SQL, [status, timezone.now(), error[:2000], reply_id, agent_id])
         acked = await cursor.fetchone()
@@ -208,6 +257,6 @@ async def ack(agent_id: str, reply_id: int, status: str, error: str) -> dict:
 
 
 async def mark_sent(agent_id: str, reply_ids: list[int]) -> None:
-    pool, _, _ = await _resources()
+    pool, *_ = await _resources()
     async with pool.connection() as conn:
         await conn.execute(_SENT_SQL, [timezone.now(), agent_id, list(reply_ids)])

@@ -36,3 +36,31 @@ async def test_single_batch_duplicates_and_throttle(settings):
         aingest._blocked.clear()
     count = await sync_to_async(Message.objects.filter(agent_id=agent.id).count)()
     assert count == 5
+
+
+async def test_requests_of_one_loop_turn_share_one_enqueue(settings):
+    """Ten requests reaching the enqueue step in the same loop turn: one pipeline, one LPUSH of one
+    process_messages task carrying all ten messages (the worker's consumer receives one task), and each
+    request gets its own throttle count back."""
+    import asyncio
+    import base64
+    import json
+
+    settings.PIPELINE_ENQUEUE_BATCH = 25
+    try:
+        _pool, _cache, broker, batcher = await aingest._resources()
+        await broker.delete("messages", "wxcs:ingest-rate:test-batcher")
+        counts = await asyncio.gather(
+            *(batcher.submit("wxcs:ingest-rate:test-batcher", 1, [(1000 + i, 2000 + i)]) for i in range(10))
+        )
+        wire = await broker.lrange("messages", 0, -1)
+        assert sorted(counts) == list(range(1, 11))
+        assert len(wire) == 1
+        envelope = json.loads(wire[0])
+        args = json.loads(base64.b64decode(envelope["body"]))[0]
+        assert envelope["headers"]["task"] == "apps.messages.tasks.process_messages"
+        assert args == [[[1000 + i, 2000 + i] for i in range(10)]]
+        assert await batcher.submit(None, 0, []) is None  # nothing to count or enqueue: no round trip
+    finally:
+        await broker.delete("messages", "wxcs:ingest-rate:test-batcher")
+        await aingest.close()
