@@ -248,3 +248,20 @@ def test_a_frame_is_enqueued_as_batches_and_single_messages_alone(settings):
     ]
     settings.PIPELINE_ENQUEUE_BATCH = 1
     assert [decoded(raw)[0] for raw in queue.wire_messages([4, 5])] == ["apps.messages.tasks.process_message"] * 2
+
+
+@requires_services
+def test_a_decision_is_two_statements_on_postgresql(fake_engine, django_assert_num_queries):
+    """Hot path pinned: one statement claims the message and reads its conversation and history, one
+    stores the reply and marks the message decided (the agent's chat name rides along from the claim)."""
+    agent, _, _ = make_agent()
+    store(agent, "q-0", content="第一个问题")
+    services.process(Message.objects.get(client_msg_id="q-0").id)
+    mid = store(agent, "q-1", content="第二个问题")
+    conversation_id = Message.objects.get(pk=mid).conversation_id
+    with django_assert_num_queries(2):
+        assert services.process(mid, conversation_id) == "decided"
+    assert fake_engine.calls[-1]["messages"][:2] == [
+        {"role": "user", "content": "第一个问题"},
+        {"role": "assistant", "content": fake_engine.content},
+    ]
