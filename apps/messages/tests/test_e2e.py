@@ -266,6 +266,42 @@ def test_worker_killed_mid_task_still_exactly_one_reply(live_env, tmp_path):
         assert message.attempts >= 2  # claimed by the killed worker, then reclaimed
 
 
+def test_worker_killed_mid_batch_every_message_still_exactly_one_reply(live_env, tmp_path):
+    """An agent's frame of three messages goes out as one process_messages task; kill -9 while its
+    engines are awaited: the batch comes back to a new worker and each message gets exactly one reply."""
+    from apps.core.testing import running, start_daphne, start_worker
+
+    slow = dict(live_env, ECHO_ENGINE_DELAY="4")
+    worker = start_worker(slow, tmp_path, name="doomed-batch")
+    daphne, base_url = start_daphne(live_env, tmp_path)
+    with running(daphne):
+        agent, _, token = make_agent()
+
+        async def send_frame():
+            ws = await ws_connect(base_url, token)
+            await ws.recv()  # hello
+            items = [message_frame(f"kb-{i}", chat=f"客户{i}")["message"] for i in range(3)]
+            await ws.send(json.dumps({"type": "messages", "messages": items}))
+            accepted = await recv_until(ws, lambda f: f["type"] == "accepted_batch")
+            await ws.close()
+            return [a["message_id"] for a in accepted["accepted"]]
+
+        ids = asyncio.run(send_frame())
+        assert len(ids) == 3
+        wait_for(lambda: Message.objects.filter(pk__in=ids, status="processing").count() == 3)
+        assert "process_messages" in worker.log_path.read_text(errors="replace")
+        worker.kill()
+        worker.stop()
+        assert not Reply.objects.filter(message_id__in=ids).exists()
+        time.sleep(4)  # CELERY_VISIBILITY_TIMEOUT (3 s here): the unacked batch is handed back
+        second = start_worker(live_env, tmp_path, name="survivor-batch")
+        with running(second):
+            wait_for(lambda: Message.objects.filter(pk__in=ids, status="decided").count() == 3, timeout=60)
+            time.sleep(1)
+    assert sorted(Reply.objects.filter(message_id__in=ids).values_list("message_id", flat=True)) == sorted(ids)
+    assert all(m.attempts >= 2 for m in Message.objects.filter(pk__in=ids))
+
+
 def test_supervisor_hand_back_reaches_the_agent(live_server_stack):
     from apps.messages import services
     from apps.messages.models import Conversation
