@@ -21,6 +21,7 @@ Sync callers (Celery tasks, commands): `apps.core.aio.run(complete(...))`.
 
 import asyncio
 import email.utils
+import functools
 import inspect
 import logging
 import random
@@ -404,10 +405,8 @@ async def _call_entry(
             # test_chat_body_needs_no_sdk_transform pins that the transform leaves such bodies unchanged.
             return client.post("/chat/completions", cast_to=ChatCompletion, body=body, options={"timeout": timeout})
 
-        kwargs: dict = {}
     else:
-        kwargs = {"model": entry.model, "input": texts}
-        call = client.embeddings.create
+        call = functools.partial(client.embeddings.create, model=entry.model, input=texts)
     for n in range(settings.LLM_RETRIES + 1):
         remaining = deadline - time.perf_counter()
         if remaining <= 0.01:
@@ -417,7 +416,7 @@ async def _call_entry(
         t0 = time.perf_counter()
         try:
             async with asyncio.timeout(attempt_timeout + 1.0):
-                response = await call(timeout=attempt_timeout, **kwargs)
+                response = await call(timeout=attempt_timeout)
             if kind == "chat" and not getattr(response, "choices", None):
                 raise ValueError("answer without choices")
         except asyncio.CancelledError:

@@ -3,7 +3,7 @@
 `.delay()` costs ≈ 1 ms of CPU per message (../shared/ARCHITECTURE.md). With a Redis broker we
 publish the same Celery protocol-2 message a `.delay()` would, pre-serialised from a template, with
 one LPUSH for a whole batch (≈ 10 µs per message). Anything else (memory:// broker in tests, or
-PIPELINE_FAST_ENQUEUE=false) goes through `apply_async` with one shared producer.
+PIPELINE_FAST_ENQUEUE=false) goes through Celery's `send_task` with one shared producer.
 """
 
 import base64
@@ -62,30 +62,33 @@ def _fast_enabled() -> bool:
     )
 
 
-def celery_message(message_id: int, conversation_id: int | None = None) -> bytes:
-    """The kombu/Redis wire form of `process_message.apply_async((message_id,), {"conversation_id": …},
-    queue="messages")`."""
-    return _wire(TASK_NAME, [message_id], {"conversation_id": conversation_id} if conversation_id else {})
-
-
-def batch_message(pairs: list[tuple[int, int | None]]) -> bytes:
-    """The wire form of `process_messages.apply_async(([[message_id, conversation_id], …],), queue="messages")`."""
-    return _wire(BATCH_TASK_NAME, [[list(pair) for pair in pairs]], {})
+def task_calls(messages: list) -> list[tuple[str, list, dict]]:
+    """(task name, args, kwargs) to enqueue for these messages (ids or (id, conversation id) pairs): a
+    `process_message` each, except that a batch (an agent's `messages` frame) becomes `process_messages`
+    tasks of up to PIPELINE_ENQUEUE_BATCH messages — the worker's consumer receives tasks one by one,
+    and that is its bottleneck under bursts."""
+    calls = []
+    for chunk in _chunks(_pairs(messages)):
+        if len(chunk) > 1:
+            calls.append((BATCH_TASK_NAME, [[list(pair) for pair in chunk]], {}))
+        else:
+            message_id, conversation_id = chunk[0]
+            calls.append((TASK_NAME, [message_id], {"conversation_id": conversation_id} if conversation_id else {}))
+    return calls
 
 
 def wire_messages(messages: list) -> list[bytes]:
-    """What to LPUSH for these messages: one `process_message` each, except that a batch (an agent's
-    `messages` frame) becomes `process_messages` tasks of up to PIPELINE_ENQUEUE_BATCH messages — the
-    worker's consumer receives tasks one by one, and that is its bottleneck under bursts."""
-    return [batch_message(chunk) if len(chunk) > 1 else celery_message(*chunk[0]) for chunk in chunks(_pairs(messages))]
+    """What to LPUSH for these messages: the kombu/Redis wire form of each of `task_calls(messages)`."""
+    return [_wire(*call) for call in task_calls(messages)]
 
 
-def chunks(pairs: list[tuple[int, int | None]]) -> list[list[tuple[int, int | None]]]:
+def _chunks(pairs: list[tuple[int, int | None]]) -> list[list[tuple[int, int | None]]]:
     size = max(1, settings.PIPELINE_ENQUEUE_BATCH)
     return [pairs[i : i + size] for i in range(0, len(pairs), size)]
 
 
 def _wire(task_name: str, args: list, kwargs: dict) -> bytes:
+    """What `apply_async(args, kwargs, queue="messages")` of that task would publish."""
     task_id = str(uuid.uuid4())
     body = base64.b64encode(
         json.dumps([args, kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]).encode()
@@ -137,23 +140,15 @@ def enqueue_messages(messages: list) -> None:
     """`messages`: message ids, or (message id, conversation id) pairs (saves the worker a query)."""
     if not messages:
         return
-    pairs = _pairs(messages)
     if _fast_enabled():
         try:
-            _broker_client().lpush(QUEUE, *wire_messages(pairs))
+            _broker_client().lpush(QUEUE, *wire_messages(messages))
             return
         except Exception:
             _local.broker = None
-            logger.warning("fast enqueue failed; falling back to apply_async", exc_info=True)
-    from apps.messages.tasks import process_message, process_messages
+            logger.warning("fast enqueue failed; falling back to send_task", exc_info=True)
     from celery_app import app
 
     with app.producer_or_acquire() as producer:
-        for chunk in chunks(pairs):
-            if len(chunk) > 1:
-                process_messages.apply_async(([list(pair) for pair in chunk],), queue=QUEUE, producer=producer)
-            else:
-                mid, cid = chunk[0]
-                process_message.apply_async(
-                    (mid,), {"conversation_id": cid} if cid else {}, queue=QUEUE, producer=producer
-                )
+        for name, args, kwargs in task_calls(messages):
+            app.send_task(name, args, kwargs, queue=QUEUE, producer=producer)

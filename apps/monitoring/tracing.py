@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -111,7 +112,6 @@ class TraceWriter:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._pending: list[tuple[str, str]] = []
         self._pid = None
         self.dropped = 0
@@ -133,8 +133,7 @@ class TraceWriter:
         from django.conf import settings
 
         while True:
-            self._wake.wait(settings.TRACE_FLUSH_SECONDS)
-            self._wake.clear()
+            time.sleep(settings.TRACE_FLUSH_SECONDS)
             try:
                 self.flush()
             except Exception:  # Redis away: these lines are lost, the next ones are tried again
