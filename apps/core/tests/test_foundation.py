@@ -159,7 +159,7 @@ class Vault(models.Model):  # noqa: DJ008
 
 
 @pytest.fixture
-def vault_table(db):
+def vault_table(transactional_db):  # SQLite's schema editor refuses to run inside the test's transaction
     with connection.schema_editor() as editor:
         editor.create_model(Vault)
     yield

@@ -15,6 +15,7 @@ from apps.llm_gateway.dbwork import run_db  # closes its connection after each j
 from apps.llm_gateway.services import complete, drain, reset_gateway
 from apps.llm_gateway.tests.conftest import KB_ANSWER, user_msg
 from apps.llm_gateway.types import BudgetExceeded
+from conftest import requires_services
 
 # m1: 0.01 / 0.02 CNY per 1k → 1000 in + 500 out = 0.02 CNY per call. The gateway reserves one token per
 # prompt character (+4 per message) and max_tokens of output, so PROMPT's reservation is exactly CALL_COST.
@@ -38,6 +39,7 @@ def budget(**kwargs) -> Budget:
     return b
 
 
+@requires_services  # replays the usage queue in Redis
 async def test_usage_and_cost_recorded_exactly_once_per_call(gw):
     gw.rule({"content": "好的", "usage": USAGE})
     results = await asyncio.gather(*[complete(user_msg(), user={"agent": "a1", "customer": "c1"}) for _ in range(20)])
@@ -88,6 +90,7 @@ def _check_exactly_once():
     assert from_db["total_cost"] == pytest.approx(20 * CALL_COST)
 
 
+@requires_services  # concurrent alert writes: the in-memory SQLite of the fallback takes one writer at a time
 async def test_budget_degrades_to_cheap_route_at_100_and_alerts_80_once(gw):
     b = await run_db(budget, limit=Decimal("0.1"))  # 5 calls of 0.02
     gw.rule({"content": "好的", "usage": USAGE})

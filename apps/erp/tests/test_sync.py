@@ -7,6 +7,7 @@ from django.core.management import CommandError, call_command
 from apps.customers.models import Contact, Customer
 from apps.erp import services
 from apps.erp.models import Contract, SyncRun
+from conftest import requires_services
 
 pytestmark = pytest.mark.django_db
 
@@ -184,6 +185,7 @@ def test_orm_writer_used_off_postgresql_gives_the_same_result(db, erp_client, si
     assert Contact.objects.count() == len(simulator.state.contacts)
 
 
+@requires_services  # the COPY writer is PostgreSQL's; SQLite takes the ORM path
 def test_copy_writer_fills_local_defaults_for_new_rows(synced):
     customer = Customer.objects.get(erp_id=3001)
     assert (customer.tags, customer.intent_score, customer.k_code) == ([], 0, "K3001")

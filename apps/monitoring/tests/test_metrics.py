@@ -67,7 +67,9 @@ def test_query_errors_are_counted_by_type():
 
     from apps.monitoring.dbmetrics import db
 
-    errors = db.errors_total.labels("default", connection.vendor, "ProgrammingError")
+    # a missing table: ProgrammingError from psycopg, OperationalError from sqlite3 (the fallback run)
+    kind = "ProgrammingError" if connection.vendor == "postgresql" else "OperationalError"
+    errors = db.errors_total.labels("default", connection.vendor, kind)
     before = errors._value.get()
     with pytest.raises(DatabaseError), connection.cursor() as cursor:
         cursor.execute("SELECT * FROM no_such_table_here")
