@@ -1,8 +1,14 @@
-"""The Celery app: autodiscovers apps.*.tasks; queues and the beat schedule live here."""
+"""The Celery app: autodiscovers apps.*.tasks; queues, routes and every beat schedule live here.
+
+django-celery-beat's DatabaseScheduler copies `beat_schedule` into PeriodicTask rows (by name) when beat
+starts; admin can pause an entry there.
+"""
 
 import os
+from datetime import timedelta
 
 from celery import Celery
+from django.conf import settings
 from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "wxcs.settings")
@@ -18,7 +24,24 @@ QUEUES = {
 app.conf.task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in QUEUES)
 app.conf.task_routes = {
     "apps.messages.tasks.process_message": {"queue": "messages"},
-    "apps.messages.tasks.process_messages": {"queue": "messages"},
     "erp.sync_erp": {"queue": "sync"},
 }
-app.autodiscover_tasks(lambda: __import__("django.conf").conf.settings.INSTALLED_APPS)
+
+
+def beat_schedule() -> dict:
+    schedule = {
+        "成本：写入调用记录": {"task": "costs.flush_usage", "schedule": timedelta(seconds=5)},
+        "消息：重新投递卡住的消息": {"task": "apps.messages.tasks.sweep_stuck", "schedule": timedelta(seconds=30)},
+        "监控：评估告警规则": {"task": "monitoring.evaluate_alerts", "schedule": timedelta(seconds=30)},
+    }
+    if settings.ERP_SYNC_INTERVAL_MINUTES > 0:
+        schedule["ERP：同步客户"] = {
+            "task": "erp.sync_erp",
+            "schedule": timedelta(minutes=settings.ERP_SYNC_INTERVAL_MINUTES),
+            "kwargs": {"trigger": "beat"},
+        }
+    return schedule
+
+
+app.conf.beat_schedule = beat_schedule()
+app.autodiscover_tasks(lambda: settings.INSTALLED_APPS)

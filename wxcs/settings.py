@@ -141,6 +141,7 @@ TEMPLATES = [
 ]
 
 # --- database -------------------------------------------------------------------------------
+DB_POOL_TIMEOUT = env.float("DB_POOL_TIMEOUT", default=10.0)
 if DATABASE_URL:
     DATABASES = {"default": env.db_url_config(DATABASE_URL)}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
@@ -150,7 +151,7 @@ if DATABASE_URL:
             "pool": {
                 "min_size": env.int("DB_POOL_MIN", default=2),
                 "max_size": env.int("DB_POOL_MAX", default=20),
-                "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+                "timeout": DB_POOL_TIMEOUT,
             },
         }
 else:
@@ -173,53 +174,56 @@ else:
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Threads that run ORM work for async code (apps.core.db.run_db): at most this many connections in use by it.
+DB_THREADS = env.int("DB_THREADS", default=8)
+# psycopg AsyncConnectionPool per event loop (PostgreSQL) for the message path's hot statements.
+DB_ASYNC_POOL_MAX = env.int("DB_ASYNC_POOL_MAX", default=10)
 
 # --- redis: cache, channel layer, Celery broker ------------------------------------------------
+# There is always a Redis: REDIS_URL's, else the embedded one (`make run` starts it on a unix socket;
+# under pytest, when none answers, settings start a throw-away one for the test process).
 EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"
+if TESTING and not REDIS_URL:
+    from apps.core.embedded_redis import start_for_tests
+
+    EMBEDDED_REDIS_SOCKET = start_for_tests()
 REDIS_TTL = env.int("REDIS_TTL", default=1800)
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="wxcs")
+REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=1.0)
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=1.0)
+# redis.asyncio clients (one per event loop): their connections, and how long a reply may take (a pipeline
+# of a loop turn's commands from hundreds of concurrent callers is longer than one command).
+REDIS_ASYNC_MAX_CONNECTIONS = env.int("REDIS_ASYNC_MAX_CONNECTIONS", default=64)
+REDIS_ASYNC_SOCKET_TIMEOUT = env.float("REDIS_ASYNC_SOCKET_TIMEOUT", default=5.0)
 
 if REDIS_URL:
     cache_location, channel_host, broker_url = REDIS_URL, REDIS_URL, REDIS_URL
-elif not TESTING:
+else:
     cache_location = f"unix://{EMBEDDED_REDIS_SOCKET}?db=0"
     channel_host = f"unix://{EMBEDDED_REDIS_SOCKET}?db=1"
     broker_url = f"redis+socket://{EMBEDDED_REDIS_SOCKET}?virtual_host=2"
-else:
-    cache_location = channel_host = broker_url = ""
 
-if cache_location:
-    CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": cache_location,
-            "KEY_PREFIX": CACHE_KEY_PREFIX,
-            "TIMEOUT": REDIS_TTL,
-            "OPTIONS": {
-                "SOCKET_CONNECT_TIMEOUT": env.float("REDIS_CONNECT_TIMEOUT", default=1.0),
-                "SOCKET_TIMEOUT": env.float("REDIS_SOCKET_TIMEOUT", default=1.0),
-            },
-        }
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": cache_location,
+        "KEY_PREFIX": CACHE_KEY_PREFIX,
+        "TIMEOUT": REDIS_TTL,
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": REDIS_CONNECT_TIMEOUT, "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT},
     }
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                # channels-redis blocks 5 s in BZPOPMIN; redis-py 8's default 5 s socket timeout races it and
-                # kills idle consumers (close 1011) when the loop is late: give reads more room.
-                "hosts": [
-                    {"address": channel_host, "socket_timeout": env.float("CHANNEL_SOCKET_TIMEOUT", default=15.0)}
-                ],
-                "prefix": f"{CACHE_KEY_PREFIX}:asgi",
-                "capacity": env.int("CHANNEL_CAPACITY", default=1000),
-            },
-        }
+}
+# Redis pub/sub: a push is one PUBLISH that every subscribed web process receives (0.34 ms of CPU per pushed
+# frame, sender and receiver, against 1.85 ms for channels-redis' list-based layer: bench/README.md, issue 14);
+# group membership lives as long as the socket (no group expiry). A frame published while no socket of the agent
+# is subscribed is not kept: the outbox is, and is pushed again on every (re)connect.
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [{"address": channel_host}], "prefix": f"{CACHE_KEY_PREFIX}:asgi"},
     }
-else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+}
 
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=broker_url or "memory://")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=broker_url)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -280,6 +284,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # POST /api/v1/messages is served from ASGI, outside the URLconf: described by its own hook.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.messages.openapi.document_ingest",
+    ],
 }
 
 # --- logging --------------------------------------------------------------------------------
@@ -288,11 +297,11 @@ LOG_JSON = env.bool("LOG_JSON", default=False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    # trace_id (apps.monitoring.tracing) on every record; records carrying one are also kept per trace.
-    "filters": {"trace": {"()": "apps.monitoring.tracing.TraceIdFilter"}},
+    # trace_id (apps.core.tracing) on every record; records carrying one are also kept per trace.
+    "filters": {"trace": {"()": "apps.core.tracing.TraceIdFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(trace_id)s] %(message)s"},
-        "json": {"()": "apps.monitoring.tracing.JsonFormatter"},
+        "json": {"()": "apps.core.tracing.JsonFormatter"},
     },
     "handlers": {
         "console": {
@@ -433,7 +442,9 @@ LLM_CIRCUIT_FAILURES = env.int("LLM_CIRCUIT_FAILURES", default=5)
 LLM_CIRCUIT_WINDOW = env.float("LLM_CIRCUIT_WINDOW", default=60.0)
 LLM_CIRCUIT_COOLDOWN = env.float("LLM_CIRCUIT_COOLDOWN", default=30.0)
 LLM_CIRCUIT_PROBE_TIMEOUT = env.float("LLM_CIRCUIT_PROBE_TIMEOUT", default=30.0)
-LLM_CONFIG_TTL = env.float("LLM_CONFIG_TTL", default=5.0)  # seconds providers / routes / prices / budgets are cached
+# Seconds a process may serve providers / routes / prices / budgets before checking whether admin changed them
+# (the saving process sees a change at once). Under pytest every read checks (tests flush Redis between them).
+LLM_CONFIG_TTL = env.float("LLM_CONFIG_TTL", default=0.0 if TESTING else 5.0)
 LLM_ESTIMATE_OUTPUT_TOKENS = env.int("LLM_ESTIMATE_OUTPUT_TOKENS", default=512)  # budget reservation per call
 # The offline provider: `offline_answer(messages) -> str | None` (sync or async), else the apology.
 LLM_OFFLINE_ANSWERER = env.str("LLM_OFFLINE_ANSWERER", default="apps.knowledge.services.offline_answer")
@@ -456,6 +467,8 @@ AGENT_ACCESS_TOKEN_TTL = env.int("AGENT_ACCESS_TOKEN_TTL", default=3600)
 AGENT_REFRESH_TOKEN_TTL = env.int("AGENT_REFRESH_TOKEN_TTL", default=30 * 24 * 3600)
 # Heartbeat interval (s) given to newly registered agents.
 AGENT_HEARTBEAT_INTERVAL = env.int("AGENT_HEARTBEAT_INTERVAL", default=30)
+# How often a process checks whether admin disabled or deleted an agent (its tokens are refused from then on).
+AGENT_ACTIVE_CHECK_SECONDS = env.float("AGENT_ACTIVE_CHECK_SECONDS", default=2.0)
 
 # --- message pipeline (apps.messages) -------------------------------------------------------------
 # Replies below this confidence wait for a supervisor instead of being sent.
@@ -467,29 +480,25 @@ INGEST_MAX_BATCH = env.int("INGEST_MAX_BATCH", default=200)
 # Per-agent throttle: messages per window of this many seconds (0 = off).
 INGEST_RATE_LIMIT = env.int("INGEST_RATE_LIMIT", default=1200)
 INGEST_RATE_WINDOW = env.int("INGEST_RATE_WINDOW", default=60)
-# Async PostgreSQL connections per web process for the ingest fast path.
-INGEST_DB_POOL = env.int("INGEST_DB_POOL", default=10)
 # Longest `?wait=N` (s) of POST /api/v1/messages.
 INGEST_MAX_WAIT = env.int("INGEST_MAX_WAIT", default=30)
 # In a group chat only messages that @ the agent are answered (others are recorded, ignored).
 GROUP_REPLY_REQUIRES_AT = env.bool("GROUP_REPLY_REQUIRES_AT", default=True)
-# Conversation lock (decisions of one chat in arrival order); must exceed one decision's time.
-PIPELINE_LOCK_TTL = env.int("PIPELINE_LOCK_TTL", default=120)
-# Beat re-enqueues messages left undecided this long (crashed worker, lost task).
+# A message claimed for a decision this many seconds ago and still not decided was abandoned (its worker died)
+# and is claimed again; must exceed one decision's time (the engine's timeout included).
+PIPELINE_CLAIM_TTL = env.int("PIPELINE_CLAIM_TTL", default=120)
+# Beat re-queues messages left undecided this long (crashed worker, Redis away when they were queued).
 PIPELINE_SWEEP_AFTER = env.int("PIPELINE_SWEEP_AFTER", default=120)
 PIPELINE_HISTORY_TURNS = env.int("PIPELINE_HISTORY_TURNS", default=10)
 PIPELINE_ENGINE_TIMEOUT = env.float("PIPELINE_ENGINE_TIMEOUT", default=90.0)
-# Dotted path of one engine class for every message, bypassing the engine manager (benchmarks, e2e
-# tests: e.g. apps.messages.testing.EchoEngine). Empty in production.
-PIPELINE_ENGINE_CLASS = env.str("PIPELINE_ENGINE_CLASS", default="")
-# Decision attempts before a message is handed to a human.
+# Decision attempts (after transient errors) before a message is handed to a human.
 PIPELINE_MAX_RETRIES = env.int("PIPELINE_MAX_RETRIES", default=5)
-# Publish process_message with one pre-serialised LPUSH per batch instead of .delay() (Redis broker only).
-PIPELINE_FAST_ENQUEUE = env.bool("PIPELINE_FAST_ENQUEUE", default=True)
-# Messages that arrive together (an agent's `messages` frame) go out as one `process_messages` task per
-# this many (1: a task per message); the worker decides them concurrently on PIPELINE_BATCH_THREADS.
-PIPELINE_ENQUEUE_BATCH = env.int("PIPELINE_ENQUEUE_BATCH", default=25)
-PIPELINE_BATCH_THREADS = env.int("PIPELINE_BATCH_THREADS", default=256)
+# Decisions in flight per worker process (each mostly awaiting its LLM call), and entries taken from the
+# decision queue at once.
+PIPELINE_CONCURRENCY = env.int("PIPELINE_CONCURRENCY", default=256)
+PIPELINE_POP_BATCH = env.int("PIPELINE_POP_BATCH", default=50)
+# Unacked replies pushed again on each (re)connect of an agent (and listed by GET /api/v1/replies).
+OUTBOX_PAGE = env.int("OUTBOX_PAGE", default=500)
 
 # --- knowledge base (apps.knowledge) --------------------------------------------------------------
 # How often a process compares its index with the Redis version key (ms); edits in this process are seen

@@ -7,11 +7,13 @@ of calls can be in flight while each calling thread just waits on a future (no C
 
 import asyncio
 import atexit
+import logging
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -52,3 +54,29 @@ def _shutdown() -> None:
 
 
 atexit.register(_shutdown)
+
+
+_background: set[asyncio.Task] = set()
+
+
+def spawn(coro: Coroutine[Any, Any, Any], *, what: str = "background task") -> asyncio.Task:
+    """Run `coro` in the background on the running loop (work off a request's or a reply's path): the task
+    is kept until it ends (the loop holds only weak references) and a failure is logged, never lost."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+
+    def done(finished: asyncio.Task) -> None:
+        _background.discard(finished)
+        if not finished.cancelled() and finished.exception() is not None:
+            logger.error("%s failed", what, exc_info=finished.exception())
+
+    task.add_done_callback(done)
+    return task
+
+
+async def drain() -> None:
+    """Wait for the running loop's background tasks (process shutdown, tests)."""
+    loop = asyncio.get_running_loop()
+    pending = [task for task in _background if task.get_loop() is loop]
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)

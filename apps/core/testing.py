@@ -98,7 +98,10 @@ def start_worker(
     pool: str = "threads",
     concurrency: int = 4,
     queues: str = "default,messages,sync",
+    include: tuple[str, ...] = ("apps.engines.testing",),
 ) -> Process:
+    """A Celery worker; `include`: extra modules it imports at start (test engines register themselves with
+    the engine manager there)."""
     argv = [
         sys.executable,
         "-m",
@@ -118,6 +121,7 @@ def start_worker(
         f"{name}-{os.getpid()}@%h",
         "--without-mingle",
         "--without-gossip",
+        *(f"--include={module}" for module in include),
     ]
     process = Process(name, argv, env, log_dir)
     deadline = time.monotonic() + 30

@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
+from apps.core import aio
 from apps.core.sqlite_to_postgres import IMPORT_MARKER_TABLE, concrete_models, dependency_order
 from apps.core.testing import BASE_DIR
 from apps.costs.models import UsageRecord
@@ -18,8 +19,9 @@ from apps.customers.models import Contact, Customer
 from apps.erp.models import Contract
 from apps.knowledge.models import Entry
 from apps.llm_gateway.models import Provider
-from apps.messages import ingest, services
+from apps.messages import ingest, pipeline
 from apps.messages.models import Message, Reply
+from apps.messages.validation import validate
 from apps.rules.models import Rule
 from conftest import requires_services
 
@@ -90,22 +92,15 @@ def test_copies_verifies_and_the_app_works_on_the_result(filled_sqlite, capsys):
     assert User.objects.create(username="after-migration").id > top
     # and the pipeline works on the migrated data: a new message gets a new id and a reply
     last_message = Message.objects.order_by("-id").first()
-    [accepted] = ingest.store(
-        last_message.agent_id,
-        [
-            ingest.validate(
-                {
-                    "id": "after-migration-1",
-                    "chat_name": "迁移后的新客户",
-                    "chat_type": "private",
-                    "sender": "新客户",
-                    "content": "E01 报警怎么处理？",
-                }
-            )
-        ],
-    )
+    item = {
+        "id": "after-migration-1",
+        "chat_name": "迁移后的新客户",
+        "sender": "新客户",
+        "content": "E01 报警怎么处理？",
+    }
+    [accepted] = aio.run(ingest.ingest(last_message.agent_id, [validate(item)]))
     assert accepted.created and accepted.message_id > last_message.id
-    assert services.process(accepted.message_id) == "decided"
+    assert aio.run(pipeline.process(accepted.message_id, accepted.conversation_id)) == "decided"
     new_reply = Reply.objects.get(message_id=accepted.message_id)
     assert new_reply.id > Reply.objects.exclude(pk=new_reply.pk).order_by("-id").first().id
     assert new_reply.action in ("reply", "transfer_human") and new_reply.content

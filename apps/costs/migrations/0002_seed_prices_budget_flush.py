@@ -1,6 +1,6 @@
-"""Seed the price table (the seed plan's prices + every preset's models), the default global daily
-budget (settings.COST_GLOBAL_DAILY_LIMIT, 80 % / 100 % alerts, degrade to the cheap route), and the
-beat schedule that writes queued usage records to the database every 5 seconds."""
+"""Seed the price table (the seed plan's prices + every preset's models) and the default global daily
+budget (settings.COST_GLOBAL_DAILY_LIMIT, 80 % / 100 % alerts, degrade to the cheap route). (The usage
+flush's beat entry, once registered here, is declared in celery_app.py.)"""
 
 from datetime import date
 from decimal import Decimal
@@ -8,11 +8,9 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import migrations
 
-FLUSH_TASK = "costs.flush_usage"
-
 
 def seed(apps, schema_editor):
-    from apps.llm_gateway.presets import SEED_PRICES
+    from apps.costs.prices import SEED_PRICES
 
     ModelPrice = apps.get_model("costs", "ModelPrice")
     Budget = apps.get_model("costs", "Budget")
@@ -26,17 +24,6 @@ def seed(apps, schema_editor):
             name="全局每日预算", scope="global", target="", period="day",
             limit=Decimal(str(settings.COST_GLOBAL_DAILY_LIMIT)), thresholds=[80, 100], policy="cheap",
         )
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    every_5s, _ = IntervalSchedule.objects.get_or_create(every=5, period="seconds")
-    PeriodicTask.objects.update_or_create(
-        name="成本：写入调用记录",
-        defaults={"task": FLUSH_TASK, "interval": every_5s, "enabled": True, "queue": "default"},
-    )
-
-
-def unseed(apps, schema_editor):
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(task=FLUSH_TASK).delete()
 
 
 class Migration(migrations.Migration):
@@ -45,4 +32,4 @@ class Migration(migrations.Migration):
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
-    operations = [migrations.RunPython(seed, unseed)]
+    operations = [migrations.RunPython(seed, migrations.RunPython.noop)]

@@ -1,22 +1,7 @@
-"""Celery beat (django-celery-beat's DatabaseScheduler) evaluates the alert rules every 30 seconds."""
+"""Formerly registered the alert evaluation's beat entry; every beat schedule is now declared in
+celery_app.py (beat's DatabaseScheduler keeps the PeriodicTask row by name)."""
 
 from django.db import migrations
-
-TASK_NAME = "monitoring.evaluate_alerts"
-
-
-def register(apps, schema_editor):
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    every_30s, _ = IntervalSchedule.objects.get_or_create(every=30, period="seconds")
-    PeriodicTask.objects.update_or_create(
-        name="监控：评估告警规则",
-        defaults={"task": TASK_NAME, "interval": every_30s, "enabled": True, "queue": "default"},
-    )
-
-
-def unregister(apps, schema_editor):
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(task=TASK_NAME).delete()
 
 
 class Migration(migrations.Migration):
@@ -25,4 +10,4 @@ class Migration(migrations.Migration):
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
-    operations = [migrations.RunPython(register, unregister)]
+    operations = []
