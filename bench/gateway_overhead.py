@@ -65,7 +65,9 @@ def litellm_python() -> Path | None:
 async def gateway_side(base_url: str, n: int, rounds: int, warmup: int, concurrent: int, slow_url: str) -> dict:
     from openai import AsyncOpenAI, DefaultAioHttpClient
 
-    from apps.llm_gateway.services import complete, drain, reset_gateway
+    from apps.core.aio import drain
+    from apps.llm_gateway.services import complete
+    from apps.llm_gateway.testing import reset_gateway
 
     settings.LLM_PROVIDERS = {
         "bench": {"kind": "custom", "api_base": base_url, "api_key": "sk-bench", "model": "fake-model"}
@@ -122,7 +124,7 @@ def summary(name: str, values: list[float], baseline: list[float], cpu: float, b
     }
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=200, help="calls per contender per round")
     parser.add_argument("--rounds", type=int, default=5)
@@ -131,10 +133,26 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=500, help="calls at once in the concurrent phase (0: skip)")
     parser.add_argument("--latency", type=float, default=0.2, help="server latency (s) in the concurrent phase")
     parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
-    if not settings.REDIS_URL or "postgresql" not in settings.DATABASES["default"]["ENGINE"]:
-        sys.exit("set DATABASE_URL (PostgreSQL) and REDIS_URL: the gateway's production path needs both")
-    call_command("migrate", verbosity=0)
+    return parser.parse_args()
+
+
+def litellm_side(args: argparse.Namespace, base_url: str, slow_url: str) -> dict | None:
+    """LiteLLM's numbers from its own virtualenv (None when it cannot run)."""
+    python = None if args.no_litellm else litellm_python()
+    if python is None:
+        return None
+    argv = [str(python), str(ROOT / "bench" / "gateway_litellm_worker.py"), "--base-url", base_url]
+    argv += ["--n", str(args.n), "--rounds", str(args.rounds), "--warmup", str(args.warmup)]
+    argv += ["--concurrent", str(args.concurrent), "--slow-url", slow_url]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        print("LiteLLM worker failed:", proc.stderr[-3000:])
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def collect(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    """(sequential summaries, concurrent wall times) of every contender."""
     results, walls = [], {}
     with (
         fake_openai(subprocess=True, record=False) as server,
@@ -143,54 +161,22 @@ def main() -> None:
         ours = asyncio.run(
             gateway_side(server.base_url, args.n, args.rounds, args.warmup, args.concurrent, slow.base_url)
         )
-        results.append(
-            summary(
-                "bare AsyncOpenAI (openai 3.x, aiohttp)", ours["bare"], ours["bare"], ours["bare_cpu"], ours["bare_cpu"]
-            )
-        )
-        results.append(
-            summary("wxcs gateway complete()", ours["gateway"], ours["bare"], ours["gateway_cpu"], ours["bare_cpu"])
-        )
-        walls["bare AsyncOpenAI (openai 3.x, aiohttp)"] = ours.get("bare_wall")
-        walls["wxcs gateway complete()"] = ours.get("gateway_wall")
-        python = None if args.no_litellm else litellm_python()
-        if python is not None:
-            proc = subprocess.run(
-                [
-                    str(python),
-                    str(ROOT / "bench" / "gateway_litellm_worker.py"),
-                    "--base-url",
-                    server.base_url,
-                    "--n",
-                    str(args.n),
-                    "--rounds",
-                    str(args.rounds),
-                    "--warmup",
-                    str(args.warmup),
-                    "--concurrent",
-                    str(args.concurrent),
-                    "--slow-url",
-                    slow.base_url,
-                ],
-                capture_output=True,
-                text=True,
-                timeout=1800,
-            )
-            if proc.returncode != 0:
-                print("LiteLLM worker failed:", proc.stderr[-3000:])
-            else:
-                theirs = json.loads(proc.stdout.strip().splitlines()[-1])
-                v = theirs.get("versions", {})
-                bare_name = f"bare AsyncOpenAI (openai {v.get('openai')}, LiteLLM's venv)"
-                lite_name = f"LiteLLM Router {v.get('litellm', '')}".strip()
-                results.append(
-                    summary(bare_name, theirs["bare"], theirs["bare"], theirs["bare_cpu"], theirs["bare_cpu"])
-                )
-                results.append(
-                    summary(lite_name, theirs["litellm"], theirs["bare"], theirs["litellm_cpu"], theirs["bare_cpu"])
-                )
-                walls[bare_name] = theirs.get("bare_wall")
-                walls[lite_name] = theirs.get("litellm_wall")
+        bare_name, gateway_name = "bare AsyncOpenAI (openai 3.x, aiohttp)", "wxcs gateway complete()"
+        results.append(summary(bare_name, ours["bare"], ours["bare"], ours["bare_cpu"], ours["bare_cpu"]))
+        results.append(summary(gateway_name, ours["gateway"], ours["bare"], ours["gateway_cpu"], ours["bare_cpu"]))
+        walls[bare_name], walls[gateway_name] = ours.get("bare_wall"), ours.get("gateway_wall")
+        theirs = litellm_side(args, server.base_url, slow.base_url)
+    if theirs is not None:
+        v = theirs.get("versions", {})
+        bare_name = f"bare AsyncOpenAI (openai {v.get('openai')}, LiteLLM's venv)"
+        lite_name = f"LiteLLM Router {v.get('litellm', '')}".strip()
+        results.append(summary(bare_name, theirs["bare"], theirs["bare"], theirs["bare_cpu"], theirs["bare_cpu"]))
+        results.append(summary(lite_name, theirs["litellm"], theirs["bare"], theirs["litellm_cpu"], theirs["bare_cpu"]))
+        walls[bare_name], walls[lite_name] = theirs.get("bare_wall"), theirs.get("litellm_wall")
+    return results, walls
+
+
+def report(args: argparse.Namespace, results: list[dict], walls: dict) -> None:
     print(f"\n{args.rounds} rounds × {args.n} sequential calls per contender, loopback server, no latency\n")
     print("| contender | median ms | p95 ms | overhead median ms | overhead p95 ms | CPU ms/call | extra CPU ms/call |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -212,6 +198,15 @@ def main() -> None:
         for name, values in walls.items():
             if values:
                 print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+
+
+def main() -> None:
+    args = arguments()
+    if not settings.REDIS_URL or "postgresql" not in settings.DATABASES["default"]["ENGINE"]:
+        sys.exit("set DATABASE_URL (PostgreSQL) and REDIS_URL: the gateway's production path needs both")
+    call_command("migrate", verbosity=0)
+    results, walls = collect(args)
+    report(args, results, walls)
     if args.json:
         Path(args.json).write_text(
             json.dumps({"sequential": results, "concurrent": walls}, ensure_ascii=False, indent=2)

@@ -5,8 +5,9 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
+from apps.costs import services
 from apps.costs.models import Budget, BudgetAlert, ModelPrice, UsageRecord
-from apps.costs.services import daily_report
+from apps.costs.selectors import daily_report
 
 
 @admin.register(ModelPrice)
@@ -15,11 +16,29 @@ class ModelPriceAdmin(admin.ModelAdmin):
     list_filter = ("provider",)
     search_fields = ("provider", "model")
 
+    def save_model(self, request, obj, form, change):
+        services.save_price(obj)
+
+    def delete_model(self, request, obj):
+        services.delete_prices(ModelPrice.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset):
+        services.delete_prices(queryset)
+
 
 @admin.register(Budget)
 class BudgetAdmin(admin.ModelAdmin):
     list_display = ("name", "scope", "target", "period", "limit", "thresholds", "policy", "enabled")
     list_filter = ("scope", "period", "policy", "enabled")
+
+    def save_model(self, request, obj, form, change):
+        services.save_budget(obj)
+
+    def delete_model(self, request, obj):
+        services.delete_budgets(Budget.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset):
+        services.delete_budgets(queryset)
 
 
 @admin.register(BudgetAlert)

@@ -1,6 +1,6 @@
 """The atomic Redis side of costs: budget reserve / release, and tracking (daily counters, the durable
 usage queue, budget settle and threshold flags) — each one Lua script, so one round trip and atomic
-across processes. Without Redis (tests without services) `Local` runs the same logic in-process.
+across processes.
 
 Keys (all under `<CACHE_KEY_PREFIX>:llm:`):
   costs:day:<YYYYMMDD>            hash  <field>:cost|calls|in|out for total, provider:<p>, model:<p>/<m>,
@@ -11,12 +11,50 @@ Keys (all under `<CACHE_KEY_PREFIX>:llm:`):
   budget:<id>:<period>:alert:<t>  flag: threshold t% already alerted this period
 """
 
-import threading
+from datetime import datetime
+
+from django.utils import timezone
+
+from apps.core import redis
 
 EPSILON = 1e-9  # CNY: float sums of prices must not flip a comparison at the limit
 SEEN_TTL = 2 * 86400
 DAY_TTL = 100 * 86400
 BUDGET_TTL = 62 * 86400
+
+MONTHLY = "month"
+
+
+def key(*parts: object) -> str:
+    return redis.key("llm", *parts)
+
+
+def period_key(period: str, now: datetime | None = None) -> str:
+    local = timezone.localtime(now or timezone.now())
+    return local.strftime("%Y%m" if period == MONTHLY else "%Y%m%d")
+
+
+def budget_key(budget, now: datetime | None = None) -> str:
+    """The Redis hash (spent, reserved) of `budget` (a costs.config.BudgetConf) in its current period."""
+    return key("budget", budget.id, period_key(budget.period, now))
+
+
+def day_key(day: str) -> str:
+    """The day's counters hash; `day` is YYYYMMDD."""
+    return key("costs", "day", day)
+
+
+def seen_key(call_id: str) -> str:
+    return key("costs", "seen", call_id)
+
+
+def pending_key() -> str:
+    return key("costs", "pending")
+
+
+def flush_lock_key() -> str:
+    return key("costs", "flush-lock")
+
 
 RESERVE_LUA = """
 local est = tonumber(ARGV[1])
@@ -86,87 +124,3 @@ for i = 4, #KEYS do
 end
 return out
 """
-
-
-class Local:
-    """In-process stand-in for the Redis scripts (one process only)."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.hashes: dict[str, dict[str, float]] = {}
-        self.flags: set[str] = set()
-        self.pending: list[str] = []
-
-    def clear(self) -> None:
-        with self.lock:
-            self.hashes.clear()
-            self.flags.clear()
-            self.pending.clear()
-
-    def _h(self, k: str) -> dict[str, float]:
-        return self.hashes.setdefault(k, {})
-
-    def reserve(self, keys: list[str], est: float, limits: list[float], flags: list[str]) -> list:
-        with self.lock:
-            for i, k in enumerate(keys):
-                h = self._h(k)
-                spent = h.get("spent", 0)
-                if "e" in flags[i] and (
-                    spent + h.get("reserved", 0) + est > limits[i] + EPSILON or spent >= limits[i] - EPSILON
-                ):
-                    first = 0
-                    if "a" in flags[i] and f"{k}:alert:100" not in self.flags:
-                        self.flags.add(f"{k}:alert:100")
-                        first = 1
-                    return [i + 1, str(h.get("spent", 0)), first]
-            for k in keys:
-                h = self._h(k)
-                h["reserved"] = h.get("reserved", 0) + est
-            return [0]
-
-    def release(self, keys: list[str], est: float) -> None:
-        with self.lock:
-            for k in keys:
-                h = self._h(k)
-                h["reserved"] = h.get("reserved", 0) - est
-
-    def track(
-        self,
-        seen: str,
-        day: str,
-        cost: float,
-        tin: int,
-        tout: int,
-        payload: str,
-        est: float,
-        fields: list[str],
-        budget_keys: list[str],
-        limits: list[float],
-        thresholds: list[str],
-    ) -> list:
-        with self.lock:
-            if seen in self.flags:
-                for k in budget_keys:
-                    self._h(k)["reserved"] = self._h(k).get("reserved", 0) - est
-                return [-1]
-            self.flags.add(seen)
-            h = self._h(day)
-            for f in fields:
-                for suffix, value in (("cost", cost), ("calls", 1), ("in", tin), ("out", tout)):
-                    h[f"{f}:{suffix}"] = h.get(f"{f}:{suffix}", 0) + value
-            self.pending.append(payload)
-            out: list = [len(self.pending)]
-            for k, limit, th in zip(budget_keys, limits, thresholds, strict=True):
-                b = self._h(k)
-                b["reserved"] = b.get("reserved", 0) - est
-                b["spent"] = spent = b.get("spent", 0) + cost
-                crossed = ""
-                for t in filter(None, th.split(",")):
-                    if limit > 0 and spent + EPSILON >= limit * float(t) / 100 and f"{k}:alert:{t}" not in self.flags:
-                        self.flags.add(f"{k}:alert:{t}")
-                        crossed += t + ","
-                out += [str(spent), crossed]
-            return out
-
-
-local = Local()

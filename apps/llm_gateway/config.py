@@ -1,19 +1,18 @@
 """Which providers and routes the gateway uses, resolved from (highest first):
 `settings.LLM_ROUTES` / `settings.LLM_PROVIDERS` (the environment, or a test override), the admin's
-Provider / Route rows, and the presets. Cached in-process for `settings.LLM_CONFIG_TTL` seconds
-(admin saves clear this process's cache at once; other processes pick changes up within the TTL).
+Provider / Route rows, and the presets.
+
+Every process keeps the result in memory (`await get()`, a `VersionedCache`): the services that write
+providers or routes bump it, this process reloads on its next read, the others once they see the new
+version (they check the Redis version key at most every `settings.LLM_CONFIG_TTL` seconds).
 """
 
-import logging
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import DatabaseError
 
-from apps.llm_gateway.dbwork import CachedLoad
+from apps.core.cache import VersionedCache
 from apps.llm_gateway.presets import PRESETS
-
-logger = logging.getLogger(__name__)
 
 # Order in which configured providers fill the built-in routes: an explicit local/company server
 # first, then the domestic providers, then the others.
@@ -86,7 +85,7 @@ def _db_rows():
     routes = {
         r.name: [
             (e.provider.name, e.model, e.temperature, e.max_tokens, e.timeout)
-            for e in r.entries.select_related("provider").all()
+            for e in r.entries.all()
             if e.provider.enabled
         ]
         for r in Route.objects.prefetch_related("entries__provider")
@@ -94,14 +93,10 @@ def _db_rows():
     return providers, routes
 
 
-def load() -> GatewayConfig:
-    """Build the configuration (sync: touches the database; guarded so a missing table is no error)."""
+def _load(version: str) -> GatewayConfig:
+    """Build the configuration (sync: reads the database)."""
     env_providers: dict = dict(getattr(settings, "LLM_PROVIDERS", {}) or {})
-    try:
-        db_providers, db_routes = _db_rows()
-    except DatabaseError as exc:
-        logger.debug("llm gateway config: database unavailable (%s); environment only", exc)
-        db_providers, db_routes = {}, {}
+    db_providers, db_routes = _db_rows()
     providers: dict[str, ProviderConf] = {}
     for name in {*env_providers, *db_providers}:
         conf = _provider(name, env_providers.get(name, {}), db_providers.get(name))
@@ -139,20 +134,10 @@ def load() -> GatewayConfig:
     return GatewayConfig(providers=providers, routes=routes, source="db+env")
 
 
-def _token():
-    return (id(getattr(settings, "LLM_PROVIDERS", None)), id(getattr(settings, "LLM_ROUTES", None)))
-
-
-_cached = CachedLoad(load, lambda: settings.LLM_CONFIG_TTL, _token)
+CONFIG: VersionedCache[GatewayConfig] = VersionedCache(
+    "llm_gateway", _load, check_seconds=lambda: settings.LLM_CONFIG_TTL
+)
 
 
 async def get() -> GatewayConfig:
-    return await _cached.get()
-
-
-def get_sync() -> GatewayConfig:
-    return _cached.get_sync()
-
-
-def invalidate(*args, **kwargs) -> None:
-    _cached.invalidate()
+    return await CONFIG.get()

@@ -30,6 +30,8 @@ pytest: `fake_openai_server` (function scope) is a fixture; import it into a con
 (`from apps.llm_gateway.testing import fake_openai_server  # noqa: F401`).
 `use_fake_provider(server, settings)` (with pytest-django's `settings` fixture) points the gateway at
 the server (the `custom` provider, routes default/cheap/embedding) — see its docstring.
+`reset_gateway()` makes this process reload the gateway's and the costs' configuration (after a test or a
+benchmark changed `settings.LLM_*`; writes through the services bump it themselves).
 """
 
 from __future__ import annotations
@@ -45,9 +47,7 @@ import httpx
 
 from apps.llm_gateway.testserver import ServerThread, State, embed_text
 
-__all__ = ["FakeOpenAI", "fake_openai", "embed_text", "fake_openai_server", "use_fake_provider"]
-
-_OPS = ("script", "rule", "fail", "heal", "configure", "reset", "requests", "stats")
+__all__ = ["FakeOpenAI", "fake_openai", "embed_text", "fake_openai_server", "reset_gateway", "use_fake_provider"]
 
 
 class FakeOpenAI:
@@ -211,11 +211,20 @@ def use_fake_provider(
         "cheap": [{"provider": name, "model": cheap_model}],
         "embedding": [{"provider": name, "model": embedding_model}],
     }
-    try:
-        from apps.llm_gateway.services import reset_gateway
-    except ImportError:
-        return
     reset_gateway()
+
+
+def reset_gateway() -> None:
+    """Reload the gateway's providers / routes and the costs' prices / budgets in this process on their next
+    read (settings.LLM_* changed: settings are not data, nothing bumps them)."""
+    from apps.costs.config import CONFIG as COSTS
+    from apps.llm_gateway import services
+    from apps.llm_gateway.config import CONFIG as GATEWAY
+
+    GATEWAY.forget()
+    COSTS.forget()
+    # A test's event loop ends with the test; its provider clients hold it, so their weak key never dies.
+    services._clients.clear()
 
 
 try:

@@ -316,58 +316,50 @@ def _tool_calls(reply: dict) -> list[dict]:
     return calls
 
 
-def build_app(state: State) -> web.Application:
-    async def authorised(request: web.Request) -> bool:
-        return state.api_key is None or request.headers.get("Authorization", "") == f"Bearer {state.api_key}"
+CONTROL_OPS = ("script", "rule", "fail", "heal", "configure", "reset", "requests", "stats")
 
-    async def chat(request: web.Request) -> web.StreamResponse:
+
+class Handlers:
+    """The server's endpoints over one State."""
+
+    def __init__(self, state: State):
+        self.state = state
+
+    def _authorised(self, request: web.Request) -> bool:
+        key = self.state.api_key
+        return key is None or request.headers.get("Authorization", "") == f"Bearer {key}"
+
+    async def _prelude(self, request: web.Request, path: str) -> tuple[dict, str, dict, web.StreamResponse | None]:
+        """(body, model, scripted reply, early response: 401 or a scripted failure) of a request."""
         body = await request.json()
         model = body.get("model", "")
-        if not await authorised(request):
-            state._log("chat", model, body, request.headers, 401)
-            return _error(401, "bad api key")
-        reply = state._choose("chat", model, body)
-        latency = float(reply.get("latency", state.latency))
+        if not self._authorised(request):
+            self.state._log(path, model, body, request.headers, 401)
+            return body, model, {}, _error(401, "bad api key")
+        reply = self.state._choose(path, model, body)
+        latency = float(reply.get("latency", self.state.latency))
         if latency > 0:
             await asyncio.sleep(latency)
-        failed = await _failure(state, reply)
+        failed = await _failure(self.state, reply)
         if failed is not None:
-            state._log("chat", model, body, request.headers, failed.status)
-            return failed
+            self.state._log(path, model, body, request.headers, failed.status)
+        return body, model, reply, failed
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body, model, reply, early = await self._prelude(request, "chat")
+        if early is not None:
+            return early
         messages = body.get("messages") or []
         tool_calls = _tool_calls(reply)
-        if "content" in reply:
-            content = reply["content"]
-        elif tool_calls:
-            content = None
-        else:
-            last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
-            content = "模拟回复：" + text_of(last_user.get("content"))[:200]
-        usage = reply.get("usage") or {}
-        prompt_tokens = int(usage.get("input_tokens", _prompt_tokens(messages)))
-        completion_tokens = int(
-            usage.get("output_tokens", len(content or "") + sum(len(c["function"]["arguments"]) for c in tool_calls))
-        )
+        content = _content(reply, messages, tool_calls)
+        usage = _usage(reply, messages, content, tool_calls)
         finish = reply.get("finish_reason") or ("tool_calls" if tool_calls else "stop")
-        usage_obj = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
         ident, created = f"chatcmpl-{uuid.uuid4().hex[:16]}", int(time.time())
-        state._log("chat", model, body, request.headers, 200)
+        self.state._log("chat", model, body, request.headers, 200)
         if body.get("stream"):
-            return await _stream(
-                request,
-                ident,
-                created,
-                model,
-                content,
-                tool_calls,
-                finish,
-                usage_obj,
-                bool((body.get("stream_options") or {}).get("include_usage")),
-            )
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            answer = (ident, created, model, content, tool_calls, finish, usage, include_usage)
+            return await _stream(request, *answer)
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if tool_calls:
             message["tool_calls"] = tool_calls
@@ -378,29 +370,19 @@ def build_app(state: State) -> web.Application:
                 "created": created,
                 "model": model,
                 "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-                "usage": usage_obj,
+                "usage": usage,
             }
         )
 
-    async def embeddings(request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        model = body.get("model", "")
-        if not await authorised(request):
-            state._log("embeddings", model, body, request.headers, 401)
-            return _error(401, "bad api key")
-        reply = state._choose("embeddings", model, body)
-        latency = float(reply.get("latency", state.latency))
-        if latency > 0:
-            await asyncio.sleep(latency)
-        failed = await _failure(state, reply)
-        if failed is not None:
-            state._log("embeddings", model, body, request.headers, failed.status)
-            return failed
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        body, model, _reply, early = await self._prelude(request, "embeddings")
+        if early is not None:
+            return early
         texts = body.get("input", "")
         if isinstance(texts, str):
             texts = [texts]
         texts = [t if isinstance(t, str) else " ".join(map(str, t)) for t in texts]
-        dim = int(body.get("dimensions") or state.dim)
+        dim = int(body.get("dimensions") or self.state.dim)
         as_base64 = body.get("encoding_format") == "base64"
         data = []
         for i, text in enumerate(texts):
@@ -409,31 +391,50 @@ def build_app(state: State) -> web.Application:
                 vector = base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode()
             data.append({"object": "embedding", "index": i, "embedding": vector})
         tokens = sum(len(t) for t in texts)
-        state._log("embeddings", model, body, request.headers, 200)
-        return web.json_response(
-            {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
-        )
+        self.state._log("embeddings", model, body, request.headers, 200)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return web.json_response({"object": "list", "data": data, "model": model, "usage": usage})
 
-    async def models(request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "object": "list",
-                "data": [{"id": m, "object": "model", "created": 0, "owned_by": "wxcs-fake"} for m in state.models],
-            }
-        )
+    async def models(self, request: web.Request) -> web.Response:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "wxcs-fake"} for m in self.state.models]
+        return web.json_response({"object": "list", "data": data})
 
-    async def control(request: web.Request) -> web.Response:
+    async def control(self, request: web.Request) -> web.Response:
         op = request.match_info["op"]
-        if op not in ("script", "rule", "fail", "heal", "configure", "reset", "requests", "stats"):
+        if op not in CONTROL_OPS:
             return _error(404, f"unknown op {op}")
         kwargs = await request.json() if request.can_read_body else {}
-        return web.json_response({"result": getattr(state, op)(**kwargs)})
+        return web.json_response({"result": getattr(self.state, op)(**kwargs)})
 
+
+def _content(reply: dict, messages: list[dict], tool_calls: list[dict]) -> str | None:
+    if "content" in reply:
+        return reply["content"]
+    if tool_calls:
+        return None
+    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    return "模拟回复：" + text_of(last_user.get("content"))[:200]
+
+
+def _usage(reply: dict, messages: list[dict], content: str | None, tool_calls: list[dict]) -> dict:
+    scripted = reply.get("usage") or {}
+    prompt_tokens = int(scripted.get("input_tokens", _prompt_tokens(messages)))
+    answer_tokens = len(content or "") + sum(len(c["function"]["arguments"]) for c in tool_calls)
+    completion_tokens = int(scripted.get("output_tokens", answer_tokens))
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def build_app(state: State) -> web.Application:
+    handlers = Handlers(state)
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_post("/v1/chat/completions", chat)
-    app.router.add_post("/v1/embeddings", embeddings)
-    app.router.add_get("/v1/models", models)
-    app.router.add_post("/_control/{op}", control)
+    app.router.add_post("/v1/chat/completions", handlers.chat)
+    app.router.add_post("/v1/embeddings", handlers.embeddings)
+    app.router.add_get("/v1/models", handlers.models)
+    app.router.add_post("/_control/{op}", handlers.control)
     return app
 
 

@@ -6,22 +6,32 @@ from decimal import Decimal
 
 import pytest
 
-from apps.llm_gateway.testing import fake_openai
+from apps.costs import services as costs
+from apps.costs.models import Budget, ModelPrice
+from apps.costs.tests.factories import ModelPriceFactory
+from apps.llm_gateway.testing import fake_openai, reset_gateway
 
 KB_ANSWER = "知识库：七天无理由退货。"
+PRICES = (
+    ("p1", "m1", "0.01", "0.02"),
+    ("p2", "m2", "0.02", "0.04"),
+    ("p2", "cheap-m", "0", "0"),
+    ("p2", "emb", "0.001", "0"),
+)
 
 
-def kb_answer(messages):
-    """A stand-in offline answerer (sync, like the knowledge app's)."""
+async def kb_answer(messages):
+    """A stand-in for the knowledge base's offline answerer."""
     text = messages[-1]["content"] if messages else ""
     return KB_ANSWER if "退货" in text else None
 
 
+async def broken_answerer(messages):
+    raise RuntimeError("knowledge base down")
+
+
 @pytest.fixture
 def gw(settings, transactional_db):
-    from apps.costs.models import Budget, ModelPrice
-    from apps.llm_gateway.services import reset_gateway
-
     with fake_openai() as server:
         base = {"kind": "custom", "api_base": server.base_url, "timeout": 2.0}
         settings.LLM_PROVIDERS = {
@@ -39,22 +49,12 @@ def gw(settings, transactional_db):
         settings.LLM_CIRCUIT_FAILURES = 3
         settings.LLM_CIRCUIT_COOLDOWN = 0.5
         settings.LLM_CIRCUIT_PROBE_TIMEOUT = 2.0
-        settings.LLM_CONFIG_TTL = 60
         settings.LLM_OFFLINE_ANSWERER = "apps.llm_gateway.tests.conftest.kb_answer"
-        Budget.objects.all().delete()
-        ModelPrice.objects.all().delete()
-        for provider, model, price_in, price_out in (
-            ("p1", "m1", "0.01", "0.02"),
-            ("p2", "m2", "0.02", "0.04"),
-            ("p2", "cheap-m", "0", "0"),
-            ("p2", "emb", "0.001", "0"),
-        ):
-            ModelPrice.objects.create(
-                provider=provider,
-                model=model,
-                effective_date="2024-01-01",
-                input_per_1k=Decimal(price_in),
-                output_per_1k=Decimal(price_out),
+        costs.delete_budgets(Budget.objects.all())  # the seeded global budget, when the migration's rows are there
+        costs.delete_prices(ModelPrice.objects.all())
+        for provider, model, price_in, price_out in PRICES:
+            ModelPriceFactory(
+                provider=provider, model=model, input_per_1k=Decimal(price_in), output_per_1k=Decimal(price_out)
             )
         reset_gateway()
         yield server

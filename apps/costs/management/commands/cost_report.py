@@ -3,7 +3,7 @@ from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.costs.services import daily_report
+from apps.costs.selectors import daily_report
 
 
 class Command(BaseCommand):
