@@ -73,19 +73,19 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     from django.conf import settings
 
-    from apps.engines.tests.world import add_exchange, make_world
-    from apps.llm_gateway.testing import fake_openai
+    from apps.engines.tests.factories import ConversationSummaryFactory, build_world
+    from apps.llm_gateway.testing import fake_openai, reset_gateway
 
-    world = make_world()
+    world = build_world()
     for number in range(10):
         question, answer = f"第{number}个问题：充电桩怎么安装？", f"第{number}个回答：先预约勘测。"
-        add_exchange(world, question, answer, 20 - number, number)
+        world.exchange(question, answer, 20 - number)
+    from apps.core import aio
     from apps.engines import memory
-    from apps.engines.models import ConversationSummary
 
-    ConversationSummary.objects.create(conversation_id=world.conversation.pk, summary="客户在咨询安装。")
+    ConversationSummaryFactory(conversation_id=world.conversation.pk, summary="客户在咨询安装。")
     for number in range(5):
-        memory.remember_fact(world.conversation.pk, world.sender, f"事实{number}：客户住在渝北区")
+        aio.run(memory.remember_fact(world.conversation.pk, world.sender, f"事实{number}：客户住在渝北区"))
 
     with fake_openai(subprocess=True, record=False) as server:
         settings.LLM_PROVIDERS = {
@@ -96,8 +96,6 @@ def main() -> None:
             "cheap": [{"provider": "custom", "model": "fake-cheap"}],
             "embedding": [{"provider": "custom", "model": "fake-embedding"}],
         }
-        from apps.llm_gateway.services import reset_gateway
-
         reset_gateway()
         load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
         print(f"load before: {load}")
@@ -105,12 +103,9 @@ def main() -> None:
         print(f"load after:  {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
 
 
-async def run(world, server, args) -> None:
+async def hot_paths(world, args) -> None:
     from apps.engines import memory
-    from apps.engines.chat import ChatEngine, build_prompt
     from apps.engines.manager import resolve_engine
-    from apps.engines.timing import Stopwatch
-    from apps.llm_gateway import services as gateway
 
     conversation_id = world.conversation.pk
     await resolve_engine(conversation_id)
@@ -134,8 +129,13 @@ async def run(world, server, args) -> None:
     print(f"retrieve_memory, database (ms):  {percentiles(misses)}")
     print(f"retrieve_memory, Redis hit (ms): {percentiles(hits)}")
 
-    engine = ChatEngine()
-    message = [{"role": "user", "content": "充电桩安装需要准备什么？", "name": world.sender}]
+
+async def engine_vs_gateway(world, args, engine, message) -> None:
+    from apps.engines.chat import build_prompt
+    from apps.engines.timing import Stopwatch
+    from apps.llm_gateway import services as gateway
+
+    conversation_id = world.conversation.pk
     turn = await engine.prepare(message, conversation_id, None, Stopwatch())
     prompt = build_prompt(turn)
     for _ in range(20):  # warm up clients and pools
@@ -164,10 +164,19 @@ async def run(world, server, args) -> None:
         f"bare gateway {bare_cpu / args.calls * 1000:.2f} ms"
     )
 
+
+async def run(world, server, args) -> None:
+    from apps.engines.chat import ChatEngine
+
+    await hot_paths(world, args)
+    engine = ChatEngine()
+    message = [{"role": "user", "content": "充电桩安装需要准备什么？", "name": world.sender}]
+    await engine_vs_gateway(world, args, engine, message)
+
     server.configure(latency=args.latency)
     t = time.perf_counter()
     replies = await asyncio.gather(
-        *(engine.generate_response(message, conversation_id, use_tools=False) for _ in range(args.concurrent))
+        *(engine.generate_response(message, world.conversation.pk, use_tools=False) for _ in range(args.concurrent))
     )
     wall = time.perf_counter() - t
     offline = sum(reply.offline for reply in replies)

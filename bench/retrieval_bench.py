@@ -8,9 +8,10 @@ What runs:
   cities, alarm codes, topics), each with a 256-dimension vector made by the loopback server's own
   embedding function (the same vectors the server returns, without 10,000 HTTP calls);
 - the index is built in process with the FAQ's synonyms and custom words (build time is printed) and
-  installed as this process's index, so queries go through `apps.knowledge.services.search` /
-  `asearch` unchanged: version check against Redis (at most every KNOWLEDGE_VERSION_CHECK_MS),
-  tokenisation, BM25 postings, NumPy matrix product, fusion, top-k;
+  becomes what this process's versioned index loads, so queries go through
+  `apps.knowledge.services.search` unchanged: version check against Redis (at most every
+  KNOWLEDGE_VERSION_CHECK_MS), tokenisation, BM25 postings, NumPy matrix product, fusion, top-k;
+  on one event loop, as the engines call it, and once through `apps.core.aio.run` as admin does;
 - hybrid queries embed the question through the real gateway (`apps.llm_gateway.services.embed`,
   route "embedding": circuit breaker, budget and usage in Redis) against the loopback
   OpenAI-compatible server in its own process, with no artificial latency. Every query text is
@@ -41,10 +42,11 @@ import numpy as np  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
+from apps.core import aio  # noqa: E402
 from apps.knowledge import demo, services  # noqa: E402
 from apps.knowledge.index import IndexEntry, RetrievalIndex  # noqa: E402
 from apps.knowledge.text import Analyzer, parse_synonym_line  # noqa: E402
-from apps.llm_gateway.testing import embed_text, fake_openai  # noqa: E402
+from apps.llm_gateway.testing import embed_text, fake_openai, reset_gateway  # noqa: E402
 
 CITIES = "北京 上海 广州 深圳 杭州 成都 武汉 西安 南京 苏州 重庆 天津 长沙 郑州 青岛 合肥 厦门 宁波 昆明 大连".split()
 MODELS = [
@@ -115,13 +117,7 @@ def stats(samples: list[float]) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--entries", type=int, default=10_000)
-    parser.add_argument("--queries", type=int, default=500)
-    args = parser.parse_args()
-
-    call_command("migrate", verbosity=0)
+def build(args) -> tuple[Analyzer, list[IndexEntry], RetrievalIndex, dict]:
     dictionary = demo.load_dictionary()
     analyzer = Analyzer(dictionary["custom_words"], [parse_synonym_line(s) for s in dictionary["synonyms"]])
     analyzer.tokens("预热")  # jieba's dictionary load (once per process) is not part of the build figure
@@ -134,70 +130,57 @@ def main() -> None:
     t = time.perf_counter()
     RetrievalIndex(entries, analyzer, embedding_model="fake-embedding", version="bench")
     rebuild_s = time.perf_counter() - t  # after an edit: token lists of unchanged entries are reused
-    services.reset_index()
-    services._state.index = index
-    services._state.dirty = False
-    services._state.analyzer = analyzer
-    from django.core.cache import cache
+    timings = {
+        "generate_s": round(gen_s, 2),
+        "index_build_s": round(build_s, 2),
+        "index_rebuild_after_edit_s": round(rebuild_s, 2),
+    }
+    return analyzer, entries, index, timings
 
-    cache.set(services.VERSION_KEY, "bench", timeout=None)
-    qs = queries(args.queries)
-    results: dict[str, dict] = {}
 
-    with fake_openai(subprocess=True) as server:
-        settings.LLM_PROVIDERS = {
-            "custom": {"api_base": server.base_url, "api_key": server.api_key, "model": "fake-model", "timeout": 5.0}
-        }
-        settings.LLM_ROUTES = {"embedding": [{"provider": "custom", "model": "fake-embedding"}]}
-        from apps.llm_gateway.services import reset_gateway
+async def timed(name: str, texts: list[str], results: dict, *, hybrid: bool) -> None:
+    """`search` for each text on this event loop: wall and CPU time of this (the loop's) thread."""
+    await services.search("预热一下" + name, hybrid=hybrid)  # warm-up (clients, connections)
+    wall, cpu, embed, paths, empty = [], [], [], set(), 0
+    for text in texts:
+        t0, c0 = time.perf_counter(), time.thread_time()
+        result = await services.search(text, k=5, hybrid=hybrid)
+        cpu.append((time.thread_time() - c0) * 1000)
+        wall.append((time.perf_counter() - t0) * 1000)
+        embed.append(result.embed_ms)
+        paths.add(result.path)
+        empty += not result.hits
+    results[name] = {
+        "wall": stats(wall),
+        "cpu_this_thread": stats(cpu),
+        "paths": sorted(paths),
+        "queries_without_hits": empty,
+    }
+    if hybrid:
+        results[name]["of_which_query_embedding_wall"] = stats(embed)
 
-        reset_gateway()
 
-        def run_sync(name, hybrid, texts):
-            services.search("预热一下" + name, hybrid=hybrid)  # warm-up (clients, connections)
-            wall, cpu, embed, paths, empty = [], [], [], set(), 0
-            for text in texts:
-                t0, c0 = time.perf_counter(), time.thread_time()
-                result = services.search(text, k=5, hybrid=hybrid)
-                cpu.append((time.thread_time() - c0) * 1000)
-                wall.append((time.perf_counter() - t0) * 1000)
-                embed.append(result.embed_ms)
-                paths.add(result.path)
-                empty += not result.hits
-            results[name] = {
-                "wall": stats(wall),
-                "cpu_this_thread": stats(cpu),
-                "paths": sorted(paths),
-                "queries_without_hits": empty,
-            }
-            if hybrid:
-                results[name]["of_which_query_embedding_wall"] = stats(embed)
+async def run_searches(qs: list[str], results: dict) -> None:
+    await timed("keyword-only", qs, results, hybrid=False)
+    services._query_vectors.clear()
+    await timed("hybrid, end to end (query embedded through the gateway)", qs, results, hybrid=True)
+    await timed("hybrid, in-process retrieval (query vector already known)", qs, results, hybrid=True)
 
-        run_sync("keyword-only", False, qs)
-        services._query_vectors.clear()
-        run_sync("hybrid, end to end (query embedded through the gateway)", True, qs)
-        run_sync("hybrid, in-process retrieval (query vector already known)", True, qs)
 
-        async def run_async(texts):
-            await services.asearch("预热一下", k=5)
-            wall, paths = [], set()
-            for text in texts:
-                t0 = time.perf_counter()
-                result = await services.asearch(text, k=5)
-                wall.append((time.perf_counter() - t0) * 1000)
-                paths.add(result.path)
-            return wall, paths
+def bridged(qs: list[str], results: dict) -> None:
+    """Sync callers (admin's 试一试, commands) reach `search` through the shared loop: the hop's cost."""
+    wall = []
+    for text in qs:
+        t0 = time.perf_counter()
+        aio.run(services.search(text, k=5, hybrid=False))
+        wall.append((time.perf_counter() - t0) * 1000)
+    results["keyword-only, from sync code through apps.core.aio.run"] = {"wall": stats(wall)}
 
-        samples, paths = asyncio.run(run_async([q + "？" for q in qs]))
-        results["hybrid asearch, end to end (query embedded through the gateway)"] = {
-            "wall": stats(samples),
-            "paths": sorted(paths),
-        }
 
+def rank_bm25_baseline(analyzer: Analyzer, entries: list[IndexEntry], qs: list[str], results: dict) -> None:
     from rank_bm25 import BM25Okapi
 
-    corpus = [analyzer.tokens(f"{e.question} {e.answer}") for e in entries]
-    bm25 = BM25Okapi(corpus)
+    bm25 = BM25Okapi([analyzer.tokens(f"{e.question} {e.answer}") for e in entries])
     samples = []
     for text in qs[:50]:
         tokens = analyzer.tokens(text)
@@ -206,22 +189,42 @@ def main() -> None:
         samples.append((time.perf_counter() - t0) * 1000)
     results["for comparison: rank-bm25 BM25Okapi.get_scores alone"] = {"wall": stats(samples)}
 
-    print(
-        json.dumps(
-            {
-                "load_average": os.getloadavg(),
-                "entries": index.size,
-                "vector_dim": index.dim,
-                "generate_s": round(gen_s, 2),
-                "index_build_s": round(build_s, 2),
-                "index_rebuild_after_edit_s": round(rebuild_s, 2),
-                "version_check_ms": settings.KNOWLEDGE_VERSION_CHECK_MS,
-                "results_ms": results,
-            },
-            ensure_ascii=False,
-            indent=2,
-        )
-    )
+
+def use_loopback_embeddings(server) -> None:
+    settings.LLM_PROVIDERS = {
+        "custom": {"api_base": server.base_url, "api_key": server.api_key, "model": "fake-model", "timeout": 5.0}
+    }
+    settings.LLM_ROUTES = {"embedding": [{"provider": "custom", "model": "fake-embedding"}]}
+    reset_gateway()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--entries", type=int, default=10_000)
+    parser.add_argument("--queries", type=int, default=500)
+    args = parser.parse_args()
+
+    call_command("migrate", verbosity=0)
+    analyzer, entries, index, timings = build(args)
+    # This process's index is the generated one (not the database's): what INDEX loads on its next read.
+    services.INDEX.forget()
+    services.INDEX._load = lambda version: index
+    qs = queries(args.queries)
+    results: dict[str, dict] = {}
+    with fake_openai(subprocess=True) as server:
+        use_loopback_embeddings(server)
+        asyncio.run(run_searches(qs, results))
+        bridged(qs, results)
+    rank_bm25_baseline(analyzer, entries, qs, results)
+    report = {
+        "load_average": os.getloadavg(),
+        "entries": index.size,
+        "vector_dim": index.dim,
+        **timings,
+        "version_check_ms": settings.KNOWLEDGE_VERSION_CHECK_MS,
+        "results_ms": results,
+    }
+    print(json.dumps(report, ensure_ascii=False, indent=2))
 
 
 if __name__ == "__main__":

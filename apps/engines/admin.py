@@ -72,11 +72,16 @@ class SwitchForm(forms.Form):
     SCOPES = (("global", _("全局")), ("personality", _("指定人设")), ("chat", _("指定会话")))
 
     scope = forms.ChoiceField(label=_("范围"), choices=SCOPES)
-    engine = forms.ChoiceField(
-        label=_("引擎"), choices=[("", _("（清除覆盖，跟随上级）"))] + list(EngineName.choices), required=False
-    )
+    engine = forms.ChoiceField(label=_("引擎"), choices=(), required=False)
     personality = forms.ModelChoiceField(label=_("人设"), queryset=Personality.objects.all(), required=False)
     conversation_id = forms.IntegerField(label=_("会话 ID"), required=False, min_value=1)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        labels = dict(EngineName.choices)
+        self.fields["engine"].choices = [("", _("（清除覆盖，跟随上级）"))] + [
+            (name, labels.get(name, name)) for name in manager.engine_names()
+        ]
 
     def clean(self):
         data = super().clean()

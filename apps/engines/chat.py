@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.utils.translation import gettext as _
 
+from apps.core import jobs
 from apps.core.db import run_db
 from apps.engines import adapters, memory, metrics
 from apps.engines.base import BaseEngine, EngineReply
+from apps.engines.history import ConversationRef, conversation_history
 from apps.engines.models import Personality
 from apps.engines.offline import APOLOGY
 from apps.engines.timing import Stopwatch
@@ -25,6 +27,7 @@ from apps.llm_gateway.types import BudgetExceeded, GatewayError
 
 logger = logging.getLogger(__name__)
 
+SUMMARY_TASK = "engines.refresh_summary"
 HANDOFF_REPLY = "好的，已为您转接人工客服，请稍候。"
 UNCERTAIN = re.compile(r"不确定|无法确认|不清楚|无法回答|没有找到|查不到|抱歉")
 GROUNDING_RULES = (
@@ -84,7 +87,7 @@ class TurnContext:
     query: str
     sender: str
     personality: PersonalityData
-    conversation: adapters.ConversationRef | None
+    conversation: ConversationRef | None
     tools: ToolContext
     snapshot: memory.MemorySnapshot = field(default_factory=memory.MemorySnapshot)
     facts: list[str] = field(default_factory=list)
@@ -165,6 +168,18 @@ def confidence_of(turn: TurnContext, content: str, finish_reason: str, offline: 
     return round(max(0.0, min(1.0, model * (0.6 + 0.4 * min(1.0, retrieval)))), 3)
 
 
+def _assistant_tool_calls(completion) -> dict:
+    """The model's tool-calling turn, as it goes back into the prompt."""
+    return {
+        "role": "assistant",
+        "content": completion.content or None,
+        "tool_calls": [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+            for call in completion.tool_calls
+        ],
+    }
+
+
 class ChatEngine(BaseEngine):
     name = "chat"
     version = "1"
@@ -178,12 +193,10 @@ class ChatEngine(BaseEngine):
     async def after_reply(self, turn: TurnContext, reply: EngineReply) -> None:
         """The conversation has a new turn: cached retrievals of it are stale; turns that left the
         window are folded into the rolling summary by a task."""
-        memory.invalidate_memory(turn.conversation_id)
+        await memory.invalidate_memory(turn.conversation_id)
         if turn.snapshot.summary_due:
             try:
-                from apps.engines.tasks import refresh_summary
-
-                refresh_summary.delay(turn.conversation_id)
+                await run_db(jobs.enqueue, SUMMARY_TASK, turn.conversation_id)
             except Exception:  # the broker being down must not lose the reply; the next reply retries
                 logger.warning("could not enqueue the summary refresh of conversation %s", turn.conversation_id)
 
@@ -196,10 +209,11 @@ class ChatEngine(BaseEngine):
         sender = str(last.get("name") or "")
 
         def load_context():
-            conversation = adapters.conversation(conversation_id)
+            history = conversation_history()
+            conversation = history.conversation(conversation_id)
             persona_id = personality_id or (conversation.personality_id if conversation else None)
             personality = load_personality(persona_id)
-            who = sender or (adapters.latest_sender(conversation_id) if conversation else "")
+            who = sender or (history.latest_sender(conversation_id) if conversation else "")
             customer = (
                 adapters.bound_customer(conversation.agent_id, conversation.chat_name, who) if conversation else None
             )
@@ -249,46 +263,9 @@ class ChatEngine(BaseEngine):
         """`stream` is not supported: the reply is written to the outbox whole."""
         watch = Stopwatch()
         turn = await self.prepare(messages, conversation_id, personality_id, watch)
-        persona = turn.personality
-        specs = tool_specs(turn.tools) if use_tools is not False else []
-        prompt = build_prompt(turn)
-        user = {"agent": turn.tools.agent_id or None, "customer": turn.tools.customer_id}
         completions, tool_records = [], []
         try:
-            for round_number in range(settings.ENGINE_MAX_TOOL_ROUNDS + 1):
-                offer = specs if round_number < settings.ENGINE_MAX_TOOL_ROUNDS else []
-                with watch.stage("llm"):
-                    completion = await gateway.complete(
-                        prompt,
-                        route=persona.route,
-                        tools=offer or None,
-                        user=user,
-                        timeout=settings.ENGINE_LLM_TIMEOUT,
-                        temperature=persona.temperature,
-                        max_tokens=max(256, persona.max_reply_length * 2),
-                    )
-                completions.append(completion)
-                if not completion.tool_calls or not offer:
-                    break
-                prompt.append(
-                    {
-                        "role": "assistant",
-                        "content": completion.content or None,
-                        "tool_calls": [
-                            {
-                                "id": call.id,
-                                "type": "function",
-                                "function": {"name": call.name, "arguments": call.arguments},
-                            }
-                            for call in completion.tool_calls
-                        ],
-                    }
-                )
-                with watch.stage("tools"):
-                    for call in completion.tool_calls:
-                        text, record = await run_tool(turn.tools, call.name, call.arguments)
-                        tool_records.append(record)
-                        prompt.append({"role": "tool", "tool_call_id": call.id, "content": text})
+            await self._converse(turn, use_tools is not False, watch, completions, tool_records)
         except BudgetExceeded as exc:
             logger.warning("budget refused the LLM call (%s); a supervisor takes the reply", exc.policy)
             reply = self._knowledge_fallback(turn)
@@ -311,6 +288,38 @@ class ChatEngine(BaseEngine):
         reply.latency_ms = watch.breakdown()
         metrics.observe_reply(reply)
         return reply
+
+    async def _converse(
+        self, turn: TurnContext, use_tools: bool, watch: Stopwatch, completions: list, tool_records: list
+    ) -> None:
+        """The bounded tool-calling loop: ask the model, run the tools it calls, ask again with their
+        results; the last round offers no tools, so it answers. Appends to `completions` and
+        `tool_records` as it goes (the caller accounts for them even when a later call fails)."""
+        persona = turn.personality
+        specs = tool_specs(turn.tools) if use_tools else []
+        prompt = build_prompt(turn)
+        user = {"agent": turn.tools.agent_id or None, "customer": turn.tools.customer_id}
+        for round_number in range(settings.ENGINE_MAX_TOOL_ROUNDS + 1):
+            offer = specs if round_number < settings.ENGINE_MAX_TOOL_ROUNDS else []
+            with watch.stage("llm"):
+                completion = await gateway.complete(
+                    prompt,
+                    route=persona.route,
+                    tools=offer or None,
+                    user=user,
+                    timeout=settings.ENGINE_LLM_TIMEOUT,
+                    temperature=persona.temperature,
+                    max_tokens=max(256, persona.max_reply_length * 2),
+                )
+            completions.append(completion)
+            if not completion.tool_calls or not offer:
+                return
+            prompt.append(_assistant_tool_calls(completion))
+            with watch.stage("tools"):
+                for call in completion.tool_calls:
+                    text, record = await run_tool(turn.tools, call.name, call.arguments)
+                    tool_records.append(record)
+                    prompt.append({"role": "tool", "tool_call_id": call.id, "content": text})
 
     def _reply_from(self, turn: TurnContext, completion) -> EngineReply:
         content = clip(completion.content or "", turn.personality.max_reply_length)

@@ -18,13 +18,13 @@ import logging
 import os
 import re
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection
 from django.utils.translation import gettext as _
 
+from apps.core import aio
 from apps.engines import adapters, memory, metrics
 from apps.engines.base import EngineReply
 from apps.engines.chat import ChatEngine, TurnContext
@@ -96,23 +96,23 @@ class Mem0NotConfigured(Exception):
 _probed_dims: dict[tuple[str, str], int] = {}
 
 
-def _probe_dims(base_url: str, api_key: str, model: str) -> int:
+async def _probe_dims(base_url: str, api_key: str, model: str) -> int:
     """The embedding model's dimension, asked once per endpoint and model (MEM0_EMBEDDING_DIMS=0)."""
     known = _probed_dims.get((base_url, model))
     if known:
         return known
-    from openai import OpenAI
+    from openai import AsyncOpenAI
 
-    with OpenAI(base_url=base_url, api_key=api_key, timeout=10, max_retries=1) as client:
-        dims = len(client.embeddings.create(model=model, input=["维度探测"]).data[0].embedding)
-    _probed_dims[(base_url, model)] = dims
+    async with AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=10, max_retries=1) as client:
+        response = await client.embeddings.create(model=model, input=["维度探测"])
+    dims = _probed_dims[(base_url, model)] = len(response.data[0].embedding)
     return dims
 
 
-def resolve_settings() -> Mem0Settings:
+async def resolve_settings() -> Mem0Settings:
     """mem0's endpoints: MEM0_* settings first, else the gateway's provider for the configured routes."""
-    llm = adapters.gateway_route(settings.MEM0_LLM_ROUTE)
-    embedder = adapters.gateway_route(settings.MEM0_EMBEDDING_ROUTE)
+    llm = await adapters.gateway_route(settings.MEM0_LLM_ROUTE)
+    embedder = await adapters.gateway_route(settings.MEM0_EMBEDDING_ROUTE)
     base_url = settings.MEM0_BASE_URL or (llm or {}).get("api_base", "")
     api_key = settings.MEM0_API_KEY or (llm or {}).get("api_key", "") or "none"
     llm_model = settings.MEM0_LLM_MODEL or (llm or {}).get("model", "")
@@ -128,7 +128,7 @@ def resolve_settings() -> Mem0Settings:
         raise Mem0NotConfigured(
             "记忆引擎缺少配置：" + "、".join(missing) + "（请在大模型网关配置服务商，或设置 MEM0_*）"
         )
-    dims = settings.MEM0_EMBEDDING_DIMS or _probe_dims(embedding_base_url, embedding_api_key, embedding_model)
+    dims = settings.MEM0_EMBEDDING_DIMS or await _probe_dims(embedding_base_url, embedding_api_key, embedding_model)
     return Mem0Settings(
         base_url=base_url,
         api_key=api_key,
@@ -140,15 +140,6 @@ def resolve_settings() -> Mem0Settings:
         directory=str(settings.MEM0_DIR),
         qdrant_url=settings.MEM0_QDRANT_URL,
     )
-
-
-def settings_in_thread() -> Mem0Settings:
-    """resolve_settings() on one of mem0's threads: the gateway configuration may be read from the
-    database, and the connection goes back to the pool (these threads have no request cycle)."""
-    try:
-        return resolve_settings()
-    finally:
-        connection.close()
 
 
 def serialize_client(client) -> None:
@@ -195,12 +186,11 @@ class Mem0Engine(ChatEngine):
         self._lock = threading.Lock()
         self._memory = None
         self._memory_settings: Mem0Settings | None = None
-        self._pending: set[Future] = set()
+        self._pending: set[asyncio.Task] = set()
 
     # --- mem0 on its thread pool -----------------------------------------------------------------
-    def _get_memory(self):
+    def _get_memory(self, wanted: Mem0Settings):
         """The process's mem0 Memory, rebuilt when the provider configuration changed. Blocking."""
-        wanted = settings_in_thread()
         with self._lock:
             if self._memory is None or wanted != self._memory_settings:
                 from mem0 import Memory
@@ -218,27 +208,30 @@ class Mem0Engine(ChatEngine):
     async def _run(self, function, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: function(*args, **kwargs))
 
-    def _search_sync(self, user_id: str, query: str, limit: int) -> list[dict]:
-        found = self._get_memory().search(query, top_k=limit, filters={"user_id": user_id})
+    def _search_sync(self, conf: Mem0Settings, user_id: str, query: str, limit: int) -> list[dict]:
+        found = self._get_memory(conf).search(query, top_k=limit, filters={"user_id": user_id})
         return found.get("results", []) if isinstance(found, dict) else list(found)
 
-    def _add_sync(self, user_id: str, exchange: list[dict], conversation_id: int | None) -> list[dict]:
-        added = self._get_memory().add(exchange, user_id=user_id)
-        if conversation_id is not None:
-            memory.invalidate_memory(conversation_id)
+    def _add_sync(self, conf: Mem0Settings, user_id: str, exchange: list[dict]) -> list[dict]:
+        added = self._get_memory(conf).add(exchange, user_id=user_id)
         return added.get("results", []) if isinstance(added, dict) else list(added)
 
     async def search_memories(self, user_id: str, query: str, limit: int | None = None) -> list[dict]:
         """mem0 `Memory.search` for one contact: [{"memory", "score", ...}], best first."""
-        return await self._run(self._search_sync, user_id, query, limit or settings.ENGINE_MEMORY_MAX_FACTS)
+        conf = await resolve_settings()
+        return await self._run(self._search_sync, conf, user_id, query, limit or settings.ENGINE_MEMORY_MAX_FACTS)
 
     async def add_memories(self, user_id: str, exchange: list[dict], conversation_id: int | None = None) -> list[dict]:
-        """mem0 `Memory.add` (LLM fact extraction + embeddings) for one contact; returns what was stored."""
-        return await self._run(self._add_sync, user_id, exchange, conversation_id)
+        """mem0 `Memory.add` (LLM fact extraction + embeddings) for one contact; returns what was stored.
+        The conversation's cached retrievals are dropped, so its next reply recalls the new facts."""
+        added = await self._run(self._add_sync, await resolve_settings(), user_id, exchange)
+        if conversation_id is not None:
+            await memory.invalidate_memory(conversation_id)
+        return added
 
     async def flush(self) -> None:
         """Wait for the background adds scheduled so far (tests, shutdown)."""
-        pending = [asyncio.wrap_future(future) for future in list(self._pending)]
+        pending = list(self._pending)
         if pending:
             await asyncio.wait(pending)
 
@@ -247,10 +240,8 @@ class Mem0Engine(ChatEngine):
         if turn.conversation is None or not turn.sender:
             return await super().recall_facts(turn)
         user_id = contact_key(turn.conversation.agent_id, turn.conversation.chat_name, turn.sender)
-        key = memory.cache_key(
-            turn.conversation_id, "mem0", f"{user_id}\x00{turn.query}", settings.ENGINE_MEMORY_MAX_FACTS
-        )
-        cached = memory.memory_cache.get(key)
+        lookup, limit = f"{user_id}\x00{turn.query}", settings.ENGINE_MEMORY_MAX_FACTS
+        cached, version = await memory.memory_cache.get(turn.conversation_id, "mem0", lookup, limit)
         if cached is not None:
             metrics.CACHE.labels("mem0", "hit").inc()
             turn.cache_hits["long_term"] = 1
@@ -263,7 +254,7 @@ class Mem0Engine(ChatEngine):
             logger.exception("mem0 search failed; using the contact's stored facts")
             return await super().recall_facts(turn)
         facts = [str(item.get("memory", "")) for item in results if item.get("memory")]
-        memory.memory_cache.set(key, facts)
+        await memory.memory_cache.set(turn.conversation_id, "mem0", lookup, limit, version, facts)
         return facts
 
     async def after_reply(self, turn: TurnContext, reply: EngineReply) -> None:
@@ -278,13 +269,14 @@ class Mem0Engine(ChatEngine):
             {"role": "user", "content": turn.query, "name": turn.sender},
             {"role": "assistant", "content": reply.content},
         ]
-        future = self._executor.submit(self._add_logged, user_id, exchange, turn.conversation_id)
-        self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
+        task = aio.spawn(self._memorise(user_id, exchange, turn.conversation_id), what="mem0 add")
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
-    def _add_logged(self, user_id: str, exchange: list[dict], conversation_id: int) -> None:
+    async def _memorise(self, user_id: str, exchange: list[dict], conversation_id: int) -> None:
+        """Off the reply's path: a failure is logged (with the contact hashed), never raised."""
         try:
-            self._add_sync(user_id, exchange, conversation_id)
+            await self.add_memories(user_id, exchange, conversation_id)
         except Exception:
             logger.exception(
                 "mem0 add failed for %s", hashlib.sha1(user_id.encode(), usedforsecurity=False).hexdigest()
@@ -294,7 +286,7 @@ class Mem0Engine(ChatEngine):
     async def get_engine_info(self) -> dict:
         info = await super().get_engine_info()
         try:
-            conf = await self._run(settings_in_thread)
+            conf = await resolve_settings()
             store = conf.qdrant_url or os.path.join(conf.directory, "qdrant")
             models = {"llm": conf.llm_model, "embedding": conf.embedding_model, "dims": conf.dims}
         except Exception as exc:
@@ -312,15 +304,14 @@ class Mem0Engine(ChatEngine):
         )
         return info
 
-    def _check_store_sync(self) -> str:
+    def _check_store_sync(self, conf: Mem0Settings) -> str:
         """Search mem0's store. A process that does not hold it yet (e.g. the web process checking
         before a switch) opens it only for the check: the local Qdrant folder admits one process."""
         if self._memory is not None:
-            self._search_sync("health-check", "健康检查", 1)
+            self._search_sync(conf, "health-check", "健康检查", 1)
             return "mem0 向量库正常"
         from mem0 import Memory
 
-        conf = settings_in_thread()
         os.makedirs(conf.directory, exist_ok=True)
         try:
             probe = Memory.from_config(conf.as_mem0_config())
@@ -340,7 +331,7 @@ class Mem0Engine(ChatEngine):
         if not chat["ok"]:
             return chat
         try:
-            detail = await self._run(self._check_store_sync)
+            detail = await self._run(self._check_store_sync, await resolve_settings())
         except Exception as exc:
             return {"ok": False, "detail": f"mem0 不可用：{exc.__class__.__name__}: {exc}"}
         return {"ok": True, "detail": f"{chat['detail']}；{detail}"}

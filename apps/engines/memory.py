@@ -1,26 +1,28 @@
 """Conversation memory: recent turns within a window, the rolling summary, long-term facts per contact.
 
-Retrieval is cached (django-redis, key = conversation + its memory version + query + limit, TTL
-settings.REDIS_TTL). `invalidate_memory(conversation_id)` bumps the conversation's version, so every
-cached retrieval of it is left behind at once (no key scan); the pipeline calls it when a message
-arrives and the engines call it after answering. When Redis does not answer, an in-process cache takes
-over (and Redis is not retried for a few seconds), so the reply still goes out.
+Retrieval is cached in Redis (JSON, key = conversation + query + limit, stored with the conversation's
+memory version; TTL settings.REDIS_TTL). `await invalidate_memory(conversation_id)` bumps the conversation's version, so
+every cached retrieval of it is left behind at once (no key scan); the pipeline calls it when a message
+arrives and the engines call it after answering. When Redis does not answer, an in-process copy takes
+over (and Redis is not asked again for a few seconds), so the reply still goes out; invalidations made
+meanwhile are replayed to Redis when it answers again.
 """
 
 import hashlib
+import json
 import logging
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.cache import cache
 from django.core.cache.backends.locmem import LocMemCache
 from django.utils import timezone
 
+from apps.core import redis
 from apps.core.db import run_db
-from apps.engines import adapters, metrics
+from apps.engines import metrics
+from apps.engines.history import ConversationRef, conversation_history
 from apps.engines.models import ContactFact, ConversationSummary
 from apps.llm_gateway import services as gateway
 
@@ -44,27 +46,26 @@ _MISSING = object()
 
 
 class RedisGuard:
-    """Runs cache operations on Redis unless it failed in the last REDIS_RETRY_SECONDS, so a Redis
-    outage costs one failed call per process every few seconds, not one per message."""
+    """Runs Redis commands unless Redis failed in the last REDIS_RETRY_SECONDS, so an outage costs one
+    failed call per process every few seconds, not one per message."""
 
     def __init__(self):
         self._down_until = 0.0
-        self._lock = threading.Lock()
 
     def usable(self) -> bool:
         return time.monotonic() >= self._down_until
 
-    def call(self, operation, *args, default=_MISSING):
-        """operation(*args), or `default` (_MISSING when not given) when Redis is down or fails."""
+    async def call(self, command: str, *args, default=_MISSING):
+        """The command's reply, or `default` (_MISSING when not given) when Redis is down, fails or hangs
+        (the client's REDIS_ASYNC_SOCKET_TIMEOUT)."""
         if not self.usable():
             return default
         try:
-            return operation(*args)
+            return await redis.batched(command, *args)
         except Exception as exc:
-            with self._lock:
-                if self.usable():
-                    logger.warning("Redis unavailable (%s); engines use in-process state", exc.__class__.__name__)
-                self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
+            if self.usable():
+                logger.warning("Redis unavailable (%s); engines use in-process memory", exc.__class__.__name__)
+            self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
             return default
 
     def reset(self) -> None:
@@ -74,40 +75,57 @@ class RedisGuard:
 redis_guard = RedisGuard()
 
 
+def _version_key(conversation_id: int) -> str:
+    return redis.key("engines", "memory-version", conversation_id)
+
+
+def _entry_key(conversation_id: int, kind: str, lookup: str, limit: int) -> str:
+    digest = hashlib.sha1(lookup.encode(), usedforsecurity=False).hexdigest()
+    return redis.key("engines", kind, conversation_id, limit, digest)
+
+
 class MemoryCache:
-    """Redis first; an in-process cache while Redis is down. Invalidations made during an outage are
+    """Cached retrievals of a conversation, each stored with the conversation's memory version: a hit is
+    one round trip (MGET of the version and the entry), and an entry of an older version is a miss.
+
+    Redis first; an in-process copy while Redis is down. Invalidations made during an outage are
     replayed to Redis when it answers again, so its older entries are not served after it returns."""
 
     def __init__(self):
         self.local = LocMemCache("engines-memory", {"TIMEOUT": settings.REDIS_TTL, "OPTIONS": {"MAX_ENTRIES": 5000}})
         self._unpublished: set[str] = set()
-        self._lock = threading.Lock()
 
-    def _publish_invalidations(self) -> None:
-        with self._lock:
-            keys, self._unpublished = self._unpublished, set()
+    async def _publish_invalidations(self) -> None:
+        keys, self._unpublished = self._unpublished, set()
         for key in keys:
-            if redis_guard.call(cache.set, key, time.time_ns(), None, default=False) is False:
-                with self._lock:
-                    self._unpublished.add(key)
-
-    def get(self, key: str):
-        if self._unpublished and redis_guard.usable():
-            self._publish_invalidations()
-        value = redis_guard.call(cache.get, key)
-        return self.local.get(key) if value is _MISSING else value
-
-    def set(self, key: str, value, timeout: int | None = None) -> None:
-        timeout = settings.REDIS_TTL if timeout is None else timeout
-        self.local.set(key, value, timeout)
-        redis_guard.call(cache.set, key, value, timeout)
-
-    def incr_version(self, key: str) -> None:
-        version = time.time_ns()
-        self.local.set(key, version, None)
-        if redis_guard.call(cache.set, key, version, None, default=False) is False:
-            with self._lock:
+            if await redis_guard.call("SET", key, self.local.get(key) or time.time_ns(), default=False) is False:
                 self._unpublished.add(key)
+
+    async def get(self, conversation_id: int, kind: str, lookup: str, limit: int) -> tuple[object | None, int]:
+        """(the cached value, or None, and the conversation's current memory version)."""
+        version_key, key = _version_key(conversation_id), _entry_key(conversation_id, kind, lookup, limit)
+        if self._unpublished and redis_guard.usable():
+            await self._publish_invalidations()
+        replies = await redis_guard.call("MGET", version_key, key)
+        if replies is _MISSING:
+            version, entry = self.local.get(version_key) or 0, self.local.get(key)
+        else:
+            version, entry = int(replies[0] or 0), json.loads(replies[1]) if replies[1] else None
+        if entry is None or entry["version"] != version:
+            return None, version
+        return entry["value"], version
+
+    async def set(self, conversation_id: int, kind: str, lookup: str, limit: int, version: int, value) -> None:
+        """Keep `value`, retrieved at memory `version` (read by `get`): stale as soon as the version moves."""
+        key, entry = _entry_key(conversation_id, kind, lookup, limit), {"version": version, "value": value}
+        self.local.set(key, entry, settings.REDIS_TTL)
+        await redis_guard.call("SET", key, json.dumps(entry, ensure_ascii=False), "EX", settings.REDIS_TTL)
+
+    async def invalidate(self, conversation_id: int) -> None:
+        key, version = _version_key(conversation_id), time.time_ns()
+        self.local.set(key, version, None)
+        if await redis_guard.call("SET", key, version, default=False) is False:
+            self._unpublished.add(key)
 
     def reset_local(self) -> None:
         self.local.clear()
@@ -118,20 +136,9 @@ class MemoryCache:
 memory_cache = MemoryCache()
 
 
-def _version_key(conversation_id: int) -> str:
-    return f"engines:memory-version:{conversation_id}"
-
-
-def invalidate_memory(conversation_id: int) -> None:
+async def invalidate_memory(conversation_id: int) -> None:
     """Forget every cached memory retrieval of this conversation (call when a message arrives)."""
-    memory_cache.incr_version(_version_key(conversation_id))
-
-
-def cache_key(conversation_id: int, kind: str, lookup: str, limit: int) -> str:
-    """Key of one cached retrieval: conversation, its memory version, what was looked up, limit."""
-    version = memory_cache.get(_version_key(conversation_id)) or 0
-    digest = hashlib.sha1(lookup.encode(), usedforsecurity=False).hexdigest()
-    return f"engines:{kind}:{conversation_id}:{version}:{limit}:{digest}"
+    await memory_cache.invalidate(conversation_id)
 
 
 def _bigrams(text: str) -> set[str]:
@@ -146,10 +153,21 @@ def rank_facts(facts: list[str], query: str, limit: int) -> list[str]:
     return [fact for _, fact in ranked[:limit]]
 
 
+def contact_facts(conversation: ConversationRef | None, contact: str, limit: int = 200) -> list[str]:
+    """Long-term facts about `contact` in this conversation's chat, newest first."""
+    if conversation is None:
+        return []
+    facts = ContactFact.objects.filter(
+        agent_id=conversation.agent_id, chat_name=conversation.chat_name, contact=contact
+    )
+    return list(facts.values_list("fact", flat=True)[:limit])
+
+
 def load_memory(conversation_id: int, contact: str, query: str, limit: int) -> MemorySnapshot:
     """The memory straight from the database (no cache). Sync."""
+    history = conversation_history()
     since = timezone.now() - timedelta(minutes=settings.ENGINE_MEMORY_WINDOW_MINUTES)
-    turns = adapters.turns_between(conversation_id, since, limit=limit + 1)
+    turns = history.turns_between(conversation_id, since, limit=limit + 1)
     # The pipeline stores the message being answered before asking the engine: it is the new
     # message, not memory.
     if turns and turns[-1]["role"] == "user" and turns[-1]["content"] == query:
@@ -159,13 +177,13 @@ def load_memory(conversation_id: int, contact: str, query: str, limit: int) -> M
         for turn in turns[-limit:]
     ]
     summary_row = ConversationSummary.objects.filter(conversation_id=conversation_id).first()
-    facts = adapters.contact_facts(conversation_id, contact) if contact else []
+    facts = contact_facts(history.conversation(conversation_id), contact) if contact else []
     covered_until = summary_row.covered_until if summary_row else None
     return MemorySnapshot(
         turns=turns,
         summary=summary_row.summary if summary_row else "",
         facts=rank_facts(facts, query, settings.ENGINE_MEMORY_MAX_FACTS),
-        summary_due=adapters.has_turns_between(conversation_id, covered_until, since),
+        summary_due=history.has_turns_between(conversation_id, covered_until, since),
     )
 
 
@@ -174,21 +192,19 @@ async def retrieve_memory(
 ) -> tuple[MemorySnapshot, bool]:
     """(memory, cache_hit) for this conversation/contact and the new message `query`."""
     limit = limit or settings.ENGINE_MEMORY_MAX_TURNS
-    key = cache_key(conversation_id, "memory", f"{contact}\x00{query}", limit)
-    cached = memory_cache.get(key)
+    lookup = f"{contact}\x00{query}"
+    cached, version = await memory_cache.get(conversation_id, "memory", lookup, limit)
     if cached is not None:
         metrics.CACHE.labels("memory", "hit").inc()
         return MemorySnapshot(**cached), True
     metrics.CACHE.labels("memory", "miss").inc()
     snapshot = await run_db(load_memory, conversation_id, contact, query, limit)
-    memory_cache.set(key, snapshot.as_dict())
+    await memory_cache.set(conversation_id, "memory", lookup, limit, version, snapshot.as_dict())
     return snapshot, False
 
 
-def remember_fact(conversation_id: int, contact: str, fact: str, source: str = ContactFact.Source.MODEL) -> bool:
-    """Keep a long-term fact about the conversation's contact; False if there is no such conversation."""
-    conversation = adapters.conversation(conversation_id)
-    fact = " ".join(fact.split())[:500]
+def _store_fact(conversation_id: int, contact: str, fact: str, source: str) -> bool:
+    conversation = conversation_history().conversation(conversation_id)
     if conversation is None or not contact or not fact:
         return False
     ContactFact.objects.get_or_create(
@@ -198,8 +214,16 @@ def remember_fact(conversation_id: int, contact: str, fact: str, source: str = C
         fact=fact,
         defaults={"source": source, "conversation_id": conversation_id},
     )
-    invalidate_memory(conversation_id)
     return True
+
+
+async def remember_fact(conversation_id: int, contact: str, fact: str, source: str = ContactFact.Source.MODEL) -> bool:
+    """Keep a long-term fact about the conversation's contact; False if there is no such conversation
+    (or no contact, or no fact). The next retrieval sees it."""
+    stored = await run_db(_store_fact, conversation_id, contact, " ".join(fact.split())[:500], source)
+    if stored:
+        await invalidate_memory(conversation_id)
+    return stored
 
 
 SUMMARY_PROMPT = (
@@ -214,7 +238,9 @@ def _uncovered_turns(conversation_id: int) -> tuple[ConversationSummary, list[di
     window_start = timezone.now() - timedelta(minutes=settings.ENGINE_MEMORY_WINDOW_MINUTES)
     row, _ = ConversationSummary.objects.get_or_create(conversation_id=conversation_id)
     start = row.covered_until or timezone.now() - timedelta(days=3650)
-    turns = adapters.turns_between(conversation_id, start, window_start, limit=SUMMARY_BATCH, newest=False)
+    turns = conversation_history().turns_between(
+        conversation_id, start, window_start, limit=SUMMARY_BATCH, newest=False
+    )
     turns = [turn for turn in turns if row.covered_until is None or turn["at"] > row.covered_until]
     return row, turns, window_start
 
@@ -245,5 +271,5 @@ async def refresh_summary(conversation_id: int) -> bool:
     if completion.offline or not completion.content.strip():
         return False  # keep the old summary and the turns uncovered: the next refresh retries
     await run_db(_save_summary, row, completion.content.strip()[:1000], turns[-1]["at"])
-    invalidate_memory(conversation_id)
+    await invalidate_memory(conversation_id)
     return True

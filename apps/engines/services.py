@@ -2,8 +2,9 @@
 
 from django.db import transaction
 
-from apps.engines import adapters
-from apps.engines.manager import bump_version, resolve_engine, switch_engine
+from apps.core import aio
+from apps.engines.history import conversation_history
+from apps.engines.manager import SWITCH, resolve_engine, switch_engine
 from apps.engines.memory import invalidate_memory, remember_fact
 from apps.engines.models import ContactFact, Personality
 
@@ -11,8 +12,8 @@ __all__ = [
     "delete_personality",
     "invalidate_memory",
     "remember_fact",
-    "save_contact_fact",
     "resolve_engine",
+    "save_contact_fact",
     "save_personality",
     "switch_engine",
 ]
@@ -25,20 +26,21 @@ def save_personality(personality: Personality) -> Personality:
         if personality.is_default:
             Personality.objects.filter(is_default=True).exclude(pk=personality.pk).update(is_default=False)
         personality.save()
-        bump_version()
+        SWITCH.bump()
     return personality
 
 
 def delete_personality(personality: Personality) -> None:
     with transaction.atomic():
         personality.delete()
-        bump_version()
+        SWITCH.bump()
 
 
 def save_contact_fact(fact: ContactFact) -> ContactFact:
-    """Save a fact entered in admin; the chat's cached memory is dropped so the next reply sees it."""
+    """Save a fact entered in admin; the chat's cached memory is dropped so the next reply sees it.
+    Sync (admin)."""
     fact.save()
-    conversation_id = fact.conversation_id or adapters.conversation_id_for(fact.agent_id, fact.chat_name)
+    conversation_id = fact.conversation_id or conversation_history().conversation_id_for(fact.agent_id, fact.chat_name)
     if conversation_id:
-        invalidate_memory(conversation_id)
+        aio.run(invalidate_memory(conversation_id), timeout=10)
     return fact

@@ -145,7 +145,7 @@ async def _handoff(context: ToolContext, arguments: dict) -> dict:
 
 
 async def _remember(context: ToolContext, arguments: dict) -> dict:
-    stored = await run_db(memory.remember_fact, context.conversation_id, context.contact, arguments["fact"])
+    stored = await memory.remember_fact(context.conversation_id, context.contact, arguments["fact"])
     return {"ok": stored}
 
 

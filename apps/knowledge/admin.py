@@ -6,7 +6,10 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from apps.core import aio
+
 from . import services
+from .documents import parse_document
 from .models import Candidate, CustomWord, Document, Entry, Gap, Synonym
 
 
@@ -36,23 +39,27 @@ class EntryAdmin(admin.ModelAdmin):
     def has_vector(self, obj):
         return bool(obj.embedding_model)
 
+    def save_model(self, request, obj, form, change):
+        services.save_entry(obj)
+
+    def delete_model(self, request, obj):
+        services.delete_entries(obj)
+
+    def delete_queryset(self, request, queryset):
+        services.delete_entries(queryset)
+
     @admin.action(description=_("启用所选条目"))
     def enable(self, request, queryset):
-        queryset.update(enabled=True)
-        services.bump_version()
+        services.set_entries_enabled(queryset, True)
 
     @admin.action(description=_("停用所选条目"))
     def disable(self, request, queryset):
-        queryset.update(enabled=False)
-        services.bump_version()
+        services.set_entries_enabled(queryset, False)
 
     @admin.action(description=_("重新生成向量"))
     def reembed(self, request, queryset):
-        ids = list(queryset.values_list("id", flat=True))
-        queryset.update(embedding=None, embedding_model="")
-        services.bump_version()
-        services.enqueue_embedding(ids)
-        self.message_user(request, _("已排队重新生成 %d 条向量") % len(ids))
+        count = services.reembed_entries(queryset)
+        self.message_user(request, _("已排队重新生成 %d 条向量") % count)
 
     def get_urls(self):
         return [
@@ -64,9 +71,8 @@ class EntryAdmin(admin.ModelAdmin):
         form = TryForm(request.GET or None)
         result = None
         if form.is_valid():
-            result = services.search(
-                form.cleaned_data["query"], k=form.cleaned_data["k"], hybrid=form.cleaned_data["mode"] == "hybrid"
-            )
+            query, k, hybrid = form.cleaned_data["query"], form.cleaned_data["k"], form.cleaned_data["mode"] == "hybrid"
+            result = aio.run(services.search(query, k=k, hybrid=hybrid), timeout=30)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -94,7 +100,7 @@ class DocumentForm(forms.ModelForm):
         upload = data.get("upload")
         if upload is not None:
             try:
-                services.parse_document(
+                parse_document(
                     upload.name, upload.read(), data.get("chunk_size") or 400, data.get("chunk_overlap") or 0
                 )
             except ValueError as exc:
@@ -118,29 +124,49 @@ class DocumentAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">{}</a>', url, obj.entries.count())
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
         upload = form.cleaned_data.get("upload")
-        if upload is not None:
-            count = services.import_document(
-                upload.name,
-                upload.read(),
-                version=obj.version,
-                chunk_size=obj.chunk_size,
-                chunk_overlap=obj.chunk_overlap,
-                document=obj,
-            )[1]
-            self.message_user(request, _("已导入 %d 个分块，向量将在后台生成") % count, messages.SUCCESS)
+        if upload is None:
+            services.save_document(obj)
+            return
+        count = services.import_document(
+            upload.name,
+            upload.read(),
+            version=obj.version,
+            chunk_size=obj.chunk_size,
+            chunk_overlap=obj.chunk_overlap,
+            document=obj,
+        )[1]
+        self.message_user(request, _("已导入 %d 个分块，向量将在后台生成") % count, messages.SUCCESS)
+
+    def delete_model(self, request, obj):
+        services.delete_documents(obj)
+
+    def delete_queryset(self, request, queryset):
+        services.delete_documents(queryset)
+
+
+class DictionaryAdmin(admin.ModelAdmin):
+    """Synonyms and custom words change how every entry and question is tokenised."""
+
+    def save_model(self, request, obj, form, change):
+        services.save_dictionary_item(obj)
+
+    def delete_model(self, request, obj):
+        services.delete_dictionary_items(obj)
+
+    def delete_queryset(self, request, queryset):
+        services.delete_dictionary_items(queryset)
 
 
 @admin.register(Synonym)
-class SynonymAdmin(admin.ModelAdmin):
+class SynonymAdmin(DictionaryAdmin):
     list_display = ("terms", "enabled")
     list_editable = ("enabled",)
     search_fields = ("terms",)
 
 
 @admin.register(CustomWord)
-class CustomWordAdmin(admin.ModelAdmin):
+class CustomWordAdmin(DictionaryAdmin):
     list_display = ("word", "enabled")
     list_editable = ("enabled",)
     search_fields = ("word",)

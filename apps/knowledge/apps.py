@@ -10,8 +10,6 @@ class KnowledgeConfig(AppConfig):
     def ready(self):
         from celery.signals import worker_process_init, worker_ready
 
-        from . import signals  # noqa: F401
-
         worker_process_init.connect(warm_pool_process, weak=False, dispatch_uid="knowledge.warm_pool_process")
         worker_ready.connect(warm_worker, weak=False, dispatch_uid="knowledge.warm_worker")
 

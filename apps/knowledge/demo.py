@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+from django.db import transaction
+
 from . import services
 from .models import CustomWord, Document, Entry, Synonym
 
@@ -19,7 +21,7 @@ def load_dictionary() -> dict:
 
 def seed(stdout) -> None:
     faq, dictionary = load_faq(), load_dictionary()
-    with services.bulk_changes():
+    with transaction.atomic():
         for word in dictionary["custom_words"]:
             CustomWord.objects.get_or_create(word=word)
         existing = set(Synonym.objects.values_list("terms", flat=True))
@@ -32,6 +34,7 @@ def seed(stdout) -> None:
         if created or not document.entries.exists():
             Entry.objects.bulk_create(_entry(document, row) for row in faq["entries"])
             services.enqueue_embedding(None)
+        services.INDEX.bump()
     stdout.write(
         f"knowledge: {document.entries.count()} FAQ entries, {Synonym.objects.count()} synonym groups, "
         f"{CustomWord.objects.count()} custom words"
@@ -39,12 +42,6 @@ def seed(stdout) -> None:
 
 
 def _entry(document, row) -> Entry:
-    entry = Entry(
-        document=document,
-        question=row["question"],
-        answer=row["answer"],
-        section=row["section"],
-        tags=row.get("tags", []),
+    return services.new_entry(
+        document, question=row["question"], answer=row["answer"], section=row["section"], tags=row.get("tags", [])
     )
-    entry.content_hash = entry.compute_hash()
-    return entry

@@ -61,17 +61,6 @@ class Entry(models.Model):
     def __str__(self):
         return self.question[:60]
 
-    def save(self, *args, **kwargs):
-        digest = self.compute_hash()
-        if digest != self.content_hash:
-            # The text changed: the old vector no longer describes it (re-embedded by a task).
-            self.content_hash = digest
-            self.embedding = None
-            self.embedding_model = ""
-            if kwargs.get("update_fields") is not None:
-                kwargs["update_fields"] = {*kwargs["update_fields"], "content_hash", "embedding", "embedding_model"}
-        super().save(*args, **kwargs)
-
     def embedding_text(self) -> str:
         return f"{self.question}\n{self.answer}"
 

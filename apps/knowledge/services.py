@@ -1,108 +1,69 @@
 """Knowledge base logic: the per-process index, hybrid search with keyword fallback, the offline
 answer, embeddings, document import and the learning loop (candidates, gaps).
 
-Public API (used by engines, the pipeline, the gateway's offline provider, admin, tasks):
-- `search(query, k=5, *, hybrid=True) -> SearchResult` (sync) and `asearch(...)` (async);
-- `offline_answer(messages) -> str | None` / `aoffline_answer(messages)`;
-- `propose_candidate(question, answer, source_reply_id)`, `record_gap(question, reason)`,
-  `approve_candidate(candidate, reviewer)`;
-- `import_document(...)`, `embed_entries(ids=None)`, `bump_version()`.
+Public API (engines, the pipeline, the gateway's offline provider, admin, tasks):
+- `await search(query, k=5, *, hybrid=True) -> SearchResult`, `await offline_answer(messages) -> str | None`
+  (sync callers bridge with `apps.core.aio.run`);
+- writes, each of which bumps the index: `save_entry`, `delete_entries`, `set_entries_enabled`,
+  `reembed_entries`, `save_document`, `delete_documents`, `save_dictionary_item`,
+  `delete_dictionary_items`, `import_document`, `approve_candidate`;
+- `propose_candidate`, `reject_candidate`, `record_gap` (sync ORM); `await embed_entries(ids)`.
 
-The index lives in this process (`index.RetrievalIndex`). Any change to entries, synonyms or custom
-words calls `bump_version()`: this process rebuilds on its next query, and after the transaction
-commits a new token goes to the Redis key `knowledge:index:version`, which every other process
-compares with its own at most once per `KNOWLEDGE_VERSION_CHECK_MS`.
+The index lives in this process: `INDEX`, a versioned cache (apps.core.cache). A write bumps it: this
+process rebuilds on its next query, the others once they see the new Redis version (checked at most
+every KNOWLEDGE_VERSION_CHECK_MS). Above SYNC_REBUILD_MAX_ENTRIES the previous index keeps answering
+while the new one is built. Entries whose text changed lose their vector and are re-embedded by the
+task `knowledge.embed_entries`, enqueued by the write.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import csv
 import hashlib
-import io
 import logging
 import re
 import threading
 import time
-import uuid
 from collections import Counter, OrderedDict
-from contextlib import contextmanager
 
 import numpy as np
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import cache
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from apps.core import aio, jobs
+from apps.core.cache import VersionedCache
+from apps.core.db import run_db
 from apps.llm_gateway import services as gateway
 
+from .documents import parse_document
 from .index import IndexEntry, RetrievalIndex
+from .models import Candidate, CustomWord, Document, Entry, Gap, Synonym
 from .text import Analyzer, normalize
 from .types import Hit, SearchResult
 
 logger = logging.getLogger(__name__)
 
-VERSION_KEY = "knowledge:index:version"
+EMBED_TASK = "knowledge.embed_entries"
+# Up to this many entries a stale index is rebuilt by the query that notices it (well under a second);
+# above, queries are answered from the previous index while the new one is built (seconds at 10,000).
+SYNC_REBUILD_MAX_ENTRIES = 3000
 
 
 # --- the per-process index ---------------------------------------------------------------------
 class _State:
-    index: RetrievalIndex | None = None
-    checked_at: float = 0.0
-    dirty: bool = True
     analyzer: Analyzer | None = None
     analyzer_key: str = ""
     embed_down_until: float = 0.0
 
 
 _state = _State()
-_lock = threading.Lock()
-_suppress = contextvars.ContextVar("knowledge_suppress_signals", default=False)
-
-
-def bump_version() -> None:
-    """Entries, synonyms or custom words changed: rebuild here now, everywhere after commit."""
-    _state.dirty = True
-    transaction.on_commit(_publish_version)
-
-
-def _publish_version() -> None:
-    _state.dirty = True
-    try:
-        cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
-    except Exception:
-        logger.warning("could not publish the knowledge index version", exc_info=True)
-
-
-def _remote_version() -> str:
-    version = cache.get(VERSION_KEY)
-    if version is None:
-        cache.add(VERSION_KEY, uuid.uuid4().hex, timeout=None)
-        version = cache.get(VERSION_KEY)
-    return version
-
-
-@contextmanager
-def bulk_changes():
-    """Suppress per-row index bumps and embedding tasks (imports); bump once at the end."""
-    token = _suppress.set(True)
-    try:
-        yield
-    finally:
-        _suppress.reset(token)
-    bump_version()
-
-
-def signals_suppressed() -> bool:
-    return _suppress.get()
 
 
 def _analyzer() -> Analyzer:
-    from .models import CustomWord, Synonym
-
+    """The analyser of the current dictionary; kept while the dictionary is unchanged, so a rebuild
+    after an entry edit re-tokenises only the entries whose text changed."""
     words = sorted(CustomWord.objects.filter(enabled=True).values_list("word", flat=True))
     groups = [s.group() for s in Synonym.objects.filter(enabled=True).order_by("id")]
     key = hashlib.sha256(repr((words, groups)).encode()).hexdigest()
@@ -112,27 +73,20 @@ def _analyzer() -> Analyzer:
     return _state.analyzer
 
 
-def build_index(version: str = "") -> RetrievalIndex:
-    from .models import Entry
-
-    analyzer = _analyzer()
-    rows = list(
+def _index_rows() -> list[Entry]:
+    fields = ("id", "question", "answer", "version", "section", "tags", "embedding", "embedding_model")
+    return list(
         Entry.objects.filter(enabled=True)
         .select_related("document")
         .order_by("id")
-        .only(
-            "id",
-            "question",
-            "answer",
-            "version",
-            "section",
-            "tags",
-            "embedding",
-            "embedding_model",
-            "document__title",
-            "document__version",
-        )
+        .only(*fields, "document__title", "document__version")
     )
+
+
+def build_index(version: str = "") -> RetrievalIndex:
+    """The index of the enabled entries (sync: reads the database)."""
+    analyzer = _analyzer()
+    rows = _index_rows()
     models = Counter(r.embedding_model for r in rows if r.embedding and r.embedding_model)
     model = models.most_common(1)[0][0] if models else ""
     entries = [
@@ -160,44 +114,12 @@ def build_index(version: str = "") -> RetrievalIndex:
     return index
 
 
-def _fresh_index() -> RetrievalIndex | None:
-    """The current index when no check is due (no I/O), else None."""
-    index = _state.index
-    due = (time.monotonic() - _state.checked_at) * 1000 >= settings.KNOWLEDGE_VERSION_CHECK_MS
-    return None if index is None or _state.dirty or due else index
-
-
-# Up to this many entries a stale index is rebuilt in the query that notices it (well under a second);
-# above, the query is answered from the previous index while a thread rebuilds (seconds at 10,000).
-SYNC_REBUILD_MAX_ENTRIES = 3000
-_rebuilding = threading.Event()
-
-
-def get_index(force: bool = False) -> RetrievalIndex:
-    index = None if force else _fresh_index()
-    if index is not None:
-        return index
-    with _lock:
-        current = _state.index
-        try:
-            version = _remote_version()
-        except Exception:  # Redis down: keep serving what we have
-            logger.warning("knowledge version check failed", exc_info=True)
-            version = current.version if current is not None else "unknown"
-        _state.checked_at = time.monotonic()
-        if not (force or current is None or _state.dirty or version != current.version):
-            return current
-        if force or current is None or current.size <= SYNC_REBUILD_MAX_ENTRIES:
-            _state.dirty = False
-            _state.index = build_index(version)
-            return _state.index
-        if not _rebuilding.is_set():
-            _rebuilding.set()
-            _state.dirty = False
-            threading.Thread(
-                target=_rebuild_in_background, args=(version,), name="knowledge-index", daemon=True
-            ).start()
-        return current
+INDEX: VersionedCache[RetrievalIndex] = VersionedCache(
+    "knowledge",
+    load=build_index,
+    check_seconds=lambda: settings.KNOWLEDGE_VERSION_CHECK_MS / 1000,
+    serve_stale=lambda index: index.size > SYNC_REBUILD_MAX_ENTRIES,
+)
 
 
 def warm_up() -> bool:
@@ -205,7 +127,7 @@ def warm_up() -> bool:
     does not wait for them. True when warmed; a failure is logged and the first query does the work."""
     started = time.perf_counter()
     try:
-        get_index().analyzer.words("充电桩")
+        aio.run(INDEX.get()).analyzer.words("充电桩")
     except Exception:
         logger.warning("knowledge warm-up failed; the first query builds the index", exc_info=True)
         return False
@@ -217,38 +139,129 @@ def warm_up_in_background() -> threading.Thread | None:
     """`warm_up` on a daemon thread (process start must not wait); None when KNOWLEDGE_WARM_ON_START is off."""
     if not settings.KNOWLEDGE_WARM_ON_START:
         return None
-
-    def run():
-        try:
-            warm_up()
-        finally:
-            connection.close()  # the thread's own connection
-
-    thread = threading.Thread(target=run, name="knowledge-warm-up", daemon=True)
+    thread = threading.Thread(target=warm_up, name="knowledge-warm-up", daemon=True)
     thread.start()
     return thread
 
 
-def _rebuild_in_background(version: str) -> None:
-    try:
-        index = build_index(version)
-        with _lock:
-            _state.index = index
-    except Exception:
-        _state.dirty = True  # try again on a later query
-        logger.exception("knowledge index rebuild failed; still serving the previous index")
-    finally:
-        _rebuilding.clear()
-        connection.close()
+# --- writes: each one bumps the index ------------------------------------------------------------
+def new_entry(document: Document | None, **fields) -> Entry:
+    """An unsaved entry with its content hash (the hash of the text its vector describes)."""
+    entry = Entry(document=document, **fields)
+    entry.content_hash = entry.compute_hash()
+    return entry
 
 
-def reset_index() -> None:
-    """Forget this process's index (tests)."""
-    with _lock:
-        _state.index = None
-        _state.dirty = True
-        _state.embed_down_until = 0.0
-        _query_vectors.clear()
+def enqueue_embedding(ids: list[int] | None) -> None:
+    """After commit, a worker embeds these entries (every entry without a vector when None)."""
+    jobs.enqueue(EMBED_TASK, ids)
+
+
+def save_entry(entry: Entry) -> Entry:
+    """Save an entry (admin). A changed text drops the old vector, which no longer describes it; an
+    enabled entry without a vector is queued for embedding."""
+    digest = entry.compute_hash()
+    if digest != entry.content_hash:
+        entry.content_hash, entry.embedding, entry.embedding_model = digest, None, ""
+    with transaction.atomic():
+        entry.save()
+        INDEX.bump()
+        if entry.embedding is None and entry.enabled:
+            enqueue_embedding([entry.pk])
+    return entry
+
+
+def delete_entries(target) -> None:
+    """Delete an entry or a queryset of entries."""
+    with transaction.atomic():
+        target.delete()
+        INDEX.bump()
+
+
+def set_entries_enabled(entries, enabled: bool) -> int:
+    with transaction.atomic():
+        count = entries.update(enabled=enabled)
+        INDEX.bump()
+    return count
+
+
+def reembed_entries(entries) -> int:
+    """Drop the vectors of these entries and queue them for embedding (e.g. after a model change)."""
+    ids = list(entries.values_list("id", flat=True))
+    with transaction.atomic():
+        Entry.objects.filter(id__in=ids).update(embedding=None, embedding_model="")
+        INDEX.bump()
+        enqueue_embedding(ids)
+    return len(ids)
+
+
+def save_document(document: Document) -> Document:
+    """Save a document's title / version (shown in every hit's citation)."""
+    with transaction.atomic():
+        document.save()
+        INDEX.bump()
+    return document
+
+
+def delete_documents(target) -> None:
+    """Delete a document or a queryset of documents, with their entries."""
+    with transaction.atomic():
+        target.delete()
+        INDEX.bump()
+
+
+def save_dictionary_item(item: Synonym | CustomWord) -> None:
+    """Save a synonym group or a custom word: entries and questions are tokenised anew."""
+    with transaction.atomic():
+        item.save()
+        INDEX.bump()
+
+
+def delete_dictionary_items(target) -> None:
+    with transaction.atomic():
+        target.delete()
+        INDEX.bump()
+
+
+def import_document(
+    filename: str,
+    content: bytes | str,
+    *,
+    title: str = "",
+    version: str = "",
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
+    document: Document | None = None,
+) -> tuple[Document, int]:
+    """Create (or refill) a Document from a txt / md / csv file; returns (document, entry count).
+
+    Re-importing into an existing document replaces its entries (a new version of the file). A file
+    that cannot be read raises ValueError (in Chinese) and changes nothing."""
+    size = chunk_size or settings.KNOWLEDGE_CHUNK_SIZE
+    overlap = min(chunk_overlap if chunk_overlap is not None else settings.KNOWLEDGE_CHUNK_OVERLAP, size // 2)
+    kind, rows = parse_document(filename, content, size, overlap)
+    document = document or Document(title=title or filename.rsplit(".", 1)[0])
+    document.kind, document.source_name = kind, filename
+    document.version = version or document.version
+    document.chunk_size, document.chunk_overlap = size, overlap
+    with transaction.atomic():
+        if document.pk:
+            document.entries.all().delete()
+        document.save()
+        entries = [
+            new_entry(
+                document,
+                question=row["question"][:500],
+                answer=row["answer"],
+                section=row.get("section", "")[:200],
+                tags=row.get("tags", []),
+            )
+            for row in rows
+        ]
+        Entry.objects.bulk_create(entries, batch_size=500)
+        INDEX.bump()
+        enqueue_embedding([e.id for e in entries] if all(e.id for e in entries) else None)
+    return document, len(entries)
 
 
 # --- embeddings ----------------------------------------------------------------------------------
@@ -260,19 +273,10 @@ async def _embed(texts: list[str]):
     return await gateway.embed(texts, route=settings.KNOWLEDGE_EMBEDDING_ROUTE)
 
 
-def _cached_query_vector(query: str) -> tuple[str, np.ndarray] | None:
+async def _embed_query(query: str) -> tuple[str, np.ndarray]:
     cached = _query_vectors.get(query)
     if cached is not None:
-        try:
-            _query_vectors.move_to_end(query)
-        except KeyError:  # evicted by another thread meanwhile
-            pass
-    return cached
-
-
-async def _embed_query(query: str) -> tuple[str, np.ndarray]:
-    cached = _cached_query_vector(query)
-    if cached is not None:
+        _query_vectors.move_to_end(query)
         return cached
     result = await asyncio.wait_for(_embed([query]), timeout=settings.KNOWLEDGE_EMBED_TIMEOUT)
     value = (result.model, np.asarray(result.vectors[0], dtype=np.float32))
@@ -282,49 +286,37 @@ async def _embed_query(query: str) -> tuple[str, np.ndarray]:
     return value
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return "embedding timed out"
-    return f"embedding unavailable: {type(exc).__name__}: {exc}"[:300]
-
-
-def embed_entries(ids: list[int] | None = None, *, all_entries: bool = False) -> int:
-    """Embed entries without a vector (or `all_entries`: re-embed everything). Returns the count."""
-    from apps.core import aio
-
-    from .models import Entry
-
+def _entries_to_embed(ids: list[int] | None, all_entries: bool) -> list[tuple]:
     qs = Entry.objects.all() if all_entries else Entry.objects.filter(embedding__isnull=True)
     if ids is not None:
         qs = qs.filter(id__in=ids)
-    pending = list(qs.order_by("id").values_list("id", "question", "answer", "content_hash"))
+    return list(qs.order_by("id").values_list("id", "question", "answer", "content_hash"))
+
+
+def _store_vectors(chunk: list[tuple], model: str, vectors: list) -> int:
+    stored = 0
+    with transaction.atomic():
+        for (entry_id, _, _, digest), vector in zip(chunk, vectors, strict=True):
+            # Only if the text is still the one we embedded (an edit meanwhile clears and re-queues).
+            stored += Entry.objects.filter(id=entry_id, content_hash=digest).update(
+                embedding=np.asarray(vector, dtype=np.float32).tobytes(), embedding_model=model
+            )
+        if stored:
+            INDEX.bump()
+    return stored
+
+
+async def embed_entries(ids: list[int] | None = None, *, all_entries: bool = False) -> int:
+    """Embed entries without a vector (or `all_entries`: re-embed everything). Returns the count.
+    Raises the gateway's NoEmbeddingModel / EmbeddingUnavailable."""
+    pending = await run_db(_entries_to_embed, ids, all_entries)
     batch = settings.KNOWLEDGE_EMBED_BATCH
     done = 0
     for start in range(0, len(pending), batch):
         chunk = pending[start : start + batch]
-        result = aio.run(_embed([f"{q}\n{a}" for _, q, a, _ in chunk]))
-        for (entry_id, _, _, digest), vector in zip(chunk, result.vectors, strict=True):
-            # Only if the text is still the one we embedded (an edit meanwhile clears and re-queues).
-            done += Entry.objects.filter(id=entry_id, content_hash=digest).update(
-                embedding=np.asarray(vector, dtype=np.float32).tobytes(), embedding_model=result.model
-            )
-    if done:
-        bump_version()
+        result = await _embed([f"{question}\n{answer}" for _, question, answer, _ in chunk])
+        done += await run_db(_store_vectors, chunk, result.model, result.vectors)
     return done
-
-
-def enqueue_embedding(ids: list[int] | None) -> None:
-    """After commit, ask a worker to embed these entries (all pending ones when None)."""
-
-    def send():
-        try:
-            from .tasks import embed_entries_task
-
-            embed_entries_task.delay(ids)
-        except Exception:
-            logger.warning("could not enqueue knowledge embedding", exc_info=True)
-
-    transaction.on_commit(send)
 
 
 # --- search --------------------------------------------------------------------------------------
@@ -390,44 +382,19 @@ def _finish(index, query, k, started, qvec, reason, embed_ms, model=None) -> Sea
 
 def _embedding_failed(exc: BaseException) -> str:
     _state.embed_down_until = time.monotonic() + settings.KNOWLEDGE_EMBED_BACKOFF
-    logger.info("knowledge search falls back to keyword: %s", _describe(exc))
-    return _describe(exc)
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        reason = "embedding timed out"
+    else:
+        reason = f"embedding unavailable: {type(exc).__name__}: {exc}"[:300]
+    logger.info("knowledge search falls back to keyword: %s", reason)
+    return reason
 
 
-def search(query: str, k: int = 5, *, hybrid: bool = True) -> SearchResult:
-    """Hybrid search (keyword-only fallback when embeddings are unavailable). Sync callers only."""
-    from apps.core import aio
-
+async def search(query: str, k: int = 5, *, hybrid: bool = True) -> SearchResult:
+    """The `k` best entries for `query`: hybrid (vector + keyword) when embeddings are available,
+    keyword only otherwise (the result says which path ran and why)."""
     started = time.perf_counter()
-    index = get_index()
-    reason = _vector_plan(index, hybrid)
-    qvec = model = None
-    embed_ms = 0.0
-    if not reason and query.strip():
-        t = time.perf_counter()
-        try:
-            # A repeated question needs no hop to the event loop thread.
-            model, qvec = _cached_query_vector(query) or aio.run(_embed_query(query))
-        except Exception as exc:
-            reason = _embedding_failed(exc)
-        embed_ms = (time.perf_counter() - t) * 1000
-    result = _finish(index, query, k, started, qvec, reason, embed_ms, model)
-    if _is_gap(result):
-        _record_fallback_gap(result)
-    return result
-
-
-def _get_index_in_thread() -> RetrievalIndex:
-    try:
-        return get_index()
-    finally:
-        connection.close()  # a worker thread of asgiref's pool: do not keep a connection per thread
-
-
-async def asearch(query: str, k: int = 5, *, hybrid: bool = True) -> SearchResult:
-    """`search` for async callers (engines): index checks/rebuilds go to a thread."""
-    started = time.perf_counter()
-    index = _fresh_index() or await sync_to_async(_get_index_in_thread, thread_sensitive=False)()
+    index = await INDEX.get()
     reason = _vector_plan(index, hybrid)
     qvec = model = None
     embed_ms = 0.0
@@ -440,8 +407,8 @@ async def asearch(query: str, k: int = 5, *, hybrid: bool = True) -> SearchResul
         embed_ms = (time.perf_counter() - t) * 1000
     result = _finish(index, query, k, started, qvec, reason, embed_ms, model)
     if _is_gap(result):
-        # Off the request path: a thread writes the gap while the answer goes on.
-        asyncio.get_running_loop().run_in_executor(None, _record_fallback_gap, result, True)
+        # Off the answer's path: the gap is written in the background.
+        aio.spawn(run_db(record_gap, result.query, "keyword_fallback"), what="recording a knowledge gap")
     return result
 
 
@@ -456,16 +423,6 @@ def _is_gap(result: SearchResult) -> bool:
     )
 
 
-def _record_fallback_gap(result: SearchResult, own_thread: bool = False) -> None:
-    try:
-        record_gap(result.query, "keyword_fallback")
-    except Exception:
-        logger.warning("could not record a knowledge gap", exc_info=True)
-    finally:
-        if own_thread:  # an executor thread: do not keep a connection per thread
-            connection.close()
-
-
 # --- the offline answer ----------------------------------------------------------------------------
 def _last_user_text(messages) -> str:
     for message in reversed(list(messages or [])):
@@ -478,14 +435,7 @@ def _last_user_text(messages) -> str:
     return ""
 
 
-def _offline_pick(result: SearchResult) -> str | None:
-    best = result.best
-    if best is not None and best.keyword_score >= settings.KNOWLEDGE_OFFLINE_MIN_SCORE:
-        return best.answer
-    return None
-
-
-def offline_answer(messages) -> str | None:
+async def offline_answer(messages) -> str | None:
     """The best hit's answer for the last user message when its score clears the threshold, else None.
 
     Keyword path only: no LLM and no embedding call (the offline provider runs when those are down).
@@ -493,14 +443,10 @@ def offline_answer(messages) -> str | None:
     question = _last_user_text(messages)
     if not question.strip():
         return None
-    return _offline_pick(search(question, k=1, hybrid=False))
-
-
-async def aoffline_answer(messages) -> str | None:
-    question = _last_user_text(messages)
-    if not question.strip():
-        return None
-    return _offline_pick(await asearch(question, k=1, hybrid=False))
+    best = (await search(question, k=1, hybrid=False)).best
+    if best is not None and best.keyword_score >= settings.KNOWLEDGE_OFFLINE_MIN_SCORE:
+        return best.answer
+    return None
 
 
 # --- learning loop -----------------------------------------------------------------------------------
@@ -518,10 +464,8 @@ def redact(text: str) -> str:
     return _PHONE.sub("[手机号]", text)
 
 
-def propose_candidate(question: str, answer: str, source_reply_id=None):
+def propose_candidate(question: str, answer: str, source_reply_id=None) -> Candidate | None:
     """Queue a reply for review as a knowledge entry (redacted). Idempotent per source reply."""
-    from .models import Candidate
-
     question, answer = redact(question).strip(), redact(answer).strip()
     if not question or not answer:
         return None
@@ -534,40 +478,41 @@ def propose_candidate(question: str, answer: str, source_reply_id=None):
     return Candidate.objects.create(question=question, answer=answer)
 
 
-def approve_candidate(candidate, reviewer: str = "", question: str | None = None, answer: str | None = None):
-    """Turn a candidate into an entry of the "learned" document."""
-    from .models import Document, Entry
-
+def approve_candidate(
+    candidate: Candidate, reviewer: str = "", question: str | None = None, answer: str | None = None
+) -> Entry:
+    """Turn a candidate into an entry of the "learned" document (searchable at once, embedded by a task)."""
     with transaction.atomic():
         document, _ = Document.objects.get_or_create(
             kind="learned", defaults={"title": "客服回复学习", "version": "auto"}
         )
-        entry = Entry.objects.create(
+        entry = new_entry(
+            document,
             question=question or candidate.question,
             answer=answer or candidate.answer,
-            document=document,
             section="learned",
             tags=["learned"],
         )
+        entry.save()
         candidate.status = "approved"
         candidate.entry = entry
         candidate.reviewed_at = timezone.now()
         candidate.reviewed_by = reviewer
         candidate.save(update_fields=["status", "entry", "reviewed_at", "reviewed_by"])
+        INDEX.bump()
+        enqueue_embedding([entry.pk])
     return entry
 
 
-def reject_candidate(candidate, reviewer: str = "") -> None:
+def reject_candidate(candidate: Candidate, reviewer: str = "") -> None:
     candidate.status = "rejected"
     candidate.reviewed_at = timezone.now()
     candidate.reviewed_by = reviewer
     candidate.save(update_fields=["status", "reviewed_at", "reviewed_by"])
 
 
-def record_gap(question: str, reason: str):
+def record_gap(question: str, reason: str) -> Gap | None:
     """Count a question the knowledge base did not answer well (keyword fallback, human handoff)."""
-    from .models import Gap
-
     question = redact(question).strip()
     if not question:
         return None
@@ -583,191 +528,3 @@ def record_gap(question: str, reason: str):
     except IntegrityError:  # created concurrently
         Gap.objects.filter(question_hash=digest).update(count=F("count") + 1, last_seen=now)
         return Gap.objects.get(question_hash=digest)
-
-
-# --- document import -----------------------------------------------------------------------------------
-_SENTENCE_END = re.compile(r"(?<=[。！？!?；;\n])")
-_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-
-
-def split_sentences(text: str) -> list[str]:
-    return [s for s in _SENTENCE_END.split(text) if s.strip()]
-
-
-def chunk_text(text: str, size: int, overlap: int) -> list[str]:
-    """Chunks of about `size` characters on sentence boundaries; each starts with up to `overlap`
-    characters of the previous chunk's last sentences. A sentence longer than `size` is cut."""
-    sentences: list[str] = []
-    for sentence in split_sentences(text):
-        while len(sentence) > size:
-            sentences.append(sentence[:size])
-            sentence = sentence[max(1, size - overlap) :]
-        sentences.append(sentence)
-    chunks: list[str] = []
-    current: list[str] = []
-    length = 0
-    for sentence in sentences:
-        if current and length + len(sentence) > size:
-            chunks.append("".join(current).strip())
-            carry: list[str] = []
-            carried = 0
-            for previous in reversed(current):
-                if carried + len(previous) > overlap:
-                    break
-                carry.insert(0, previous)
-                carried += len(previous)
-            current, length = carry, carried
-        current.append(sentence)
-        length += len(sentence)
-    if current and "".join(current).strip():
-        chunks.append("".join(current).strip())
-    return chunks
-
-
-def _title_of(chunk: str, limit: int = 60) -> str:
-    first = split_sentences(chunk)[0].strip() if chunk.strip() else ""
-    return first[:limit]
-
-
-def _markdown_sections(text: str) -> list[tuple[str, str]]:
-    """[(heading path, body)] in order; text before the first heading has an empty path."""
-    sections: list[tuple[str, str]] = []
-    path: list[tuple[int, str]] = []
-    body: list[str] = []
-
-    def flush():
-        content = "\n".join(body).strip()
-        if content:
-            sections.append((" > ".join(h for _, h in path), content))
-        body.clear()
-
-    for line in text.splitlines():
-        match = _HEADING.match(line)
-        if match:
-            flush()
-            level = len(match.group(1))
-            path = [(lvl, h) for lvl, h in path if lvl < level] + [(level, match.group(2))]
-        else:
-            body.append(line)
-    flush()
-    return sections
-
-
-_CSV_FIELDS = {
-    "question": ("question", "title", "问题", "标题"),
-    "answer": ("answer", "content", "答案", "内容", "回答"),
-    "section": ("section", "category", "章节", "分类"),
-    "tags": ("tags", "标签"),
-}
-
-
-def _csv_rows(text: str) -> list[dict]:
-    reader = csv.DictReader(io.StringIO(text))
-    columns = {}
-    for field, names in _CSV_FIELDS.items():
-        for name in reader.fieldnames or []:
-            if name and name.strip().lower() in names:
-                columns[field] = name
-                break
-    if "question" not in columns or "answer" not in columns:
-        raise ValueError("CSV 需要 question/answer（或 问题/答案）两列")
-    rows = []
-    for row in reader:
-        question = (row.get(columns["question"]) or "").strip()
-        answer = (row.get(columns["answer"]) or "").strip()
-        if not question or not answer:
-            continue
-        tags = [t for t in re.split(r"[,，;；\s]+", row.get(columns.get("tags", ""), "") or "") if t]
-        rows.append(
-            {
-                "question": question,
-                "answer": answer,
-                "section": (row.get(columns.get("section", ""), "") or "").strip(),
-                "tags": tags,
-            }
-        )
-    return rows
-
-
-def decode(content: bytes | str) -> str:
-    if isinstance(content, str):
-        return content
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            return content.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return content.decode("utf-8", errors="replace")
-
-
-def parse_document(filename: str, content: bytes | str, size: int, overlap: int) -> tuple[str, list[dict]]:
-    """(kind, rows) for a txt / md / csv file: rows are dicts of Entry fields."""
-    text = decode(content).replace("\r\n", "\n")
-    kind = filename.rsplit(".", 1)[-1].lower() if "." in filename else "txt"
-    if kind == "csv":
-        return kind, _csv_rows(text)
-    if kind in ("md", "markdown"):
-        rows = []
-        for heading, body in _markdown_sections(text):
-            for n, chunk in enumerate(chunk_text(body, size, overlap), 1):
-                title = heading.rsplit(" > ", 1)[-1] if heading else _title_of(chunk)
-                rows.append({"question": title if n == 1 else f"{title}（{n}）", "answer": chunk, "section": heading})
-        return "md", rows
-    if kind != "txt":
-        raise ValueError(f"不支持的文件类型：.{kind}（支持 txt、md、csv）")
-    rows = []
-    for paragraph_no, paragraph in enumerate(re.split(r"\n\s*\n", text), 1):
-        for chunk in chunk_text(paragraph.strip(), size, overlap):
-            rows.append({"question": _title_of(chunk), "answer": chunk, "section": f"第{paragraph_no}段"})
-    return "txt", rows
-
-
-def import_document(
-    filename: str,
-    content: bytes | str,
-    *,
-    title: str = "",
-    version: str = "",
-    chunk_size: int | None = None,
-    chunk_overlap: int | None = None,
-    document=None,
-):
-    """Create (or refill) a Document from a txt / md / csv file; returns (document, entry count).
-
-    Re-importing into an existing document replaces its entries (a new version of the file)."""
-    from .models import Document, Entry
-
-    size = chunk_size or settings.KNOWLEDGE_CHUNK_SIZE
-    overlap = min(chunk_overlap if chunk_overlap is not None else settings.KNOWLEDGE_CHUNK_OVERLAP, size // 2)
-    kind, rows = parse_document(filename, content, size, overlap)
-    with transaction.atomic(), bulk_changes():
-        if document is None:
-            document = Document.objects.create(
-                title=title or filename.rsplit(".", 1)[0],
-                version=version,
-                kind=kind,
-                source_name=filename,
-                chunk_size=size,
-                chunk_overlap=overlap,
-            )
-        else:
-            document.entries.all().delete()
-            document.kind, document.source_name = kind, filename
-            document.version = version or document.version
-            document.chunk_size, document.chunk_overlap = size, overlap
-            document.save()
-        entries = [
-            Entry(
-                document=document,
-                question=row["question"][:500],
-                answer=row["answer"],
-                section=row.get("section", "")[:200],
-                tags=row.get("tags", []),
-            )
-            for row in rows
-        ]
-        for entry in entries:
-            entry.content_hash = entry.compute_hash()
-        Entry.objects.bulk_create(entries, batch_size=500)
-        enqueue_embedding([e.id for e in entries] if all(e.id for e in entries) else None)
-    return document, len(entries)

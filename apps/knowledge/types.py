@@ -1,4 +1,4 @@
-"""What `apps.knowledge.services.search()` / `asearch()` return."""
+"""What `apps.knowledge.services.search()` returns."""
 
 from dataclasses import dataclass, field
 

@@ -5,6 +5,8 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from apps.core import aio
+
 from . import services
 from .models import AdminNickname, ChatMute, RateLimit, Rule
 from .types import MessageFacts
@@ -26,8 +28,21 @@ class PreviewForm(forms.Form):
     )
 
 
+class RulesConfigAdmin(admin.ModelAdmin):
+    """Every change goes through the rules services, which make every process recompile the rule set."""
+
+    def save_model(self, request, obj, form, change):
+        services.save_rule_config(obj)
+
+    def delete_model(self, request, obj):
+        services.delete_rule_config(obj)
+
+    def delete_queryset(self, request, queryset):
+        services.delete_rule_config(queryset)
+
+
 @admin.register(Rule)
-class RuleAdmin(admin.ModelAdmin):
+class RuleAdmin(RulesConfigAdmin):
     list_display = ("priority", "name", "action", "enabled", "stop", "conditions", "updated_at")
     list_display_links = ("name",)
     list_editable = ("priority", "enabled", "stop")
@@ -83,7 +98,7 @@ class RuleAdmin(admin.ModelAdmin):
                 is_at_me=data["is_at_me"],
                 received_at=when,
             )
-            decision = services.evaluate(facts, dry_run=True)
+            decision = aio.run(services.evaluate(facts, dry_run=True), timeout=30)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -95,17 +110,17 @@ class RuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(RateLimit)
-class RateLimitAdmin(admin.ModelAdmin):
+class RateLimitAdmin(RulesConfigAdmin):
     list_display = ("name", "scope", "applies_to", "limit", "window_seconds", "action", "enabled")
     list_editable = ("limit", "window_seconds", "action", "enabled")
 
 
 @admin.register(AdminNickname)
-class AdminNicknameAdmin(admin.ModelAdmin):
+class AdminNicknameAdmin(RulesConfigAdmin):
     list_display = ("nickname", "enabled")
 
 
 @admin.register(ChatMute)
-class ChatMuteAdmin(admin.ModelAdmin):
+class ChatMuteAdmin(RulesConfigAdmin):
     list_display = ("chat_name", "agent_id", "muted_by", "muted_at", "until")
     search_fields = ("chat_name",)

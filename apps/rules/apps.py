@@ -6,6 +6,3 @@ class RulesConfig(AppConfig):
     name = "apps.rules"
     label = "rules"
     verbose_name = _("规则")
-
-    def ready(self):
-        from . import signals  # noqa: F401

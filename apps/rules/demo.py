@@ -2,7 +2,10 @@
 
 from datetime import time
 
+from django.db import transaction
+
 from .models import RateLimit, Rule
+from .services import RULES
 
 GREETING_REGEX = r"^(你好|您好|在吗|在不|在么|哈喽|嗨|早|早安|早上好|午安|晚上好|hi|hello)[呀啊吗么哈~～!！。.?？]*$"
 
@@ -86,8 +89,10 @@ DEFAULT_LIMITS = [
 
 
 def seed(stdout) -> None:
-    for row in DEFAULT_RULES:
-        Rule.objects.get_or_create(name=row["name"], defaults={k: v for k, v in row.items() if k != "name"})
-    for row in DEFAULT_LIMITS:
-        RateLimit.objects.get_or_create(name=row["name"], defaults={k: v for k, v in row.items() if k != "name"})
+    with transaction.atomic():
+        for row in DEFAULT_RULES:
+            Rule.objects.get_or_create(name=row["name"], defaults={k: v for k, v in row.items() if k != "name"})
+        for row in DEFAULT_LIMITS:
+            RateLimit.objects.get_or_create(name=row["name"], defaults={k: v for k, v in row.items() if k != "name"})
+        RULES.bump()
     stdout.write(f"rules: {Rule.objects.count()} rules, {RateLimit.objects.count()} rate limits")

@@ -1,4 +1,4 @@
-"""The rules engine: `evaluate(facts, dry_run=False) -> RuleDecision` (types in `types.py`).
+"""The rules engine: `await evaluate(facts, dry_run=False) -> RuleDecision` (types in `types.py`).
 
 Order of evaluation for one message:
 1. admin commands (`#mute [minutes]`, `#unmute`, `#status`) from a configured admin nickname;
@@ -7,14 +7,15 @@ Order of evaluation for one message:
    rule whose action is not "tag" sets the decision (reply / ignore / handoff / route); evaluation
    ends at the first matching rule with "stop here". No decisive rule → action "none" (the engine
    answers), with whatever tags matched;
-4. rate limits (Redis counters, fixed windows), for messages not ignored by then (a group message
-   without @ does not use up the group's quota): over a limit → that limit's action (default ignore).
+4. rate limits (Redis counters, fixed windows, counted by one script call per message that goes out in
+   the event-loop turn's pipeline), for messages not ignored by then (a group message without @ does
+   not use up the group's quota): over a limit → that limit's action (default ignore).
 
-Rules, limits, admin nicknames and mutes are compiled into one immutable `RuleSet` per process,
-rebuilt when the Redis key `rules:version` changes (checked at most once per `RULES_VERSION_CHECK_MS`;
-changes made in this process are seen at once). Given the same facts and rule set (and counters),
-the decision is the same: reply templates are chosen by a hash of the message, not at random.
-Time windows and weekdays are read in `RULES_TIMEZONE` (default Asia/Shanghai).
+Rules, limits, admin nicknames and mutes are compiled into one immutable `RuleSet` per process, kept
+in the versioned cache `RULES` (apps.core.cache): the services below that write them bump it, and
+every process checks its Redis version at most every RULES_VERSION_CHECK_MS. Given the same facts and
+rule set (and counters), the decision is the same: reply templates are chosen by a hash of the
+message, not at random. Time windows and weekdays are read in `RULES_TIMEZONE` (Asia/Shanghai).
 
 `dry_run=True` (the admin preview) neither counts towards rate limits nor applies admin commands.
 """
@@ -24,9 +25,6 @@ from __future__ import annotations
 import fnmatch
 import logging
 import re
-import threading
-import time
-import uuid
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,21 +32,19 @@ from datetime import time as dtime
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
+
+from apps.core import redis
+from apps.core.cache import VersionedCache
+from apps.core.db import run_db
 
 from .models import ANY, AdminNickname, ChatMute, RateLimit, Rule, split_list, split_list_lines
 from .types import MessageFacts, RuleDecision
 
 logger = logging.getLogger(__name__)
 
-VERSION_KEY = "rules:version"
 WEEKDAYS = "一二三四五六日"
-
-
-def check_interval_ms() -> float:
-    return settings.RULES_VERSION_CHECK_MS
 
 
 def tz() -> ZoneInfo:
@@ -98,69 +94,10 @@ class CompiledRule:
             engine=rule.engine,
             tags=split_list(rule.tags),
         )
-        add = compiled._add
-        if rule.chat_type != ANY:
-            add(
-                lambda c, t=rule.chat_type: (
-                    None if c.facts.chat_type == t else f"会话类型是{_chat_type(c.facts.chat_type)}"
-                ),
-                f"会话类型={_chat_type(rule.chat_type)}",
-            )
-        if rule.at_me != ANY:
-            want = rule.at_me == "yes"
-            add(
-                lambda c, w=want: None if bool(c.facts.is_at_me) == w else ("没有@我" if w else "@了我"),
-                "@了我" if want else "没有@我",
-            )
-        names = split_list(rule.chat_names)
-        if names:
-            match = _glob(names)
-            add(
-                lambda c: None if match(c.facts.chat_name) else f"会话「{c.facts.chat_name}」不在列表中",
-                f"会话名匹配 {'/'.join(names)}",
-            )
-        senders = split_list(rule.senders)
-        if senders:
-            match_sender = _glob(senders)
-            add(
-                lambda c: None if match_sender(c.facts.sender) else f"发送者「{c.facts.sender}」不在列表中",
-                f"发送者匹配 {'/'.join(senders)}",
-            )
-        if rule.weekdays:
-            days = {int(d) for d in rule.weekdays}
-            add(
-                lambda c: None if c.local.isoweekday() in days else f"今天是周{WEEKDAYS[c.local.isoweekday() - 1]}",
-                "星期 " + "".join(WEEKDAYS[d - 1] for d in sorted(days)),
-            )
-        if rule.time_start and rule.time_end:
-            start, end = rule.time_start, rule.time_end
-            add(
-                lambda c: None if _in_window(c.local.time(), start, end) else f"{c.local:%H:%M} 不在时间段内",
-                f"时间 {start:%H:%M}–{end:%H:%M}",
-            )
-        if rule.max_length:
-            limit = rule.max_length
-            add(
-                lambda c: None if len(c.text) <= limit else f"消息 {len(c.text)} 字，超过 {limit} 字",
-                f"不超过 {limit} 字",
-            )
-        keywords = [k.lower() for k in split_list(rule.keywords)]
-        if keywords:
-            if rule.keyword_mode == "all":
-                add(lambda c: _all_keywords(c, keywords), "包含全部关键词 " + "/".join(keywords))
-            else:
-                add(lambda c: _any_keyword(c, keywords), "包含关键词")
-        if rule.regex:
-            pattern = re.compile(rule.regex, re.IGNORECASE)
-            add(
-                lambda c: None if pattern.search((c.facts.content or "").strip()) else "正则不匹配",
-                f"正则 {rule.regex}",
-            )
+        for check, description in (*_chat_checks(rule), *_time_checks(rule), *_content_checks(rule)):
+            compiled.checks.append(check)
+            compiled.describe.append(description)
         return compiled
-
-    def _add(self, check, description: str) -> None:
-        self.checks.append(check)
-        self.describe.append(description)
 
     def why_not(self, ctx: Context) -> str | None:
         for check in self.checks:
@@ -168,6 +105,95 @@ class CompiledRule:
             if reason is not None:
                 return reason
         return None
+
+
+def _chat_checks(rule: Rule) -> list[tuple]:
+    """Who and where: chat type, @ me, chat names, senders."""
+    checks = []
+    if rule.chat_type != ANY:
+        want_type = rule.chat_type
+        checks.append(
+            (
+                lambda c: None if c.facts.chat_type == want_type else f"会话类型是{_chat_type(c.facts.chat_type)}",
+                f"会话类型={_chat_type(want_type)}",
+            )
+        )
+    if rule.at_me != ANY:
+        want = rule.at_me == "yes"
+        checks.append(
+            (
+                lambda c: None if bool(c.facts.is_at_me) == want else ("没有@我" if want else "@了我"),
+                "@了我" if want else "没有@我",
+            )
+        )
+    names = split_list(rule.chat_names)
+    if names:
+        match_chat = _glob(names)
+        checks.append(
+            (
+                lambda c: None if match_chat(c.facts.chat_name) else f"会话「{c.facts.chat_name}」不在列表中",
+                f"会话名匹配 {'/'.join(names)}",
+            )
+        )
+    senders = split_list(rule.senders)
+    if senders:
+        match_sender = _glob(senders)
+        checks.append(
+            (
+                lambda c: None if match_sender(c.facts.sender) else f"发送者「{c.facts.sender}」不在列表中",
+                f"发送者匹配 {'/'.join(senders)}",
+            )
+        )
+    return checks
+
+
+def _time_checks(rule: Rule) -> list[tuple]:
+    """When: weekdays and a time window (which may span midnight), in RULES_TIMEZONE."""
+    checks = []
+    if rule.weekdays:
+        days = {int(d) for d in rule.weekdays}
+        checks.append(
+            (
+                lambda c: None if c.local.isoweekday() in days else f"今天是周{WEEKDAYS[c.local.isoweekday() - 1]}",
+                "星期 " + "".join(WEEKDAYS[d - 1] for d in sorted(days)),
+            )
+        )
+    if rule.time_start and rule.time_end:
+        start, end = rule.time_start, rule.time_end
+        checks.append(
+            (
+                lambda c: None if _in_window(c.local.time(), start, end) else f"{c.local:%H:%M} 不在时间段内",
+                f"时间 {start:%H:%M}–{end:%H:%M}",
+            )
+        )
+    return checks
+
+
+def _content_checks(rule: Rule) -> list[tuple]:
+    """What: length, keywords (any / all), regex."""
+    checks = []
+    if rule.max_length:
+        limit = rule.max_length
+        checks.append(
+            (
+                lambda c: None if len(c.text) <= limit else f"消息 {len(c.text)} 字，超过 {limit} 字",
+                f"不超过 {limit} 字",
+            )
+        )
+    keywords = [k.lower() for k in split_list(rule.keywords)]
+    if keywords and rule.keyword_mode == "all":
+        checks.append((lambda c: _all_keywords(c, keywords), "包含全部关键词 " + "/".join(keywords)))
+    elif keywords:
+        checks.append((lambda c: _any_keyword(c, keywords), "包含关键词"))
+    if rule.regex:
+        pattern = re.compile(rule.regex, re.IGNORECASE)
+        checks.append(
+            (
+                lambda c: None if pattern.search((c.facts.content or "").strip()) else "正则不匹配",
+                f"正则 {rule.regex}",
+            )
+        )
+    return checks
 
 
 def _chat_type(value: str) -> str:
@@ -231,60 +257,38 @@ def compile_ruleset(version: str = "") -> RuleSet:
     return RuleSet(version=version, rules=rules, limits=limits, admins=frozenset(admins), mutes=mutes)
 
 
-class _State:
-    ruleset: RuleSet | None = None
-    checked_at: float = 0.0
-    dirty: bool = True
+RULES: VersionedCache[RuleSet] = VersionedCache(
+    "rules", load=compile_ruleset, check_seconds=lambda: settings.RULES_VERSION_CHECK_MS / 1000
+)
 
 
-_state = _State()
-_lock = threading.Lock()
+# --- writes (each one bumps RULES) -------------------------------------------------------------------
+def save_rule_config(obj: Rule | RateLimit | AdminNickname | ChatMute) -> None:
+    """Save a rule, rate limit, admin nickname or mute (admin); every process recompiles."""
+    with transaction.atomic():
+        obj.save()
+        RULES.bump()
 
 
-def bump_version() -> None:
-    """Rules, limits, admins or mutes changed: recompile here now, in other processes after commit."""
-    _state.dirty = True
-    transaction.on_commit(_publish)
+def delete_rule_config(target) -> None:
+    """Delete a rule, rate limit, admin nickname or mute, or a queryset of them (admin)."""
+    with transaction.atomic():
+        target.delete()
+        RULES.bump()
 
 
-def _publish() -> None:
-    _state.dirty = True
-    try:
-        cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
-    except Exception:
-        logger.warning("could not publish the rules version", exc_info=True)
+def mute_chat(agent_id: str, chat_name: str, muted_by: str, until: datetime | None) -> None:
+    with transaction.atomic():
+        ChatMute.objects.update_or_create(
+            agent_id=agent_id, chat_name=chat_name, defaults={"muted_by": muted_by, "until": until}
+        )
+        RULES.bump()
 
 
-def get_ruleset(force: bool = False) -> RuleSet:
-    current = _state.ruleset
-    if (
-        not force
-        and current is not None
-        and not _state.dirty
-        and (time.monotonic() - _state.checked_at) * 1000 < check_interval_ms()
-    ):
-        return current
-    with _lock:
-        current = _state.ruleset
-        try:
-            version = cache.get(VERSION_KEY)
-            if version is None:
-                cache.add(VERSION_KEY, uuid.uuid4().hex, timeout=None)
-                version = cache.get(VERSION_KEY)
-        except Exception:
-            logger.warning("rules version check failed", exc_info=True)
-            version = current.version if current is not None else "unknown"
-        _state.checked_at = time.monotonic()
-        if force or current is None or _state.dirty or version != current.version:
-            _state.dirty = False
-            _state.ruleset = compile_ruleset(version)
-        return _state.ruleset
-
-
-def reset() -> None:
-    with _lock:
-        _state.ruleset = None
-        _state.dirty = True
+def unmute_chat(agent_id: str, chat_name: str) -> None:
+    with transaction.atomic():
+        ChatMute.objects.filter(agent_id=agent_id, chat_name=chat_name).delete()
+        RULES.bump()
 
 
 # --- evaluation ---------------------------------------------------------------------------------------
@@ -322,12 +326,12 @@ def _local(received_at: datetime | None) -> datetime:
     return when.astimezone(tz())
 
 
-def evaluate(facts: MessageFacts, *, dry_run: bool = False) -> RuleDecision:
-    ruleset = get_ruleset()
+async def evaluate(facts: MessageFacts, *, dry_run: bool = False) -> RuleDecision:
+    ruleset = await RULES.get()
     ctx = Context(facts=facts, text=(facts.content or "").strip().lower(), local=_local(facts.received_at))
     trace: list[dict] = []
 
-    command = _admin_command(ruleset, ctx, trace, dry_run)
+    command = await _admin_command(ruleset, ctx, trace, dry_run)
     if command is not None:
         command.trace = trace
         return command
@@ -339,6 +343,18 @@ def evaluate(facts: MessageFacts, *, dry_run: bool = False) -> RuleDecision:
         return RuleDecision(action="ignore", reason=f"会话已静音{until}", trace=trace, tags=["muted"])
     trace.append({"step": "mute", "matched": False, "why": "会话未静音"})
 
+    decision = _match_rules(ruleset, ctx, trace)
+    if decision.action != "ignore":
+        # Only messages we would act on count towards (and are held back by) the rate limits.
+        limited = await _rate_limits(ruleset, ctx, trace, dry_run)
+        if limited is not None:
+            limited.tags = decision.tags + limited.tags
+            limited.trace = trace
+            return limited
+    return decision
+
+
+def _match_rules(ruleset: RuleSet, ctx: Context, trace: list[dict]) -> RuleDecision:
     decision = RuleDecision(action="none", reason="没有规则命中", trace=trace)
     decided = False
     for rule in ruleset.rules:
@@ -366,13 +382,6 @@ def evaluate(facts: MessageFacts, *, dry_run: bool = False) -> RuleDecision:
         if rule.stop:
             entry["note"] = (entry.get("note", "") + " 到此为止").strip()
             break
-    if decision.action != "ignore":
-        # Only messages we would act on count towards (and are held back by) the rate limits.
-        limited = _rate_limits(ruleset, ctx, trace, dry_run)
-        if limited is not None:
-            limited.tags = decision.tags + limited.tags
-            limited.trace = trace
-            return limited
     return decision
 
 
@@ -404,48 +413,36 @@ def _limit_key(limit: CompiledLimit, facts: MessageFacts, now: float) -> str | N
     else:
         subject = f"{facts.agent_id}|{facts.chat_name}|{facts.sender}"
     bucket = int(now // limit.window)
-    return f"rules:rl:{limit.id}:{zlib.crc32(subject.encode()):08x}:{len(subject)}:{bucket}"
+    return redis.key("rules", "rl", limit.id, f"{zlib.crc32(subject.encode()):08x}", len(subject), bucket)
 
 
-def _redis():
-    """The cache's raw Redis client (django-redis), or None on other cache backends."""
-    try:
-        from django_redis import get_redis_connection
-
-        return get_redis_connection("default")
-    except Exception:
-        return None
-
-
-def _count(keys: list[tuple[str, int]], dry_run: bool) -> list[int]:
-    """This message's position in each fixed window (one pipelined round trip on Redis)."""
-    client = _redis()
-    if client is not None:
-        names = [f"{settings.CACHE_KEY_PREFIX}:{key}" for key, _ in keys]
-        if dry_run:
-            return [int(v or 0) + 1 for v in client.mget(names)]
-        pipe = client.pipeline(transaction=False)
-        for name, (_, ttl) in zip(names, keys, strict=True):
-            pipe.incr(name)
-            pipe.expire(name, ttl)
-        return [int(v) for v in pipe.execute()[0::2]]
-    counts = []
-    for key, ttl in keys:
-        if dry_run:
-            counts.append((cache.get(key) or 0) + 1)
-        else:
-            cache.add(key, 0, timeout=ttl)
-            counts.append(cache.incr(key))
-    return counts
+# Counts this message in each of its windows: one script call (atomic, one command in the loop turn's
+# pipeline) instead of an INCR and an EXPIRE per limit.
+_COUNT_SCRIPT = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+  counts[i] = redis.call('INCR', key)
+  if counts[i] == 1 then redis.call('EXPIRE', key, ARGV[i]) end
+end
+return counts
+"""
 
 
-def _rate_limits(ruleset: RuleSet, ctx: Context, trace: list, dry_run: bool) -> RuleDecision | None:
+async def _count(keys: list[tuple[str, int]], dry_run: bool) -> list[int]:
+    """This message's position in each fixed window (a dry run only reads the counters)."""
+    names = [key for key, _ in keys]
+    if dry_run:
+        return [int(value or 0) + 1 for value in await redis.batched("MGET", *names)]
+    return [int(count) for count in await redis.script(_COUNT_SCRIPT, names, [ttl for _, ttl in keys])]
+
+
+async def _rate_limits(ruleset: RuleSet, ctx: Context, trace: list, dry_run: bool) -> RuleDecision | None:
     now = ctx.local.timestamp()
     applicable = [(lim, key) for lim in ruleset.limits if (key := _limit_key(lim, ctx.facts, now)) is not None]
     if not applicable:
         return None
     try:
-        counts = _count([(key, lim.window + 5) for lim, key in applicable], dry_run)
+        counts = await _count([(key, lim.window + 5) for lim, key in applicable], dry_run)
     except Exception:  # Redis down: do not block replies on a counter
         logger.warning("rate-limit counters unavailable", exc_info=True)
         return None
@@ -473,7 +470,7 @@ def _rate_limits(ruleset: RuleSet, ctx: Context, trace: list, dry_run: bool) -> 
 _COMMAND = re.compile(r"^#(mute|unmute|status)(?:\s+(\d+))?\s*$", re.IGNORECASE)
 
 
-def _admin_command(ruleset: RuleSet, ctx: Context, trace: list, dry_run: bool) -> RuleDecision | None:
+async def _admin_command(ruleset: RuleSet, ctx: Context, trace: list, dry_run: bool) -> RuleDecision | None:
     match = _COMMAND.match(ctx.text)
     if not match:
         return None
@@ -495,15 +492,13 @@ def _admin_command(ruleset: RuleSet, ctx: Context, trace: list, dry_run: bool) -
     if command == "mute":
         until = timezone.now() + timedelta(minutes=int(minutes)) if minutes else None
         if not dry_run:
-            ChatMute.objects.update_or_create(
-                agent_id=facts.agent_id, chat_name=facts.chat_name, defaults={"muted_by": facts.sender, "until": until}
-            )
+            await run_db(mute_chat, facts.agent_id, facts.chat_name, facts.sender, until)
         decision.reply = "已静音，本会话暂停自动回复" + (
             f"，至 {_local(until):%H:%M}" if until else "，发送 #unmute 恢复"
         )
     elif command == "unmute":
         if not dry_run:
-            ChatMute.objects.filter(agent_id=facts.agent_id, chat_name=facts.chat_name).delete()
+            await run_db(unmute_chat, facts.agent_id, facts.chat_name)
         decision.reply = "已恢复自动回复"
     else:
         decision.reply = status_text(ruleset, facts)

@@ -1,29 +1,23 @@
 import pytest
-from asgiref.sync import SyncToAsync
-from django.db import connections
+
+from apps.engines import manager, memory
+from apps.llm_gateway.testing import fake_openai, use_fake_provider
+
+from .factories import build_world
 
 
 @pytest.fixture(autouse=True)
-def _close_async_orm_connections():
-    """Async tests run the ORM on asgiref's single sync thread; give its connection back after each
-    test so the test database can be dropped at the end."""
-    yield
-    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+def _fresh_engine_state():
+    """Each test starts with no switch state, health results or memory in this process."""
 
+    def forget():
+        manager.SWITCH.forget()
+        manager._health.clear()
+        memory.memory_cache.reset_local()
 
-@pytest.fixture(scope="session", autouse=True)
-def _close_pool_before_dropping_the_test_database(django_db_setup, django_db_blocker):
-    """Executor threads (ours, the gateway's, the knowledge base's) leave pooled connections open;
-    end them so the test database is dropped at once instead of after Django's retries."""
+    forget()
     yield
-    with django_db_blocker.unblock():
-        connection = connections["default"]
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
+    forget()
 
 
 @pytest.fixture
@@ -35,3 +29,19 @@ def no_live_erp(monkeypatch):
         raise erp_client.ErpError("ERP 未配置（测试）")
 
     monkeypatch.setattr(erp_client.ErpClient, "from_settings", classmethod(unreachable))
+
+
+@pytest.fixture
+def world(transactional_db, no_live_erp):
+    """A bound customer's private chat (see factories.World)."""
+    return build_world()
+
+
+@pytest.fixture
+def server(settings, tmp_path):
+    """The loopback OpenAI-compatible server behind the gateway; mem0 keeps its store under tmp_path."""
+    with fake_openai() as fake:
+        use_fake_provider(fake, settings)
+        settings.MEM0_DIR = tmp_path / "mem0"
+        settings.MEM0_LLM_MODEL = "fake-mem0"  # mem0's fact extraction gets its own scripted answers
+        yield fake

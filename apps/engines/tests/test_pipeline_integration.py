@@ -1,36 +1,32 @@
-"""The message pipeline's decide() with the real engines behind resolve_engine (in process)."""
+"""The message pipeline deciding with the real engines behind resolve_engine (in process)."""
 
 import json
 
-import pytest
-
+from apps.core import aio
 from apps.engines import manager, memory
-from apps.engines.tests.world import add_exchange, make_world
 from apps.llm_gateway.testing import fake_openai, use_fake_provider
 
 
-@pytest.fixture
-def world(transactional_db, no_live_erp):
-    memory.memory_cache.reset_local()
-    manager._state_cache.invalidate()
-    manager._health.clear()
-    yield make_world()
-    manager._state_cache.invalidate()
+def decide(message):
+    from apps.messages import pipeline
+    from apps.messages.models import Reply
+
+    aio.run(pipeline.process(message.pk, message.conversation_id), timeout=60)
+    return Reply.objects.get(message=message)
 
 
 def test_pipeline_decides_with_the_chat_engine_and_stores_its_metrics(world, settings):
     from apps.messages.models import Reply
-    from apps.messages.services import decide
 
     with fake_openai() as server:
         use_fake_provider(server, settings)
         manager.switch_engine("chat")
         server.rule({"tool_calls": [{"name": "list_contracts", "arguments": {}}]}, contains="合同", tools=True)
         server.rule({"content": "您的合同 HT-2026-0501 正在执行中。"}, last_role="tool")
-        add_exchange(world, "你好", "您好，请问有什么可以帮您？", 3, 1)
-        message = add_exchange(world, "我的合同到哪一步了", None, 0, 2)
+        world.exchange("你好", "您好，请问有什么可以帮您？", 3)
+        message = world.exchange("我的合同到哪一步了", None, 0)
 
-        reply = decide(message.pk)
+        reply = decide(message)
 
         assert reply.engine == "chat" and reply.model == "fake-model"
         assert reply.content == "您的合同 HT-2026-0501 正在执行中。"
@@ -41,19 +37,17 @@ def test_pipeline_decides_with_the_chat_engine_and_stores_its_metrics(world, set
         second_request = [r["body"] for r in server.requests(path="chat") if r["model"] == "fake-model"][-1]
         results = [json.loads(m["content"]) for m in second_request["messages"] if m["role"] == "tool"]
         assert results[0]["contracts"][0]["number"] == "HT-2026-0501"
-        assert reply.status in (Reply.Status.QUEUED, Reply.Status.PENDING_REVIEW)
+        assert reply.status in (*Reply.OUTBOX, Reply.Status.PENDING_REVIEW)
 
 
 def test_pipeline_follows_a_per_chat_override(world, settings):
-    from apps.messages.services import decide
-
     with fake_openai() as server:
         use_fake_provider(server, settings)
         manager.switch_engine("chat")
         manager.switch_engine("offline", conversation_id=world.conversation.pk)
-        message = add_exchange(world, "充电桩怎么收费", None, 0, 1)
+        message = world.exchange("充电桩怎么收费", None, 0)
 
-        reply = decide(message.pk)
+        reply = decide(message)
 
     assert reply.engine == "offline"
     health_pings = [{"role": "user", "content": "ping"}]
@@ -65,20 +59,19 @@ def test_a_new_message_is_not_answered_from_stale_memory(world, settings):
     it did not write (a rule reply, an approved draft, an answer cut off by the pipeline's timeout)
     must still reach the next prompt, so the pipeline invalidates before the engine runs."""
     from apps.core import aio
-    from apps.messages.services import decide
 
     with fake_openai() as server:
         use_fake_provider(server, settings)
         manager.switch_engine("chat")
         server.rule({"content": "好的，已记下。"})
-        add_exchange(world, "你好", "您好，请问有什么可以帮您？", 5, 1)
+        world.exchange("你好", "您好，请问有什么可以帮您？", 5)
         # A retrieval for the same question, cached before the next exchange (e.g. a run cut off by
         # the engine timeout, which never reached after_reply).
         aio.run(memory.retrieve_memory(world.conversation.pk, world.sender, "安装要多久"))
-        add_exchange(world, "我家在渝北区两路", "好的，渝北区可以安装。", 2, 2)  # answered by a rule
-        message = add_exchange(world, "安装要多久", None, 0, 3)
+        world.exchange("我家在渝北区两路", "好的，渝北区可以安装。", 2)  # answered by a rule
+        message = world.exchange("安装要多久", None, 0)
 
-        decide(message.pk)
+        decide(message)
 
         prompt = [r["body"] for r in server.requests(path="chat") if r["model"] == "fake-model"][-1]["messages"]
     said = [m["content"] for m in prompt if m["role"] in ("user", "assistant")]

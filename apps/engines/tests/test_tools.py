@@ -3,7 +3,6 @@ import json
 import jsonschema
 import pytest
 
-from apps.engines.tests.world import make_world
 from apps.engines.tools import TOOLS, ToolContext, run_tool, tool_specs
 
 # What an OpenAI-compatible chat API accepts as a function tool.
@@ -42,11 +41,6 @@ def test_customer_tools_are_not_offered_without_a_bound_customer():
     assert names == {"search_knowledge", "handoff_to_human", "remember_fact"}
 
 
-@pytest.fixture
-def world(db):
-    return make_world()
-
-
 def context_for(world) -> ToolContext:
     return ToolContext(
         conversation_id=world.conversation.pk,
@@ -78,7 +72,7 @@ async def test_a_customer_id_argument_is_refused_and_reveals_nothing(world):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_another_customers_contract_id_finds_nothing(world, no_live_erp):
+async def test_another_customers_contract_id_finds_nothing(world):
     context = context_for(world)
     other_id = json.dumps({"contract_id": world.other_contract.erp_id})
     text, record = await run_tool(context, "get_contract_detail", other_id)

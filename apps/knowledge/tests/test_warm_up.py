@@ -3,20 +3,20 @@
 import time
 
 from apps.knowledge import services
-from apps.knowledge.tests.conftest import paraphrases
+from apps.knowledge.tests.conftest import paraphrases, search
 
 
 def test_warm_up_builds_the_index_and_loads_the_tokenizer(faq_kb):
-    assert services._state.index is None
+    assert services.INDEX.peek() is None
 
     assert services.warm_up() is True
 
-    index = services._state.index
+    index = services.INDEX.peek()
     assert index is not None and index.size == len(faq_kb)
     assert index.analyzer._initialised  # jieba's dictionary is loaded
     question = paraphrases()[0][1]
     started = time.perf_counter()
-    assert services.search(question).hits
+    assert search(question).hits
     assert time.perf_counter() - started < 0.5  # nothing left to load
 
 
@@ -35,3 +35,12 @@ def test_a_worker_warms_the_knowledge_index_at_start(live_env, tmp_path):
             assert time.monotonic() < deadline, worker.log_tail()
             time.sleep(0.2)
     assert "knowledge warm-up failed" not in worker.log_path.read_text(errors="replace")
+
+
+def test_a_failed_warm_up_is_logged_and_the_first_query_builds_the_index(faq_kb, monkeypatch, caplog):
+    real = services._index_rows
+    monkeypatch.setattr(services, "_index_rows", lambda: 1 / 0)
+    assert services.warm_up() is False
+    assert "knowledge warm-up failed" in caplog.text
+    monkeypatch.setattr(services, "_index_rows", real)
+    assert search("充电桩质保多久").hits

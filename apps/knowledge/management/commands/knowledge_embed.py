@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand
 
+from apps.core import aio
 from apps.knowledge import services
 
 
@@ -10,5 +11,5 @@ class Command(BaseCommand):
         parser.add_argument("--all", action="store_true")
 
     def handle(self, *args, **options):
-        count = services.embed_entries(all_entries=options["all"])
+        count = aio.run(services.embed_entries(all_entries=options["all"]))
         self.stdout.write(f"embedded {count} entries")

@@ -1,3 +1,6 @@
+"""Conversation memory: recent turns in a window, the rolling summary, contact facts; cached in Redis
+per conversation version, and still served (from this process) while Redis is down."""
+
 import shutil
 import subprocess
 import time
@@ -9,15 +12,9 @@ from asgiref.sync import sync_to_async
 from apps.core.testing import free_port
 from apps.engines import memory
 from apps.engines.chat import ChatEngine
-from apps.engines.models import ConversationSummary
-from apps.engines.tests.world import add_exchange, make_world
 from apps.llm_gateway.testing import fake_openai, use_fake_provider
 
-
-@pytest.fixture
-def world(transactional_db):
-    memory.memory_cache.reset_local()
-    return make_world()
+from .factories import ContactFactFactory, ConversationSummaryFactory
 
 
 def redis_server_binary() -> str:
@@ -61,6 +58,7 @@ def own_redis(settings, tmp_path):
                 process.kill()
                 raise
             time.sleep(0.05)
+    settings.REDIS_ASYNC_SOCKET_TIMEOUT = 0.5  # the engines' Redis client for this server: a hang is seen quickly
     settings.CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
@@ -79,9 +77,9 @@ def own_redis(settings, tmp_path):
 
 async def test_recent_turns_within_the_window_and_not_the_new_message(world, settings):
     settings.ENGINE_MEMORY_WINDOW_MINUTES = 30
-    await sync_to_async(add_exchange)(world, "上个月的问题", "上个月的回答", 90, 1)
-    await sync_to_async(add_exchange)(world, "桩不亮了", "请检查空开是否跳闸。", 10, 2)
-    await sync_to_async(add_exchange)(world, "空开没跳", None, 0, 3)  # the message being answered
+    await sync_to_async(world.exchange)("上个月的问题", "上个月的回答", 90)
+    await sync_to_async(world.exchange)("桩不亮了", "请检查空开是否跳闸。", 10)
+    await sync_to_async(world.exchange)("空开没跳", None, 0)  # the message being answered
 
     snapshot, hit = await memory.retrieve_memory(world.conversation.pk, world.sender, "空开没跳")
 
@@ -93,8 +91,10 @@ async def test_recent_turns_within_the_window_and_not_the_new_message(world, set
 
 
 async def test_second_retrieval_is_a_cache_hit_until_a_new_message(world):
-    await ConversationSummary.objects.acreate(conversation_id=world.conversation.pk, summary="客户咨询过安装费用。")
-    await sync_to_async(memory.remember_fact)(world.conversation.pk, world.sender, "客户住在渝北区")
+    await sync_to_async(ConversationSummaryFactory)(
+        conversation_id=world.conversation.pk, summary="客户咨询过安装费用。"
+    )
+    await memory.remember_fact(world.conversation.pk, world.sender, "客户住在渝北区")
 
     first, hit1 = await memory.retrieve_memory(world.conversation.pk, world.sender, "安装要多久")
     second, hit2 = await memory.retrieve_memory(world.conversation.pk, world.sender, "安装要多久")
@@ -104,7 +104,7 @@ async def test_second_retrieval_is_a_cache_hit_until_a_new_message(world):
     assert second == first
     assert first.summary == "客户咨询过安装费用。" and first.facts == ["客户住在渝北区"]
 
-    memory.invalidate_memory(world.conversation.pk)  # what the pipeline calls when a message arrives
+    await memory.invalidate_memory(world.conversation.pk)  # what the pipeline calls when a message arrives
     _, hit4 = await memory.retrieve_memory(world.conversation.pk, world.sender, "安装要多久")
     assert hit4 is False
 
@@ -112,7 +112,7 @@ async def test_second_retrieval_is_a_cache_hit_until_a_new_message(world):
 async def test_the_cache_is_redis_and_replies_go_out_with_redis_stopped(world, own_redis, settings):
     process, client = own_redis
     conversation_id = world.conversation.pk
-    await sync_to_async(add_exchange)(world, "桩不亮了", "请检查空开是否跳闸。", 10, 1)
+    await sync_to_async(world.exchange)("桩不亮了", "请检查空开是否跳闸。", 10)
 
     _, hit1 = await memory.retrieve_memory(conversation_id, world.sender, "空开没跳")
     _, hit2 = await memory.retrieve_memory(conversation_id, world.sender, "空开没跳")
@@ -127,7 +127,7 @@ async def test_the_cache_is_redis_and_replies_go_out_with_redis_stopped(world, o
     # Redis is gone: retrieval and invalidation fall back to the in-process cache.
     snapshot, hit3 = await memory.retrieve_memory(conversation_id, world.sender, "空开没跳")
     assert hit3 is True and snapshot.turns[-1]["content"] == "请检查空开是否跳闸。"
-    memory.invalidate_memory(conversation_id)
+    await memory.invalidate_memory(conversation_id)
     _, hit4 = await memory.retrieve_memory(conversation_id, world.sender, "空开没跳")
     _, hit5 = await memory.retrieve_memory(conversation_id, world.sender, "空开没跳")
     assert (hit4, hit5) == (False, True)
@@ -151,9 +151,9 @@ async def test_the_cache_is_redis_and_replies_go_out_with_redis_stopped(world, o
 
 async def test_turns_leaving_the_window_are_folded_into_the_rolling_summary(world, settings):
     settings.ENGINE_MEMORY_WINDOW_MINUTES = 30
-    await sync_to_async(add_exchange)(world, "我想装一个 7kW 的桩", "好的，请问是自有车位吗？", 120, 1)
-    await sync_to_async(add_exchange)(world, "是自有车位，在渝北", "可以安装，我们安排勘测。", 100, 2)
-    await sync_to_async(add_exchange)(world, "勘测什么时候来", "明天上午。", 10, 3)
+    await sync_to_async(world.exchange)("我想装一个 7kW 的桩", "好的，请问是自有车位吗？", 120)
+    await sync_to_async(world.exchange)("是自有车位，在渝北", "可以安装，我们安排勘测。", 100)
+    await sync_to_async(world.exchange)("勘测什么时候来", "明天上午。", 10)
 
     snapshot, _ = await memory.retrieve_memory(world.conversation.pk, world.sender, "好的")
     assert snapshot.summary_due and len(snapshot.turns) == 2
@@ -186,7 +186,7 @@ async def test_invalidations_during_an_outage_reach_redis_when_it_answers_again(
     try:
         _, hit = await memory.retrieve_memory(conversation_id, world.sender, "在吗")
         assert hit is True  # the in-process copy answers
-        memory.invalidate_memory(conversation_id)  # a new message arrives during the outage
+        await memory.invalidate_memory(conversation_id)  # a new message arrives during the outage
         _, hit = await memory.retrieve_memory(conversation_id, world.sender, "在吗")
         assert hit is False
     finally:
@@ -197,3 +197,24 @@ async def test_invalidations_during_an_outage_reach_redis_when_it_answers_again(
     assert hit is False  # Redis's entry from before the outage is not served
     _, hit = await memory.retrieve_memory(conversation_id, world.sender, "在吗")
     assert hit is True
+
+
+async def test_a_fact_is_kept_only_for_an_existing_conversation_and_a_named_contact(world):
+    remember = memory.remember_fact
+    assert await remember(world.conversation.pk, world.sender, "  客户的车是 比亚迪汉  ") is True
+    assert await remember(world.conversation.pk, world.sender, "客户的车是 比亚迪汉") is True  # the same fact, once
+    assert await remember(999_999, world.sender, "不存在的会话") is False
+    assert await remember(world.conversation.pk, "", "没有联系人") is False
+    assert await remember(world.conversation.pk, world.sender, "   ") is False
+    snapshot, _ = await memory.retrieve_memory(world.conversation.pk, world.sender, "车")
+    assert snapshot.facts == ["客户的车是 比亚迪汉"]
+
+
+async def test_a_supervisors_fact_reaches_the_next_retrieval(world):
+    first, _ = await memory.retrieve_memory(world.conversation.pk, world.sender, "桩装在哪")
+    assert first.facts == []
+    await sync_to_async(ContactFactFactory)(
+        agent_id=world.agent_id, chat_name=world.conversation.chat_name, contact=world.sender, fact="桩装在地库 B2"
+    )
+    again, hit = await memory.retrieve_memory(world.conversation.pk, world.sender, "桩装在哪")
+    assert not hit and again.facts == ["桩装在地库 B2"]

@@ -1,35 +1,16 @@
-"""ChatEngine and Mem0Engine through the real gateway and openai client against the loopback
-OpenAI-compatible server (apps.llm_gateway.testing)."""
+"""ChatEngine through the real gateway and openai client against the loopback OpenAI-compatible
+server: prompt, tools, grounding, handoff, fallbacks; another customer's data never leaks."""
 
-import asyncio
 import json
 import re
 
-import pytest
 from asgiref.sync import sync_to_async
 
-from apps.engines import memory
 from apps.engines.chat import ChatEngine
-from apps.engines.mem0_engine import Mem0Engine, contact_key
-from apps.engines.models import Personality
-from apps.engines.tests.world import add_exchange, make_world
 from apps.engines.timing import STAGES
-from apps.llm_gateway.testing import fake_openai, use_fake_provider
+from apps.knowledge.tests.factories import DocumentFactory, EntryFactory
 
-
-@pytest.fixture
-def server(settings, tmp_path):
-    with fake_openai() as fake:
-        use_fake_provider(fake, settings)
-        settings.MEM0_DIR = tmp_path / "mem0"
-        settings.MEM0_LLM_MODEL = "fake-mem0"  # mem0's fact extraction gets its own scripted answers
-        yield fake
-
-
-@pytest.fixture
-def world(transactional_db, no_live_erp):
-    memory.memory_cache.reset_local()
-    return make_world()
+from .factories import PersonalityFactory
 
 
 def chat_requests(server) -> list[dict]:
@@ -95,71 +76,8 @@ async def test_prompt_injection_gets_nothing_of_another_customer(server, world):
     assert reply.content == "抱歉，我只能查询您本人的信息。"
 
 
-async def test_same_conversation_answered_by_both_engines_with_the_same_metrics(server, world):
-    extracted = {"memory": [{"id": "0", "text": "客户的充电桩型号是 ACX-7"}]}
-    server.rule({"content": json.dumps(extracted, ensure_ascii=False)}, model="fake-mem0")
-    server.rule({"content": "好的，已记录您的充电桩型号 ACX-7。"}, contains="ACX-7")
-    await sync_to_async(add_exchange)(world, "你好，在吗", "您好，我是小e，请问有什么可以帮您？", 5, 1)
-    message = [{"role": "user", "content": "我家的充电桩是 ACX-7", "name": world.sender}]
-
-    chat_reply = await ChatEngine().generate_response(message, world.conversation.pk)
-    mem0 = Mem0Engine()
-    mem0_reply = await mem0.generate_response(message, world.conversation.pk)
-    await mem0.flush()
-
-    for reply, name in ((chat_reply, "chat"), (mem0_reply, "mem0")):
-        assert reply.engine == name
-        assert reply.content == "好的，已记录您的充电桩型号 ACX-7。"
-        assert set(reply.latency_ms) == set(STAGES)
-        assert reply.input_tokens > 0 and reply.output_tokens > 0 and reply.model == "fake-model"
-        assert set(reply.cache_hits) == {"memory", "long_term"}
-    # Both saw the same recent turn from the pipeline's rows.
-    for body in chat_requests(server):
-        assert {"role": "assistant", "content": "您好，我是小e，请问有什么可以帮您？"} in body["messages"]
-    # Mem0Engine memorised the exchange through mem0 (LLM extraction + embeddings) after replying.
-    user_id = contact_key(world.agent_id, world.conversation.chat_name, world.sender)
-    found = await mem0.search_memories(user_id, "充电桩型号")
-    assert [item["memory"] for item in found] == ["客户的充电桩型号是 ACX-7"]
-
-
-async def test_mem0_add_then_search_returns_the_fact(server, world):
-    fact = "客户的车是比亚迪汉 EV，充电桩安装在重庆渝北区的地下车库"
-    server.rule({"content": json.dumps({"memory": [{"id": "0", "text": fact}]}, ensure_ascii=False)}, model="fake-mem0")
-    engine = Mem0Engine()
-    user_id = contact_key(world.agent_id, "张三", "张三")
-    exchange = [
-        {"role": "user", "content": "我开比亚迪汉，桩装在渝北的地下车库"},
-        {"role": "assistant", "content": "好的，已记下。"},
-    ]
-
-    added = await engine.add_memories(user_id, exchange)
-    found = await engine.search_memories(user_id, "客户的车型和安装地址")
-
-    assert [item["memory"] for item in added] == [fact]
-    assert found and found[0]["memory"] == fact
-    assert await engine.search_memories("someone-else", "车型") == []
-    extraction = [r["body"] for r in server.requests(path="chat") if r["model"] == "fake-mem0"]
-    assert "简体中文" in extraction[0]["messages"][-1]["content"]  # our Chinese extraction instructions
-    assert server.requests(path="embeddings")
-
-
-async def test_mem0_memories_reach_the_next_prompt(server, world):
-    fact = "客户的充电桩型号是 ACX-7"
-    server.rule({"content": json.dumps({"memory": [{"id": "0", "text": fact}]}, ensure_ascii=False)}, model="fake-mem0")
-    engine = Mem0Engine()
-    first = [{"role": "user", "content": "我家的桩是 ACX-7 型号", "name": world.sender}]
-    await engine.generate_response(first, world.conversation.pk)
-    await engine.flush()
-
-    second = [{"role": "user", "content": "我的充电桩型号是什么来着", "name": world.sender}]
-    await engine.generate_response(second, world.conversation.pk)
-
-    system_prompt = chat_requests(server)[-1]["messages"][0]["content"]
-    assert fact in system_prompt
-
-
 async def test_personality_shapes_the_prompt_and_reply_length(server, world):
-    await Personality.objects.acreate(
+    await sync_to_async(PersonalityFactory)(
         name="销售顾问",
         system_prompt="你是易充的销售顾问。",
         tone="热情",
@@ -212,40 +130,15 @@ async def test_no_model_answering_falls_back_to_the_offline_provider(server, wor
     assert reply.confidence <= 0.4
 
 
-async def test_mem0_recall_is_cached_until_the_conversation_changes(server, world):
-    from apps.engines.chat import TurnContext
-    from apps.engines.timing import Stopwatch
-
-    fact = "客户的充电桩型号是 ACX-7"
-    server.rule({"content": json.dumps({"memory": [{"id": "0", "text": fact}]}, ensure_ascii=False)}, model="fake-mem0")
-    engine = Mem0Engine()
-    await engine.add_memories(contact_key(world.agent_id, "张三", "张三"), [{"role": "user", "content": "桩是 ACX-7"}])
-    message = [{"role": "user", "content": "我的桩什么型号", "name": world.sender}]
-
-    turns: list[TurnContext] = []
-    for _ in range(2):
-        turns.append(await engine.prepare(message, world.conversation.pk, None, Stopwatch()))
-    searches = len(server.requests(path="embeddings"))
-    assert [turn.facts for turn in turns] == [[fact], [fact]]
-    assert [turn.cache_hits for turn in turns] == [{"memory": 0, "long_term": 0}, {"memory": 1, "long_term": 1}]
-
-    memory.invalidate_memory(world.conversation.pk)
-    again = await engine.prepare(message, world.conversation.pk, None, Stopwatch())
-    assert again.cache_hits == {"memory": 0, "long_term": 0}
-    assert len(server.requests(path="embeddings")) > searches  # mem0 searched again
-
-
 async def test_knowledge_hits_are_numbered_once_in_prompt_and_tool_results(server, world):
-    from apps.knowledge.models import Document, Entry
-
-    document = await Document.objects.acreate(title="充电桩故障手册", version="v2")
-    e03 = await Entry.objects.acreate(
+    document = await sync_to_async(DocumentFactory)(title="充电桩故障手册", version="v2")
+    e03 = await sync_to_async(EntryFactory)(
         document=document,
         question="充电桩显示 E03 故障代码",
         answer="E03 表示接地异常，请检查接地线。",
         section="故障代码",
     )
-    e05 = await Entry.objects.acreate(
+    e05 = await sync_to_async(EntryFactory)(
         document=document,
         question="充电桩显示 E05 故障代码",
         answer="E05 表示过温保护，请改善散热。",
@@ -273,19 +166,3 @@ async def test_knowledge_hits_are_numbered_once_in_prompt_and_tool_results(serve
     assert by_number[numbers["充电桩显示 E03 故障代码"]] == e03.pk
     assert by_number[numbers["充电桩显示 E05 故障代码"]] == e05.pk
     assert len(reply.citations) == 2 and reply.citations[0]["document"] == "充电桩故障手册"
-
-
-async def test_mem0_local_store_takes_concurrent_adds_and_searches(server, world):
-    server.rule(
-        {"content": json.dumps({"memory": [{"id": "0", "text": "客户偏好晚上联系"}]}, ensure_ascii=False)},
-        model="fake-mem0",
-    )
-    engine = Mem0Engine()
-    users = [f"agent-1:群聊:客户{number}" for number in range(8)]
-    exchange = [{"role": "user", "content": "晚上再联系我"}]
-
-    added = await asyncio.gather(*(engine.add_memories(user, exchange) for user in users))
-    found = await asyncio.gather(*(engine.search_memories(user, "什么时候联系") for user in users * 2))
-
-    assert all(items and items[0]["memory"] == "客户偏好晚上联系" for items in added)
-    assert all(items and items[0]["memory"] == "客户偏好晚上联系" for items in found)
