@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from apps.agents import services
 from apps.agents.models import Agent
 
 PRESENCE_COLOURS = {"online": "#2e7d32", "degraded": "#ef6c00", "offline": "#9e9e9e"}
@@ -49,6 +50,15 @@ class AgentAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # agents are created with `manage.py create_agent` so the secret is shown once
+
+    def save_model(self, request, obj, form, change):
+        services.save_agent(obj)
+
+    def delete_model(self, request, obj):
+        services.delete_agents(Agent.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset):
+        services.delete_agents(queryset)
 
     @admin.display(description=_("状态"))
     def presence_badge(self, obj):

@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 
 from apps.agents import auth, services
 from apps.agents.authentication import AgentJWTAuthentication
+from apps.core import aio
 
 
 class IsAgent(BasePermission):
@@ -101,7 +102,7 @@ class RefreshView(APIView):
         serializer = RefreshSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            tokens = auth.refresh(serializer.validated_data["refresh_token"])
+            tokens = aio.run(auth.refresh(serializer.validated_data["refresh_token"]))
         except auth.AuthError as exc:
             return _auth_error(exc)
         return Response(tokens)

@@ -2,8 +2,13 @@
 
 Agent secrets are stored with Django's password hashers (PBKDF2, slow on purpose); a successful
 verification is remembered (process memory + cache, keyed by a SHA-256 of hash and secret) so
-reconnect storms do not burn CPU on PBKDF2. Access tokens are verified without the database; the
-agent's `is_active` flag is re-read at most every AGENT_CACHE_SECONDS.
+reconnect storms do not burn CPU on PBKDF2. Access tokens are verified without the database: which
+agents are enabled is a versioned cache (`ACTIVE_AGENTS`) that the services writing agents bump, so
+disabling an agent in admin locks its tokens out in this process at once and everywhere within
+AGENT_ACTIVE_CHECK_SECONDS.
+
+`authenticate_token` and `refresh` are async (the WebSocket consumer and the ASGI ingest await them);
+sync callers (DRF's authentication class and views) bridge with `apps.core.aio.run`.
 """
 
 import contextlib
@@ -18,10 +23,10 @@ from django.conf import settings
 from django.contrib.auth.hashers import check_password
 from django.core.cache import cache
 
+from apps.core.cache import VersionedCache
+
 ALGORITHM = "HS256"
-AGENT_CACHE_SECONDS = 10.0
 _verified: dict[str, float] = {}
-_active: dict[str, tuple[float, bool]] = {}
 
 
 class AuthError(Exception):
@@ -47,6 +52,17 @@ class AgentIdentity:
         return self.agent_id
 
 
+def _load_active_agents(version: str) -> frozenset[str]:
+    from apps.agents.models import Agent
+
+    return frozenset(Agent.objects.filter(is_active=True).values_list("id", flat=True))
+
+
+ACTIVE_AGENTS: VersionedCache[frozenset[str]] = VersionedCache(
+    "agents.active", _load_active_agents, check_seconds=lambda: settings.AGENT_ACTIVE_CHECK_SECONDS
+)
+
+
 def signing_key() -> str:
     return settings.AGENT_JWT_SECRET or hashlib.sha256(f"agent-jwt:{settings.SECRET_KEY}".encode()).hexdigest()
 
@@ -67,14 +83,14 @@ def verify_secret(agent, raw: str) -> bool:
         return True
     try:
         remembered = cache.get(key)
-    except Exception:  # cache down: fall back to the slow path
+    except Exception:  # Redis outage: fall back to the slow path
         remembered = None
     if remembered or check_password(raw, agent.secret_hash):
         _verified[key] = time.monotonic()
         if len(_verified) > 10_000:
             _verified.clear()
         if not remembered:
-            with contextlib.suppress(Exception):  # cache down: only the shortcut is lost
+            with contextlib.suppress(Exception):  # Redis outage: only the shortcut is lost
                 cache.set(key, 1, 24 * 3600)
         return True
     return False
@@ -90,12 +106,12 @@ def issue_tokens(agent_id: str) -> dict:
         key,
         algorithm=ALGORITHM,
     )
-    refresh = jwt.encode(
+    refresh_token = jwt.encode(
         {"sub": agent_id, "typ": "refresh", "iat": now, "exp": now + refresh_ttl, "jti": uuid.uuid4().hex},
         key,
         algorithm=ALGORITHM,
     )
-    return {"access_token": access, "refresh_token": refresh, "token_type": "Bearer", "expires_in": access_ttl}
+    return {"access_token": access, "refresh_token": refresh_token, "token_type": "Bearer", "expires_in": access_ttl}
 
 
 def decode(token: str, expected_type: str = "access") -> dict:
@@ -112,48 +128,23 @@ def decode(token: str, expected_type: str = "access") -> dict:
     return claims
 
 
-def agent_is_active(agent_id: str) -> bool:
-    """Sync (ORM); cached per process for AGENT_CACHE_SECONDS."""
-    now = time.monotonic()
-    hit = _active.get(agent_id)
-    if hit and now - hit[0] < AGENT_CACHE_SECONDS:
-        return hit[1]
-    from apps.agents.models import Agent
-
-    active = Agent.objects.filter(pk=agent_id, is_active=True).exists()
-    _active[agent_id] = (now, active)
-    return active
-
-
-def cached_active(agent_id: str) -> bool | None:
-    hit = _active.get(agent_id)
-    if hit and time.monotonic() - hit[0] < AGENT_CACHE_SECONDS:
-        return hit[1]
-    return None
-
-
-def forget(agent_id: str) -> None:
-    _active.pop(agent_id, None)
-
-
-def authenticate_token(token: str) -> AgentIdentity:
-    """Sync: decode an access token and check the agent still exists and is active."""
-    claims = decode(token, "access")
-    if not agent_is_active(claims["sub"]):
+async def _require_active(agent_id: str) -> None:
+    if agent_id not in await ACTIVE_AGENTS.get():
         raise AuthError("agent unknown or disabled", "agent_disabled")
+
+
+async def authenticate_token(token: str) -> AgentIdentity:
+    """The identity of a valid access token of an enabled agent; AuthError otherwise."""
+    claims = decode(token, "access")
+    await _require_active(claims["sub"])
     return AgentIdentity(claims["sub"], claims.get("jti", ""))
 
 
-async def aauthenticate_token(token: str) -> AgentIdentity:
-    from apps.core.db import run_db
-
-    claims = decode(token, "access")
-    active = cached_active(claims["sub"])
-    if active is None:
-        active = await run_db(agent_is_active, claims["sub"])
-    if not active:
-        raise AuthError("agent unknown or disabled", "agent_disabled")
-    return AgentIdentity(claims["sub"], claims.get("jti", ""))
+async def refresh(refresh_token: str) -> dict:
+    """A new token pair for a valid refresh token of an enabled agent; AuthError otherwise."""
+    claims = decode(refresh_token, "refresh")
+    await _require_active(claims["sub"])
+    return issue_tokens(claims["sub"])
 
 
 def bearer(header_value: str | bytes | None) -> str:
@@ -166,16 +157,10 @@ def bearer(header_value: str | bytes | None) -> str:
 
 
 def login(agent_id: str, api_key: str) -> dict:
+    """Tokens for an enabled agent's id + secret (sync: the secret check is CPU, PBKDF2)."""
     from apps.agents.models import Agent
 
     agent = Agent.objects.filter(pk=agent_id).only("id", "secret_hash", "is_active").first() if agent_id else None
     if agent is None or not agent.is_active or not verify_secret(agent, api_key):
         raise AuthError("invalid agent_id or api_key", "invalid_credentials")
     return issue_tokens(agent.id)
-
-
-def refresh(refresh_token: str) -> dict:
-    claims = decode(refresh_token, "refresh")
-    if not agent_is_active(claims["sub"]):
-        raise AuthError("agent unknown or disabled", "agent_disabled")
-    return issue_tokens(claims["sub"])

@@ -1,10 +1,14 @@
-"""DRF authentication for agents: `Authorization: Bearer <access JWT>`."""
+"""DRF authentication for agents: `Authorization: Bearer <access JWT>`.
+
+DRF authenticates in sync code: this is the edge where the async token check is bridged (`aio.run`).
+"""
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 
 from apps.agents import auth
+from apps.core import aio
 
 
 class AgentJWTAuthentication(BaseAuthentication):
@@ -14,7 +18,7 @@ class AgentJWTAuthentication(BaseAuthentication):
             return None  # let other authenticators try; no user at all → 401 from the permission
         token = auth.bearer(header)
         try:
-            identity = auth.authenticate_token(token)
+            identity = aio.run(auth.authenticate_token(token))
         except auth.AuthError as exc:
             raise exceptions.AuthenticationFailed(exc.detail, code=exc.code) from exc
         return identity, token

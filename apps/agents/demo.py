@@ -6,9 +6,8 @@ import os
 
 from django.conf import settings
 
-from apps.agents.auth import new_secret
 from apps.agents.models import Agent
-from apps.agents.services import create_agent
+from apps.agents.services import create_agent, reset_secret
 
 DEMO_AGENT_ID = "agt_demo"
 
@@ -41,8 +40,6 @@ def seed(stdout) -> None:
     if agent is None:
         agent, secret = create_agent("演示终端", agent_id=DEMO_AGENT_ID, driver="simulator")
     else:  # the file is gone: the old secret cannot be recovered, issue a new one
-        secret = new_secret()
-        agent.set_secret(secret)
-        agent.save(update_fields=["secret_hash"])
+        secret = reset_secret(agent)
     _write(agent.id, secret)
     stdout.write(f"demo agent created — agent_id: {agent.id}  api_key: {secret}  (saved to {path})")

@@ -1,6 +1,12 @@
-"""Agent registration, heartbeats and presence."""
+"""Agent registration, credentials, enabling/disabling, heartbeats and presence.
+
+Every write that changes which agents are enabled bumps `auth.ACTIVE_AGENTS`, so token checks in every
+process follow it.
+"""
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from apps.agents import auth
@@ -35,7 +41,29 @@ def create_agent(name: str, *, agent_id: str | None = None, secret: str | None =
         agent.id = agent_id
     agent.set_secret(secret)
     agent.save(force_insert=True)
+    auth.ACTIVE_AGENTS.bump()
     return agent, secret
+
+
+def reset_secret(agent: Agent) -> str:
+    """A new secret for `agent` (returned in clear once, stored hashed); the old one stops working."""
+    secret = auth.new_secret()
+    agent.set_secret(secret)
+    agent.save(update_fields=["secret_hash"])
+    return secret
+
+
+def save_agent(agent: Agent) -> None:
+    """Admin's edit of an agent (name, enabled, heartbeat interval, …)."""
+    agent.save()
+    auth.ACTIVE_AGENTS.bump()
+
+
+def delete_agents(agents: QuerySet) -> int:
+    with transaction.atomic():
+        deleted, _ = agents.delete()
+        auth.ACTIVE_AGENTS.bump()
+    return deleted
 
 
 def record_heartbeat(agent_id: str, data: dict) -> dict:

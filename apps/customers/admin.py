@@ -4,7 +4,6 @@ from django.utils.translation import gettext_lazy as _
 from apps.customers import services
 from apps.customers.api import EXPORT_PERMISSION, export_response
 from apps.customers.models import Contact, Customer, WeChatBinding
-from apps.erp.models import Contract
 
 ERP_FIELDS = [field for field, _column in Customer.ERP_COLUMNS]
 
@@ -24,13 +23,6 @@ class ContactInline(ReadOnlyInline):
     model = Contact
     fields = ("erp_id", "name", "sex", "title", "mobile", "phone", "email")
     readonly_fields = fields
-
-
-class ContractInline(ReadOnlyInline):
-    model = Contract
-    fields = ("erp_id", "number", "title", "amount", "signed_on", "status")
-    readonly_fields = fields
-    show_change_link = True
 
 
 class WeChatBindingInline(admin.TabularInline):
@@ -76,10 +68,9 @@ class CustomerAdmin(admin.ModelAdmin):
         ),
         (_("本地数据（同步不会覆盖）"), {"fields": ("k_code", "tags", "intent_score", "created_at", "updated_at")}),
     )
-    inlines = [ContactInline, ContractInline, WeChatBindingInline]
+    inlines = [ContactInline, WeChatBindingInline]  # the erp app adds the customer's contracts
     actions = ["export_csv", "export_json"]
     list_per_page = 50
-    change_list_template = "admin/customers/customer/change_list.html"
 
     def has_add_permission(self, request):
         return False  # customers come from the ERP

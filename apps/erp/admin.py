@@ -1,11 +1,12 @@
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
+from apps.customers.admin import ContactInline, CustomerAdmin, ReadOnlyInline, WeChatBindingInline
+from apps.customers.models import Customer
 from apps.erp import services, tasks
 from apps.erp.models import Contract, ErpConnection, SyncRun
 
@@ -26,6 +27,24 @@ class ErpConnectionForm(forms.ModelForm):
     def clean_password(self):
         password = self.cleaned_data.get("password")
         return password or (self.instance.password if self.instance.pk else "")
+
+
+class ContractInline(ReadOnlyInline):
+    model = Contract
+    fields = ("erp_id", "number", "title", "amount", "signed_on", "status")
+    readonly_fields = fields
+    show_change_link = True
+
+
+# erp sits above customers: it extends the customer admin with the ERP's parts (contracts, the sync
+# buttons) instead of customers importing erp — Django's way of adding to another app's admin.
+admin.site.unregister(Customer)
+
+
+@admin.register(Customer)
+class ErpCustomerAdmin(CustomerAdmin):
+    inlines = [ContactInline, ContractInline, WeChatBindingInline]
+    change_list_template = "admin/erp/customer_change_list.html"
 
 
 @admin.register(ErpConnection)
@@ -85,6 +104,6 @@ class SyncRunAdmin(admin.ModelAdmin):
             messages.warning(request, _("ERP 同步正在进行中，请稍后查看同步记录"))
         else:
             full = request.POST.get("full") == "1"
-            transaction.on_commit(lambda: tasks.enqueue_sync(full=full, trigger=SyncRun.Trigger.ADMIN))
+            tasks.enqueue_sync(full=full, trigger=SyncRun.Trigger.ADMIN)
             messages.success(request, _("已开始从 ERP 同步，完成后刷新本页查看结果"))
         return HttpResponseRedirect(reverse("admin:erp_syncrun_changelist"))

@@ -1,36 +1,19 @@
-"""ERP sync task (queue `sync`) and its beat entry.
-
-The periodic schedule is declared here in `beat_schedule` (every ERP_SYNC_INTERVAL_MINUTES, 0 = off);
-django-celery-beat's DatabaseScheduler copies it into a PeriodicTask row when beat starts, where
-admin can pause it.
-"""
+"""ERP sync task (queue `sync`); its beat entry (every ERP_SYNC_INTERVAL_MINUTES, 0 = off) is declared
+in celery_app.py."""
 
 import random
-from datetime import timedelta
 
 from celery import shared_task
-from django.conf import settings
 
+from apps.core import jobs
 from apps.erp import services
 from apps.erp.models import SyncRun
-from celery_app import app
 
 TASK_NAME = "erp.sync_erp"
 
-if settings.ERP_SYNC_INTERVAL_MINUTES > 0:
-    app.conf.beat_schedule = {
-        **(app.conf.beat_schedule or {}),
-        "ERP：同步客户": {
-            "task": TASK_NAME,
-            "schedule": timedelta(minutes=settings.ERP_SYNC_INTERVAL_MINUTES),
-            "kwargs": {"trigger": SyncRun.Trigger.BEAT},
-            "options": {"queue": "sync"},
-        },
-    }
-
 
 def enqueue_sync(*, full: bool = False, trigger: str = SyncRun.Trigger.ADMIN) -> None:
-    sync_erp.apply_async(kwargs={"full": full, "trigger": trigger}, queue="sync")
+    jobs.enqueue(TASK_NAME, full=full, trigger=trigger)
 
 
 @shared_task(bind=True, name=TASK_NAME, ignore_result=True, max_retries=3)

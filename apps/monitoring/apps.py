@@ -35,7 +35,8 @@ def adopt_celery_logger(logger, **kwargs) -> None:
     format when LOG_JSON is on, and the per-trace store, so a message's trace goes on inside the worker."""
     from django.conf import settings
 
-    from apps.monitoring.tracing import JsonFormatter, TraceIdFilter, TraceStoreHandler
+    from apps.core.tracing import JsonFormatter, TraceIdFilter
+    from apps.monitoring.tracing import TraceStoreHandler
 
     trace_filter = TraceIdFilter()
     for handler in logger.handlers:

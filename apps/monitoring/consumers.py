@@ -7,7 +7,6 @@ from channels.auth import get_user
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from apps.core.db import run_db
 from apps.monitoring.producer import GROUP, cached_snapshot_text, producer
 
 CLOSE_FORBIDDEN = 4403
@@ -25,7 +24,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         self.joined = True
         self.checked_at = time.monotonic()
         producer.viewer_joined()
-        text = await run_db(cached_snapshot_text)
+        text = await cached_snapshot_text()
         if text:
             await self.send(text_data=text)
 

@@ -14,19 +14,13 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 CACHE_REQUESTS = Counter(
     "wxcs_cache_requests_total", "Cache lookups by cache type and result (hit / miss)", ["cache", "result"]
 )
-DECISION_LATENCY = Histogram(
-    "wxcs_decision_latency_seconds",
-    "Time from message received to reply decided",
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60),
-)
-HANDOFFS = Counter("wxcs_handoffs_total", "Conversations handed to a human", ["reason"])
 ALERT_NOTIFICATIONS = Counter(
     "wxcs_alert_notifications_total", "Alert notifications sent by channel kind and outcome", ["channel", "outcome"]
 )
@@ -43,14 +37,6 @@ def cache_hit(cache_type: str, hit: bool) -> None:
     except ValueError:
         cache.add(f"{key}:{result}", 0, CACHE_STATS_TTL)
         cache.incr(f"{key}:{result}")
-
-
-def observe_decision(seconds: float) -> None:
-    DECISION_LATENCY.observe(seconds)
-
-
-def handoff(reason: str = "") -> None:
-    HANDOFFS.labels(reason=reason or "other").inc()
 
 
 def cache_hit_counts(day=None) -> tuple[int, int]:

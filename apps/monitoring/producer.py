@@ -3,7 +3,7 @@
 Each web process starts an asyncio task when its first viewer connects and stops it when its last
 viewer leaves. Of all those tasks (one per web process with viewers) only the holder of a Redis lock
 (TTL a few intervals, extended every round) builds the snapshot; it sends it once to the channel-layer
-group every viewer of every process is in, and keeps the latest in the cache for newcomers. When the
+group every viewer of every process is in, and keeps the latest in Redis for newcomers. When the
 leader's viewers leave or its process dies, the lock lapses and another process with viewers takes over.
 """
 
@@ -11,17 +11,14 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.core.cache import cache
-from django.db import close_old_connections
 from redis.exceptions import LockError, RedisError
 
+from apps.core import redis
 from apps.core.db import run_db
 from apps.monitoring import services
-from apps.monitoring.tracing import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -31,18 +28,16 @@ SNAPSHOT_KEY = "monitoring:dashboard:snapshot"
 
 
 def build_snapshot_text() -> str:
-    """Build, cache and return the snapshot as JSON text (runs in a worker thread)."""
-    close_old_connections()
+    """Build the snapshot as JSON text (sync: the database readings; run on `run_db`)."""
+    return json.dumps(services.dashboard_snapshot(), ensure_ascii=False, default=str)
+
+
+async def cached_snapshot_text() -> str | None:
+    """The latest snapshot, for a viewer who just connected (None: wait for the next round)."""
     try:
-        text = json.dumps(services.dashboard_snapshot(), ensure_ascii=False, default=str)
-    finally:
-        close_old_connections()
-    cache.set(SNAPSHOT_KEY, text, timeout=max(10, int(settings.DASHBOARD_INTERVAL * 10)))
-    return text
-
-
-def cached_snapshot_text() -> str | None:
-    return cache.get(SNAPSHOT_KEY)
+        return await redis.batched("GET", redis.key(SNAPSHOT_KEY))
+    except RedisError:
+        return None
 
 
 class Producer:
@@ -50,9 +45,6 @@ class Producer:
         self.viewers = 0
         self.task: asyncio.Task | None = None
         self.lock = None
-        self.token = uuid.uuid4().hex
-        self.rounds = 0
-        self.busy_seconds = 0.0
 
     def viewer_joined(self) -> None:
         self.viewers += 1
@@ -69,41 +61,42 @@ class Producer:
             while self.viewers > 0:
                 started = time.monotonic()
                 try:
-                    if await run_db(self.hold_lock):
-                        text = await run_db(build_snapshot_text)
-                        await layer.group_send(GROUP, {"type": "dashboard.snapshot", "text": text})
-                        self.rounds += 1
-                        self.busy_seconds += time.monotonic() - started
+                    if await self.hold_lock():
+                        await self.produce(layer)
                 except Exception:  # keep producing: one bad round (DB blip) must not stop the dashboard
                     logger.exception("dashboard producer round failed")
                 await asyncio.sleep(max(0.05, interval - (time.monotonic() - started)))
         finally:
-            await run_db(self.release_lock)
+            await self.release_lock()
 
-    def hold_lock(self) -> bool:
+    async def produce(self, layer) -> None:
+        text = await run_db(build_snapshot_text)
+        await layer.group_send(GROUP, {"type": "dashboard.snapshot", "text": text})
+        ttl = max(10, int(settings.DASHBOARD_INTERVAL * 10))
+        await redis.batched("SET", redis.key(SNAPSHOT_KEY), text, "EX", ttl)
+
+    async def hold_lock(self) -> bool:
         """True while this process is the producer: extend the lock we hold, or try to take it."""
-        client = redis_client()
-        if client is None:  # in-process cache: no other process can be producing
-            return True
         ttl = max(3.0, settings.DASHBOARD_INTERVAL * 3)
         if self.lock is None:
-            self.lock = client.lock(cache.make_key(LOCK_KEY), timeout=ttl, thread_local=False)
-        if self.lock.local.token is not None:
-            try:
-                self.lock.extend(ttl, replace_ttl=True)
-                return True
-            except LockError:
-                self.lock.local.token = None
+            self.lock = redis.aclient().lock(redis.key(LOCK_KEY), timeout=ttl, thread_local=False)
         try:
-            return bool(self.lock.acquire(blocking=False))
+            if self.lock.local.token is not None:
+                try:
+                    await self.lock.extend(ttl, replace_ttl=True)
+                    return True
+                except LockError:  # it lapsed and another process may hold it now
+                    self.lock.local.token = None
+            return bool(await self.lock.acquire(blocking=False))
         except RedisError:
             logger.warning("dashboard producer: Redis lock unavailable", exc_info=True)
             return False
 
-    def release_lock(self) -> None:
-        if self.lock is not None and self.lock.local.token is not None:
+    async def release_lock(self) -> None:
+        lock, self.lock = self.lock, None  # the next run takes a lock on its own event loop's client
+        if lock is not None and lock.local.token is not None:
             try:
-                self.lock.release()
+                await lock.release()
             except (LockError, RedisError):
                 pass
 

@@ -11,10 +11,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.core import jobs
 from apps.monitoring import metrics, notifiers, sources
 from apps.monitoring.models import AlertEvent, AlertRule, NotificationChannel
 
 logger = logging.getLogger(__name__)
+
+NOTIFY_EVENT_TASK = "monitoring.notify_alert_event"
 
 
 # --- notifications ---------------------------------------------------------------------------
@@ -113,14 +116,14 @@ def evaluate_rule(rule: AlertRule) -> tuple[int, str] | None:
                 event = AlertEvent.objects.create(rule=rule, value=value)
         except IntegrityError:  # another evaluator opened it first
             return None
-        _after_commit_notify(event.pk, "fired")
+        jobs.enqueue(NOTIFY_EVENT_TASK, event.pk, "fired")
         return event.pk, "fired"
     if open_event is not None:
         # Conditional update: only one evaluator can resolve (and so notify) an event.
         if AlertEvent.objects.filter(pk=open_event.pk, resolved_at__isnull=True).update(
             resolved_at=now, resolved_value=value
         ):
-            _after_commit_notify(open_event.pk, "resolved")
+            jobs.enqueue(NOTIFY_EVENT_TASK, open_event.pk, "resolved")
             return open_event.pk, "resolved"
     return None
 
@@ -128,12 +131,6 @@ def evaluate_rule(rule: AlertRule) -> tuple[int, str] | None:
 def _cooling_down(rule: AlertRule, now) -> bool:
     last = AlertEvent.objects.filter(rule=rule, resolved_at__isnull=False).order_by("-resolved_at").first()
     return last is not None and now - last.resolved_at < timedelta(seconds=rule.cooldown_seconds)
-
-
-def _after_commit_notify(event_id: int, kind: str) -> None:
-    from apps.monitoring.tasks import notify_alert_event
-
-    transaction.on_commit(lambda: notify_alert_event.delay(event_id, kind))
 
 
 def notify_event(event_id: int, kind: str) -> bool:

@@ -1,4 +1,8 @@
-"""Celery tasks: alert evaluation (beat, every 30 s; schedule registered by migration 0002) and notifications."""
+"""Celery tasks: alert evaluation (beat, every 30 s, declared in celery_app.py) and notifications.
+
+`monitoring.notify` is how apps below monitoring raise a notification (costs' budget alerts):
+`apps.core.jobs.enqueue("monitoring.notify", title, body, severity)`, by name, never by import.
+"""
 
 import random
 
@@ -12,7 +16,14 @@ def evaluate_alerts() -> int:
     return len(services.evaluate_rules())
 
 
-@app.task(bind=True, name="monitoring.notify_alert_event", ignore_result=True, max_retries=6)
+@app.task(name="monitoring.notify", ignore_result=True)
+def notify(title: str, body: str, severity: str = "warning") -> None:
+    """Send through every enabled channel. Not retried: a failing channel is logged, and a retry would
+    repeat the message on the channels that did get it."""
+    services.notify(title, body, severity)
+
+
+@app.task(bind=True, name=services.NOTIFY_EVENT_TASK, ignore_result=True, max_retries=6)
 def notify_alert_event(self, event_id: int, kind: str) -> None:
     try:
         services.notify_event(event_id, kind)

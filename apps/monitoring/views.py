@@ -6,7 +6,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from apps.messages.models import Conversation, Message
+from apps.messages import selectors as messages_selectors
 from apps.monitoring import services, tracing
 from apps.monitoring.metrics import exposition_registry
 
@@ -45,17 +45,17 @@ def trace(request, trace_id: str):
 @staff_member_required
 def conversation_trace(request, conversation_id: int):
     """The trace of each of the conversation's latest messages, newest first."""
-    messages = Message.objects.filter(conversation_id=conversation_id).order_by("-received_at")[:20]
+    messages = messages_selectors.latest_messages(conversation_id, limit=20)
+    if messages is None:
+        raise Http404
     traces = [
         {
-            "trace_id": message.trace_id.hex,
-            "label": f"{message.sender}: {message.content[:60]}",
-            "events": tracing.events(message.trace_id.hex),
+            "trace_id": message["trace_id"],
+            "label": f"{message['sender']}: {message['content'][:60]}",
+            "events": tracing.events(message["trace_id"]),
         }
         for message in messages
     ]
-    if not traces and not Conversation.objects.filter(pk=conversation_id).exists():
-        raise Http404
     context = {
         **admin.site.each_context(request),
         "title": _("会话追踪 #%(id)s") % {"id": conversation_id},

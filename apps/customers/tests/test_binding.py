@@ -4,6 +4,7 @@ import pytest
 
 from apps.customers import services
 from apps.customers.models import Contact, Customer, WeChatBinding
+from apps.customers.tests.factories import WeChatBindingFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -61,24 +62,18 @@ def test_unknown_contact_is_recorded_unmatched_for_manual_binding(synced, django
 
 def test_chat_wide_binding_covers_every_sender_and_sender_binding_wins(synced):
     company, person = Customer.objects.get(erp_id=3001), Customer.objects.get(erp_id=3002)
-    WeChatBinding.objects.create(
-        agent_id="agt_1", chat_name="某某公司采购群", sender="", customer=company, status="bound"
-    )
+    WeChatBindingFactory(chat_name="某某公司采购群", sender="", customer=company, status="bound")
     assert services.bound_customer("agt_1", "某某公司采购群", "随便谁") == company
-    WeChatBinding.objects.create(
-        agent_id="agt_1", chat_name="某某公司采购群", sender="老王", customer=person, status="bound"
-    )
+    WeChatBindingFactory(chat_name="某某公司采购群", sender="老王", customer=person, status="bound")
     assert services.bound_customer("agt_1", "某某公司采购群", "老王") == person
     assert services.bound_customer("agt_2", "某某公司采购群", "随便谁") is None  # another agent's WeChat
 
 
 def test_rejected_and_manual_bindings_survive_rematch(synced):
     customer = Customer.objects.get(erp_id=3001)
-    manual = WeChatBinding.objects.create(
-        agent_id="a", chat_name="K3208-x", customer=customer, status="bound", method="manual"
-    )
-    rejected = WeChatBinding.objects.create(agent_id="a", chat_name="K3209-y", status="rejected")
-    fresh = WeChatBinding.objects.create(agent_id="a", chat_name="K3210-z")
+    manual = WeChatBindingFactory(chat_name="K3208-x", customer=customer, status="bound", method="manual")
+    rejected = WeChatBindingFactory(chat_name="K3209-y", status="rejected")
+    fresh = WeChatBindingFactory(chat_name="K3210-z")
     assert services.rematch(WeChatBinding.objects.all()) == 1
     manual.refresh_from_db(), rejected.refresh_from_db(), fresh.refresh_from_db()
     assert manual.customer == customer and rejected.status == "rejected"
@@ -86,7 +81,7 @@ def test_rejected_and_manual_bindings_survive_rematch(synced):
 
 
 def test_admin_manual_binding_and_confirm_action(synced, admin_client):
-    binding = WeChatBinding.objects.create(agent_id="agt_1", chat_name="陌生人", sender="陌生人")
+    binding = WeChatBindingFactory(chat_name="陌生人", sender="陌生人")
     customer = Customer.objects.get(erp_id=3003)
     response = admin_client.post(
         f"/admin/customers/wechatbinding/{binding.pk}/change/",
@@ -97,3 +92,20 @@ def test_admin_manual_binding_and_confirm_action(synced, admin_client):
     binding.refresh_from_db()
     assert (binding.customer, binding.status, binding.method) == (customer, "bound", "manual")
     assert services.bound_customer("agt_1", "陌生人", "陌生人") == customer
+
+
+def test_confirm_action_only_confirms_bindings_that_point_at_a_customer(synced, admin_client):
+    suggested = WeChatBindingFactory(customer=Customer.objects.get(erp_id=3001), status="suggested", method="name")
+    unmatched = WeChatBindingFactory()
+    response = admin_client.post(
+        "/admin/customers/wechatbinding/",
+        {"action": "confirm", "_selected_action": [suggested.pk, unmatched.pk]},
+        follow=True,
+    )
+    assert "已确认 1 条绑定" in response.content.decode()
+    suggested.refresh_from_db(), unmatched.refresh_from_db()
+    assert (suggested.status, unmatched.status) == ("bound", "unmatched")
+    admin_client.post("/admin/customers/wechatbinding/", {"action": "reject", "_selected_action": [suggested.pk]})
+    suggested.refresh_from_db()
+    assert suggested.status == "rejected"
+    assert services.bound_customer("agt_1", suggested.chat_name, "") is None

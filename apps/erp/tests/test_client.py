@@ -6,8 +6,8 @@ from django.db import connection
 from apps.core.testing import free_port
 from apps.erp import client as erp
 from apps.erp.client import ErpClient, ErpCredentials
-from apps.erp.models import ErpConnection
 from apps.erp.simulator import SIM_PASSWORD, SIM_USERNAME, SimulatorState, SimulatorThread
+from apps.erp.tests.factories import ErpConnectionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -110,7 +110,7 @@ def test_credentials_from_connection_row_then_settings_then_simulator(settings):
     settings.ERP_BASE_URL, settings.ERP_USERNAME, settings.ERP_PASSWORD = "http://erp.example:81/", "alice", "s3cret"
     assert erp.current_credentials() == ErpCredentials("http://erp.example:81", "alice", "s3cret")
     assert "s3cret" not in repr(erp.current_credentials())
-    row = ErpConnection.objects.create(base_url="http://erp.internal", username="bob", password="pa55")
+    row = ErpConnectionFactory(username="bob", password="pa55")
     assert erp.current_credentials() == ErpCredentials("http://erp.internal", "bob", "pa55")
     with connection.cursor() as cursor:
         cursor.execute("SELECT password FROM erp_erpconnection WHERE id = %s", [row.pk])

@@ -12,10 +12,12 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from apps.agents.tests.factories import AgentFactory
+from apps.core import aio
 from apps.costs import services as costs
 from apps.monitoring import metrics, services
-from apps.monitoring.models import AlertEvent, AlertRule
-from apps.monitoring.tests import rows
+from apps.monitoring.models import AlertRule
+from apps.monitoring.tests.factories import AlertEventFactory, AlertRuleFactory, TimedReplyFactory
 
 pytestmark = pytest.mark.django_db
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -29,15 +31,15 @@ def staff_user(username="ops", **fields):
 
 
 def test_snapshot_reads_real_numbers_in_few_queries():
-    online = rows.agent("agt_a", online=True)
-    rows.agent("agt_b", online=False)
-    rows.message_with_reply(online, response_ms=1000, cost="0.010")
-    rows.message_with_reply(online, response_ms=3000, cost="0.020", status="pending_review")
+    online = AgentFactory()
+    AgentFactory(online=False)
+    TimedReplyFactory(agent=online, response_ms=1000, cost="0.010")
+    TimedReplyFactory(agent=online, response_ms=3000, cost="0.020", status="pending_review")
     metrics.cache_hit("memory", True)
     metrics.cache_hit("memory", True)
     metrics.cache_hit("knowledge", False)
-    rule = AlertRule.objects.create(name="P95 过高", metric=AlertRule.Metric.P95_LATENCY, threshold=2000)
-    AlertEvent.objects.create(rule=rule, value=3000)
+    rule = AlertRuleFactory(name="P95 过高", metric=AlertRule.Metric.P95_LATENCY, threshold=2000)
+    AlertEventFactory(rule=rule, value=3000)
 
     with CaptureQueriesContext(connection) as captured:
         snapshot = services.dashboard_snapshot()
@@ -66,7 +68,7 @@ def test_snapshot_reads_real_numbers_in_few_queries():
 
 def test_cost_today_comes_from_the_costs_tracker():
     before = services.dashboard_snapshot()["cards"]["cost_today"]
-    spent = costs.track("deepseek", "deepseek-chat", 100_000, 50_000).cost
+    spent = aio.run(costs.track("deepseek", "deepseek-chat", 100_000, 50_000)).cost
     assert spent > 0
     assert services.dashboard_snapshot()["cards"]["cost_today"] == pytest.approx(before + spent, rel=1e-3)
 
@@ -168,67 +170,69 @@ def test_dashboard_in_headless_chromium_shows_live_numbers(live_env, tmp_path):
             pass
 
 
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
 def chromium_session(base_url, tmp_path, expect, sync_playwright, stop_server, start_server_again):
     staff_user()
-    the_agent = rows.agent("agt_live", online=True)
+    the_agent = AgentFactory()
     with sync_playwright() as pw:
         # A fresh profile directory per run (playwright passes it as --user-data-dir).
         browser = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
         try:
             page = browser.new_page()
             errors = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(f"{base_url}/admin/login/?next=/dashboard/")
-            page.fill("#id_username", "ops")
-            page.fill("#id_password", STAFF_PASSWORD)
-            page.click("input[type=submit]")
-            page.wait_for_url(f"{base_url}/dashboard/")
-
-            expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=15000)
-            expect(page.locator('[data-card="total_requests"]')).to_have_text("0")
-            expect(page.locator('[data-card="active_agents"]')).to_have_text("1")
-            assert page.evaluate("typeof Chart") == "function"  # the vendored Chart.js loaded
-            expect(page.locator("#dashboard")).not_to_have_attribute("data-frames", "0", timeout=10000)
-
-            # Messages flow: three decided messages with replies held for review (written from a plain
-            # thread: the playwright sync API keeps an event loop running in this one).
-            in_thread(
-                lambda: [
-                    rows.message_with_reply(the_agent, response_ms=ms, status="pending_review")
-                    for ms in (400, 800, 1200)
-                ]
-            )
-
-            expect(page.locator('[data-card="total_requests"]')).to_have_text("3", timeout=10000)
-            expect(page.locator('[data-card="pending_reviews"]')).to_have_text("3")
-            expect(page.locator('[data-card="avg_response_ms"]')).to_have_text("800")
-            expect(page.locator('[data-card="p95_response_ms"]')).to_have_text("1200")
-            points = page.evaluate("Chart.getChart('chart-response').data.datasets[0].data")
-            assert points == pytest.approx([400, 800, 1200], abs=1)
+            log_in_to_the_dashboard(page, base_url, expect)
+            watch_live_numbers(page, expect, the_agent)
 
             # The server goes away and comes back: the page reconnects by itself and stays live.
             in_thread(stop_server)
             expect(page.locator("#conn-state")).to_have_attribute("data-state", "closed", timeout=10000)
             in_thread(start_server_again)
             expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=20000)
-            in_thread(lambda: rows.message_with_reply(the_agent, response_ms=100, status="delivered"))
+            in_thread(lambda: TimedReplyFactory(agent=the_agent, response_ms=100, status="delivered"))
             expect(page.locator('[data-card="total_requests"]')).to_have_text("4", timeout=10000)
             assert errors == []
         finally:
             browser.close()
+
+
+def log_in_to_the_dashboard(page, base_url, expect) -> None:
+    page.goto(f"{base_url}/admin/login/?next=/dashboard/")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", STAFF_PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{base_url}/dashboard/")
+    expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=15000)
+    expect(page.locator('[data-card="total_requests"]')).to_have_text("0")
+    expect(page.locator('[data-card="active_agents"]')).to_have_text("1")
+    assert page.evaluate("typeof Chart") == "function"  # the vendored Chart.js loaded
+    expect(page.locator("#dashboard")).not_to_have_attribute("data-frames", "0", timeout=10000)
+
+
+def watch_live_numbers(page, expect, the_agent) -> None:
+    """Messages flow: three decided messages with replies held for review (written from a plain thread:
+    the playwright sync API keeps an event loop running in this one)."""
+    in_thread(
+        lambda: [TimedReplyFactory(agent=the_agent, response_ms=ms, status="pending_review") for ms in (400, 800, 1200)]
+    )
+    expect(page.locator('[data-card="total_requests"]')).to_have_text("3", timeout=10000)
+    expect(page.locator('[data-card="pending_reviews"]')).to_have_text("3")
+    expect(page.locator('[data-card="avg_response_ms"]')).to_have_text("800")
+    expect(page.locator('[data-card="p95_response_ms"]')).to_have_text("1200")
+    points = page.evaluate("Chart.getChart('chart-response').data.datasets[0].data")
+    assert points == pytest.approx([400, 800, 1200], abs=1)
 
 
 @pytest.mark.e2e

@@ -5,9 +5,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from apps.agents.tests.factories import AgentFactory
+from apps.messages import metrics as pipeline_metrics
 from apps.monitoring import metrics, services
-from apps.monitoring.models import AlertRule, NotificationChannel
-from apps.monitoring.tests import rows
+from apps.monitoring.tests.factories import AlertRuleFactory, NotificationChannelFactory, TimedReplyFactory
 from apps.monitoring.tests.live import worker_and_daphne
 from apps.monitoring.tests.receiver import Receiver
 
@@ -29,11 +30,11 @@ def sample_value(family, **labels) -> float:
 
 
 def test_metrics_exposition_is_valid_and_names_the_product_metrics(client):
-    the_agent = rows.agent(queue_size=42)
-    rows.message_with_reply(the_agent, status="pending_review")
+    the_agent = AgentFactory(queue_size=42)
+    TimedReplyFactory(agent=the_agent, status="pending_review")
     metrics.cache_hit("memory", True)
     metrics.cache_hit("memory", False)
-    metrics.observe_decision(0.4)
+    pipeline_metrics.observe_decision(0.4)  # the pipeline's own metrics are exposed here too
 
     response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
 
@@ -55,7 +56,7 @@ def test_metrics_exposition_is_valid_and_names_the_product_metrics(client):
         "wxcs_cache_hit_ratio_today",
     ]:
         assert name in found, name
-    assert sample_value(found["wxcs_agent_offline_queue_size"], agent="agt_test") == 42
+    assert sample_value(found["wxcs_agent_offline_queue_size"], agent=the_agent.id) == 42
     assert sample_value(found["wxcs_replies"], status="pending_review") == 1
     assert sample_value(found["wxcs_agents_active"]) == 1
     assert found["wxcs_cache_hit_ratio_today"].samples[0].value == 0.5
@@ -117,14 +118,8 @@ def test_metric_incremented_in_a_celery_worker_shows_on_daphne_metrics(live_env,
     prom_dir.mkdir()
     env = {**live_env, "PROMETHEUS_MULTIPROC_DIR": str(prom_dir)}
     with Receiver(secret="SECtest") as receiver:
-        channel = NotificationChannel.objects.create(
-            name="钉钉", kind="dingtalk", target=receiver.url, secret="SECtest"
-        )
-        rule = AlertRule.objects.create(
-            name="离线队列积压", metric=AlertRule.Metric.OFFLINE_QUEUE, comparison="gt", threshold=100
-        )
-        rule.channels.add(channel)
-        rows.agent(queue_size=500)
+        AlertRuleFactory(channels=[NotificationChannelFactory(kind="dingtalk", target=receiver.url, secret="SECtest")])
+        AgentFactory(queue_size=500)
         worker_port = free_port()
         worker_env = {**env, "METRICS_WORKER_PORT": str(worker_port), "LOG_JSON": "true"}
         with worker_and_daphne(worker_env, {**env, "LOG_JSON": "true"}, tmp_path) as (worker, daphne, base_url):

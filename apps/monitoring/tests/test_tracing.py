@@ -8,8 +8,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from apps.core import redis
+from apps.core.tracing import JsonFormatter, TraceIdFilter, bind, current_trace_id
 from apps.monitoring import tracing
-from apps.monitoring.tests import rows
+from apps.monitoring.tests.factories import TimedReplyFactory
 from apps.monitoring.tests.live import worker_and_daphne
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +22,7 @@ def trace_logger():
     """A logger wired like settings.LOGGING (filter + trace store), independent of pytest's capture."""
     logger = logging.getLogger("wxcs.test.trace")
     handler = tracing.TraceStoreHandler()
-    handler.addFilter(tracing.TraceIdFilter())
+    handler.addFilter(TraceIdFilter())
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False  # the root logger's own trace_store handler would store each line twice
@@ -36,13 +38,13 @@ def test_bound_trace_id_follows_async_tasks_and_is_stored_per_trace(trace_logger
         await asyncio.sleep(0)
         trace_logger.info("provider answered")
 
-    with tracing.bind(trace_id) as bound:
-        assert bound == trace_id.hex == tracing.current_trace_id()
+    with bind(trace_id) as bound:
+        assert bound == trace_id.hex == current_trace_id()
         trace_logger.info("ingest %s", "ok")
         asyncio.run(provider_call())
     trace_logger.info("outside any trace")
 
-    assert tracing.current_trace_id() == ""
+    assert current_trace_id() == ""
     events = tracing.events(str(trace_id))  # the dashed form finds the same trace
     assert [event["message"] for event in events] == ["ingest ok", "provider answered"]
     assert all(event["trace_id"] == trace_id.hex for event in events)
@@ -50,7 +52,7 @@ def test_bound_trace_id_follows_async_tasks_and_is_stored_per_trace(trace_logger
 
 def test_trace_store_is_bounded(trace_logger, settings):
     settings.TRACE_MAX_EVENTS = 5
-    with tracing.bind("t-bounded"):
+    with bind("t-bounded"):
         for i in range(12):
             trace_logger.info("step %d", i)
     assert [event["message"] for event in tracing.events("t-bounded")] == [f"step {i}" for i in range(7, 12)]
@@ -59,20 +61,12 @@ def test_trace_store_is_bounded(trace_logger, settings):
 def test_trace_lines_are_stored_in_the_background_and_bounded_while_waiting(trace_logger, settings):
     """The handler only queues; the writer thread stores the lines without anyone calling flush(), and
     a queue that cannot be written is capped (oldest dropped, counted)."""
-    import time
-
-    raw = tracing.redis_client()
-    with tracing.bind("t-background"):
+    with bind("t-background"):
         trace_logger.info("queued, not yet stored")
     deadline = time.monotonic() + 5
     stored = []
     while time.monotonic() < deadline and not stored:
-        if raw is not None:
-            stored = raw.lrange(tracing._redis_key("t-background"), 0, -1)
-        else:
-            from django.core.cache import cache
-
-            stored = cache.get(tracing.trace_key("t-background"), [])
+        stored = redis.client().lrange(tracing.trace_key("t-background"), 0, -1)  # read without flushing
         time.sleep(0.02)
     assert [json.loads(item)["message"] for item in stored] == ["queued, not yet stored"]
 
@@ -88,17 +82,17 @@ def test_trace_lines_are_stored_in_the_background_and_bounded_while_waiting(trac
 
 def test_json_formatter_emits_one_object_with_the_trace_id():
     record = logging.LogRecord("apps.messages", logging.WARNING, __file__, 1, "规则 %s 命中", ("退款",), None)
-    with tracing.bind("abc123"):
-        tracing.TraceIdFilter().filter(record)
-    data = json.loads(tracing.JsonFormatter().format(record))
+    with bind("abc123"):
+        TraceIdFilter().filter(record)
+    data = json.loads(JsonFormatter().format(record))
     assert data["message"] == "规则 退款 命中"
     assert data["trace_id"] == "abc123" and data["level"] == "WARNING" and data["logger"] == "apps.messages"
 
 
 def test_admin_trace_views_show_a_conversations_log_lines(client, trace_logger):
-    reply = rows.message_with_reply(rows.agent())
+    reply = TimedReplyFactory()
     message = reply.message
-    with tracing.bind(message.trace_id):
+    with bind(message.trace_id):
         trace_logger.info("rules: no match")
         trace_logger.info("delivered reply %s", reply.pk)
 
@@ -113,7 +107,7 @@ def test_admin_trace_views_show_a_conversations_log_lines(client, trace_logger):
 
 
 def test_settings_logging_stores_traced_lines_once():
-    with tracing.bind("t-settings"):
+    with bind("t-settings"):
         logging.getLogger("apps.messages.tasks").warning("decided by rule")
     assert [event["message"] for event in tracing.events("t-settings")] == ["decided by rule"]
 
@@ -132,7 +126,7 @@ def test_celery_worker_loggers_are_adopted(settings):
     try:
         adopt_celery_logger(logger)
         adopt_celery_logger(logger)  # Celery may call it twice (root and task loggers): still one store
-        with tracing.bind("t-celery"):
+        with bind("t-celery"):
             logger.warning("llm call took %d ms", 812)
     finally:
         logger.handlers = []
@@ -148,16 +142,16 @@ def test_a_messages_trace_is_kept_from_the_real_pipeline_worker(live_env, tmp_pa
     import httpx
 
     from apps.agents.auth import issue_tokens
-    from apps.agents.services import create_agent
+    from apps.agents.tests.factories import AgentFactory
     from apps.messages.models import Message
 
     env = {
         **live_env,
-        "PIPELINE_ENGINE_CLASS": "apps.messages.testing.EchoEngine",
+        "ENGINE_DEFAULT": "echo",  # apps.engines.testing registers it in test workers
         "ECHO_ENGINE_DELAY": "0",
         "INGEST_RATE_LIMIT": "0",
     }
-    agent, _ = create_agent("追踪终端")
+    agent = AgentFactory()
     token = issue_tokens(agent.id)["access_token"]
     with worker_and_daphne(env, env, tmp_path) as (worker, _, base_url):
         message = {
