@@ -15,7 +15,7 @@ import itertools
 import json
 import time
 
-from pipeline_common import agents, cpu_seconds, message, pct, prepare, run, start_web, stop
+from pipeline_common import agents, cpu_seconds, drop_decision_queue, message, pct, prepare, run, start_web, stop
 
 
 async def closed_loop(urls, tokens, clients: int, seconds: float) -> dict:
@@ -138,9 +138,7 @@ def main():
             )
     finally:
         stop(*web)
-        from django_redis import get_redis_connection
-
-        get_redis_connection("default").delete("messages")  # no worker ran: drop the queued tasks
+        drop_decision_queue()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import itertools
 import json
 import time
 
-from pipeline_common import agents, cpu_seconds, message, pct, prepare, run, start_web, stop
+from pipeline_common import agents, cpu_seconds, drop_decision_queue, message, pct, prepare, run, start_web, stop
 
 
 async def load(urls, tokens, batch: int, inflight: int, seconds: float) -> dict:
@@ -103,9 +103,7 @@ def main():
         )
     finally:
         stop(*web)
-        from django_redis import get_redis_connection
-
-        get_redis_connection("default").delete("messages")
+        drop_decision_queue()
 
 
 if __name__ == "__main__":

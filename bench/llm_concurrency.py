@@ -1,13 +1,14 @@
 """500 messages through the real pipeline and Celery worker, the LLM answering after 2 s: how long until
 every reply is stored?
 
-    .venv/bin/python bench/llm_concurrency.py [--messages 500] [--latency 2] [--concurrency 600 64]
+    .venv/bin/python bench/llm_concurrency.py [--messages 500] [--latency 2] [--workers 2] [--concurrency 300]
+                                              [--ingest rest|ws] [--engine gateway|sleep]
 
-Real processes: one Daphne (REST ingest), one Celery worker (threads pool, the given concurrency),
-PostgreSQL, Redis, and the loopback OpenAI-compatible server (its own process, `--latency` s per answer).
-Each message is a new conversation (no per-chat ordering wait); the pipeline's `process_message` decides
-it with a forced engine that makes exactly one gateway `complete()` call (bench/llm_concurrency_engine.py),
-i.e. rules → engine → gateway (circuit breaker, budget reservation, usage tracking) → reply in the outbox.
+Real processes: one Daphne (ingest), `--workers` Celery workers (each deciding up to `--concurrency`
+messages at once from the decision queue), PostgreSQL, Redis, and the loopback OpenAI-compatible server (its
+own process, `--latency` s per answer). Each message is a new conversation (no per-chat ordering wait); the
+default engine makes exactly one gateway `complete()` call (bench/llm_concurrency_engine.py), i.e. rules →
+engine → gateway (circuit breaker, budget reservation, usage tracking) → reply in the outbox → push.
 Measured: from the first POST to the last Reply row, per-message latency (Message.received_at →
 Reply.created_at), and the worker's CPU. DATABASE_URL / REDIS_URL default to the gateway engineer's
 isolated resources (wxcs_gateway, Redis db 2).
@@ -114,11 +115,12 @@ def run_once(
 
     procs = [
         start_worker(
-            {**env, "CELERY_PREFETCH_MULTIPLIER": "1", "PIPELINE_BATCH_THREADS": str(concurrency)},
+            {**env, "PIPELINE_CONCURRENCY": str(concurrency)},
             LOG_DIR,
             name=f"worker{concurrency}-{w}",
-            concurrency=concurrency,
+            concurrency=8,
             queues="messages,default",
+            include=("bench.llm_concurrency_engine",),
         )
         for w in range(workers)
     ]
@@ -172,7 +174,8 @@ def threads_only(base_url: str, n: int, threads: int) -> dict:
     from django.conf import settings
 
     from apps.core import aio
-    from apps.llm_gateway.services import complete, drain, reset_gateway
+    from apps.llm_gateway.services import complete
+    from apps.llm_gateway.testing import reset_gateway
 
     settings.LLM_PROVIDERS = {"custom": {"api_base": base_url, "api_key": "k", "model": "fake-model", "timeout": "30"}}
     settings.LLM_ROUTES = {}
@@ -183,7 +186,7 @@ def threads_only(base_url: str, n: int, threads: int) -> dict:
     with ThreadPoolExecutor(threads) as pool:
         results = list(pool.map(lambda i: aio.run(complete(messages, user={"agent": "bench"})), range(n)))
     wall = time.perf_counter() - started
-    aio.run(drain())
+    aio.run(aio.drain())
     outcomes = collections.Counter("offline" if r.offline else "ok" for r in results)
     return {
         "mode": "threads+shared loop, no Celery",
@@ -198,9 +201,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=500)
     parser.add_argument("--latency", type=float, default=2.0)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[600, 64])
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[300], help="decisions in flight per worker process"
+    )
     parser.add_argument("--timeout", type=float, default=120)
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (each with --concurrency threads)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument(
         "--engine",
         choices=["gateway", "sleep"],
@@ -224,9 +229,10 @@ def main() -> None:
                 print(json.dumps({"bench": "llm_concurrency", "latency_s": args.latency, **result}, ensure_ascii=False))
         return
     with fake_openai(subprocess=True, record=False, latency=args.latency) as server:
-        engine = "GatewayEngine" if args.engine == "gateway" else "SleepEngine"
         env = prepare(
-            PIPELINE_ENGINE_CLASS=f"bench.llm_concurrency_engine.{engine}",
+            ENGINE_DEFAULT="gateway-bench"
+            if args.engine == "gateway"
+            else "sleep-bench",  # bench/llm_concurrency_engine
             BENCH_SLEEP_LATENCY=str(args.latency),
             **server.env("custom", model="fake-model", timeout=30),
             LLM_TOTAL_TIMEOUT="60",

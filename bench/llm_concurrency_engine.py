@@ -1,7 +1,9 @@
-"""The engine bench/llm_concurrency.py forces on the pipeline (PIPELINE_ENGINE_CLASS): one gateway
-`complete()` per message, nothing else, so the run measures the worker + gateway, not retrieval or tools."""
+"""The engines bench/llm_concurrency.py makes the default: one gateway `complete()` per message, nothing else,
+so the run measures the worker + gateway, not retrieval or tools. Registered with the engine manager when
+imported (the bench's workers: `celery worker --include bench.llm_concurrency_engine`)."""
 
 from apps.engines.base import BaseEngine, EngineReply
+from apps.engines.manager import register_engine
 from apps.llm_gateway.services import complete
 
 
@@ -46,3 +48,7 @@ class SleepEngine(GatewayEngine):
 
         await asyncio.sleep(float(os.environ.get("BENCH_SLEEP_LATENCY", "2")))
         return EngineReply(content="好的", confidence=0.9, engine=self.name, model="none", provider="none")
+
+
+register_engine(GatewayEngine.name, GatewayEngine)
+register_engine(SleepEngine.name, SleepEngine)

@@ -67,6 +67,14 @@ def prepare(**env_overrides: str) -> dict:
     return env
 
 
+def drop_decision_queue() -> None:
+    """No worker ran: what ingest queued for a decision goes."""
+    from apps.core import redis
+    from apps.messages import queue
+
+    redis.client().delete(queue.pending_key())
+
+
 def agents(n: int) -> list[tuple[str, str]]:
     stamp = int(time.time() * 1000)
     result = []

@@ -2,12 +2,22 @@
 
     .venv/bin/python bench/pipeline_overhead.py [--rate 100] [--seconds 20] [--agents 10] [--web 1] [--engine offline]
 
-Real processes: `--web` Daphne(s), one Celery worker (threads, CELERY_WORKER_CONCURRENCY default),
-PostgreSQL, Redis. `--agents` WebSocket agents send `message` frames open loop (on a fixed schedule
-totalling `--rate`/s, whatever the answers do) and ack every reply. Latency = frame sent → `reply`
-frame received, i.e. ingest + queue + rules + engine + store + push. The engine is the real offline
+Real processes: `--web` Daphne(s), one Celery worker (its decision-queue consumer decides), PostgreSQL,
+Redis. `--agents` WebSocket agents send `message` frames open loop (on a fixed schedule totalling `--rate`/s,
+whatever the answers do) and ack every reply. Latency = frame sent → `reply` frame received, split per
+message into stages that add up to it (one machine, one clock):
+
+    ingest        frame sent → message stored            (Message.received_at)
+    queue_wait    stored → claimed by a worker           (Message.claimed_at)
+    decide        claimed → decision made                (Reply.created_at: rules, engine, outcome)
+    store         decision made → stored                 (Message.decided_at)
+    push          stored → the web process sent it       (Reply.pushed_at, set right after the send)
+    agent_receive sent → the agent has the frame
+
+The means of the stages add up to the mean latency (medians need not). The engine is the real offline
 engine (knowledge base seeded with the EV-charger FAQ; questions taken from it, so it answers) with
-REVIEW_CONFIDENCE_THRESHOLD=0 so every answer is pushed; `--engine echo` uses apps.messages.testing.EchoEngine.
+REVIEW_CONFIDENCE_THRESHOLD=0 so every answer is pushed; `--engine echo` makes the echo engine of
+apps.engines.testing (registered in the bench's worker) the default.
 """
 
 import argparse
@@ -35,6 +45,8 @@ async def load(urls, tokens, texts, rate: float, seconds: float) -> dict:
 
     total = int(rate * seconds)
     sent_at: dict[str, float] = {}
+    sent_wall: dict[str, float] = {}
+    received_wall: dict[int, float] = {}
     by_message: dict[int, str] = {}
     latencies: list[float] = []
     errors = 0
@@ -57,6 +69,7 @@ async def load(urls, tokens, texts, rate: float, seconds: float) -> dict:
                 if frame["type"] == "accepted":
                     by_message[frame["message_id"]] = frame["client_id"]
                 elif frame["type"] == "reply":
+                    received_wall[frame["message_id"]] = time.time()
                     client_id = by_message.get(frame["message_id"])
                     if client_id in sent_at:
                         latencies.append((time.perf_counter() - sent_at.pop(client_id)) * 1000)
@@ -78,6 +91,7 @@ async def load(urls, tokens, texts, rate: float, seconds: float) -> dict:
             await asyncio.sleep(delay)
         client_id = f"p{stamp}-{i}"
         sent_at[client_id] = scheduled
+        sent_wall[client_id] = time.time()
         ws = sockets[i % len(sockets)]
         await ws.send(
             json.dumps(
@@ -102,7 +116,12 @@ async def load(urls, tokens, texts, rate: float, seconds: float) -> dict:
         await ws.close()
     for task in readers:
         task.cancel()
-    return {
+    times = {
+        message_id: (sent_wall[client_id], received_wall[message_id])
+        for message_id, client_id in by_message.items()
+        if message_id in received_wall and client_id in sent_wall
+    }
+    return times, {
         "offered_rate": rate,
         "sent": total,
         "replies": len(latencies),
@@ -115,20 +134,53 @@ async def load(urls, tokens, texts, rate: float, seconds: float) -> dict:
     }
 
 
-def breakdown(since) -> dict:
+STAGES = ("ingest", "queue_wait", "decide", "store", "push", "agent_receive")
+
+
+def breakdown(times: dict[int, tuple[float, float]]) -> dict:
+    """Per-stage milliseconds of the measured messages (see the module docstring); means add up."""
     from apps.messages.models import Reply
 
-    rows = list(Reply.objects.filter(created_at__gte=since).values_list("latency_ms", "status", "engine"))
-    out = {"replies_in_db": len(rows), "statuses": {}, "engines": {}}
-    for _, status, engine in rows:
+    rows = Reply.objects.filter(message_id__in=list(times)).values_list(
+        "message_id",
+        "message__received_at",
+        "message__claimed_at",
+        "created_at",
+        "message__decided_at",
+        "pushed_at",
+        "status",
+        "engine",
+    )
+    stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    out = {"replies_in_db": 0, "statuses": {}, "engines": {}}
+    for message_id, received, claimed, made, stored, pushed, status, engine in rows:
+        out["replies_in_db"] += 1
         out["statuses"][status] = out["statuses"].get(status, 0) + 1
         out["engines"][engine] = out["engines"].get(engine, 0) + 1
-    for key in ("queue_wait", "rules", "retrieval", "llm", "total"):
-        values = [r[0].get(key) for r in rows if r[0].get(key) is not None]
+        if None in (claimed, stored, pushed):
+            continue
+        sent, got = times[message_id]
+        marks = [
+            sent,
+            received.timestamp(),
+            claimed.timestamp(),
+            made.timestamp(),
+            stored.timestamp(),
+            pushed.timestamp(),
+            got,
+        ]
+        for stage, start, end in zip(STAGES, marks, marks[1:], strict=False):
+            stages[stage].append((end - start) * 1000)
+    for stage, values in stages.items():
         if values:
-            out[f"{key}_p50_ms"] = round(statistics.median(values), 2)
-            out[f"{key}_p95_ms"] = round(pct(values, 0.95), 2)
+            out[f"{stage}_mean_ms"] = round(statistics.fmean(values), 2)
+            out[f"{stage}_p50_ms"] = round(statistics.median(values), 2)
+            out[f"{stage}_p95_ms"] = round(pct(values, 0.95), 2)
     return out
+
+
+def latencies_of(times: dict[int, tuple[float, float]]) -> list[float]:
+    return [(got - sent) * 1000 for sent, got in times.values()]
 
 
 def main():
@@ -138,27 +190,26 @@ def main():
     parser.add_argument("--agents", type=int, default=10)
     parser.add_argument("--web", type=int, default=1)
     parser.add_argument("--engine", choices=["offline", "echo"], default="offline")
-    parser.add_argument("--concurrency", type=int, default=64, help="worker threads")
+    parser.add_argument("--concurrency", type=int, default=256, help="decisions in flight in the worker")
     args = parser.parse_args()
-    from django.utils import timezone
-
     overrides = {"REVIEW_CONFIDENCE_THRESHOLD": "0", "ENGINE_DEFAULT": "offline"}
     if args.engine == "echo":
-        overrides["PIPELINE_ENGINE_CLASS"] = "apps.messages.testing.EchoEngine"
+        overrides["ENGINE_DEFAULT"] = "echo"
     env = prepare(**overrides)
     texts = questions()
     random.Random(7).shuffle(texts)
     tokens = agents(args.agents)
-    worker = start_celery(env, concurrency=args.concurrency)
+    worker = start_celery({**env, "PIPELINE_CONCURRENCY": str(args.concurrency)})
     web, urls = start_web(env, args.web)
     try:
         run(load(urls, tokens, texts, 20, 1.5))  # warm-up: engine, index, pools
-        since = timezone.now()
         web_before, worker_before = cpu_seconds(web), cpu_seconds([worker])
-        result = run(load(urls, tokens, texts, args.rate, args.seconds))
+        times, result = run(load(urls, tokens, texts, args.rate, args.seconds))
         result["web_cpu_ms_per_msg"] = (cpu_seconds(web) - web_before) * 1000 / max(1, result["sent"])
         result["worker_cpu_ms_per_msg"] = (cpu_seconds([worker]) - worker_before) * 1000 / max(1, result["sent"])
-        result.update(breakdown(since))
+        result["server_cpu_ms_per_msg"] = result["web_cpu_ms_per_msg"] + result["worker_cpu_ms_per_msg"]
+        result["mean_ms"] = statistics.fmean(latencies_of(times)) if times else None
+        result.update(breakdown(times))
         print(
             json.dumps(
                 {

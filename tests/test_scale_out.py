@@ -72,12 +72,12 @@ async def replays_on(base_url: str, token: str, expected: int) -> list[dict]:
 
 
 def processed_by(worker) -> int:
-    return len(re.findall(r"Task apps\.messages\.tasks\.process_message\[.*\] succeeded", worker.log_path.read_text()))
+    return len(re.findall(r"message \d+ decided: ", worker.log_path.read_text()))
 
 
 @pytest.fixture
 def scaled_out(live_env, tmp_path):
-    env = dict(live_env, PIPELINE_ENGINE_CLASS="apps.messages.testing.EchoEngine", INGEST_RATE_LIMIT="0")
+    env = dict(live_env, ENGINE_DEFAULT="echo", INGEST_RATE_LIMIT="0")  # test workers register the echo engine
     workers = [start_worker(env, tmp_path, name=f"worker{i}", concurrency=8) for i in (1, 2)]
     webs = []
     try:
@@ -93,8 +93,8 @@ def scaled_out(live_env, tmp_path):
 
 def test_replies_from_either_worker_reach_agents_on_either_web_process(scaled_out):
     (web1, web2), workers = scaled_out
-    agent_a, _, token_a = make_agent("甲")
-    agent_b, _, token_b = make_agent("乙")
+    agent_a, token_a = make_agent(name="甲")
+    agent_b, token_b = make_agent(name="乙")
 
     async def scenario():
         return await asyncio.gather(
@@ -113,7 +113,7 @@ def test_replies_from_either_worker_reach_agents_on_either_web_process(scaled_ou
 
 def test_agent_reconnecting_to_the_other_web_process_gets_its_unacked_replies(scaled_out):
     (web1, web2), workers = scaled_out
-    agent, _, token = make_agent("丙")
+    agent, token = make_agent(name="丙")
 
     first = asyncio.run(send_and_collect(web1, token, "c", ack=False))  # received on web1, never acked
     replayed = asyncio.run(replays_on(web2, token, expected=MESSAGES_PER_AGENT))

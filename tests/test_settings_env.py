@@ -33,7 +33,7 @@ def test_app_knobs_come_from_the_environment_typed():
     overrides = {
         "AGENT_ACCESS_TOKEN_TTL": "120",
         "GROUP_REPLY_REQUIRES_AT": "false",
-        "PIPELINE_FAST_ENQUEUE": "0",
+        "PIPELINE_CONCURRENCY": "32",
         "KNOWLEDGE_HYBRID_ALPHA": "0.7",
         "RULES_ADMIN_NICKNAMES": "店长，组长, 老板",
     }
@@ -42,7 +42,7 @@ def test_app_knobs_come_from_the_environment_typed():
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {
         "AGENT_ACCESS_TOKEN_TTL": 120,
         "GROUP_REPLY_REQUIRES_AT": False,
-        "PIPELINE_FAST_ENQUEUE": False,
+        "PIPELINE_CONCURRENCY": 32,
         "KNOWLEDGE_HYBRID_ALPHA": 0.7,
         "RULES_ADMIN_NICKNAMES": ["店长", "组长", "老板"],
     }

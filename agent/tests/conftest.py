@@ -69,12 +69,13 @@ async def running_agent(config, driver=None):
 
 @pytest.fixture
 def live_env(live_env):
-    """The root fixture's child environment with a deterministic engine (the pipeline's EchoEngine:
-    "收到：<text>", confidence 0.9) and no ingest throttle, for the agent's e2e tests."""
+    """The root fixture's child environment with a deterministic engine (the echo engine that test workers
+    register, apps.engines.testing: "收到：<text>", confidence 0.9) and no ingest throttle, for the agent's
+    e2e tests."""
     live_env.update(
-        PIPELINE_ENGINE_CLASS="apps.messages.testing.EchoEngine",
+        ENGINE_DEFAULT="echo",
         ECHO_ENGINE_DELAY="0",
-        PIPELINE_LOCK_TTL="5",
+        PIPELINE_CLAIM_TTL="5",
         CELERY_VISIBILITY_TIMEOUT="3",
         INGEST_RATE_LIMIT="0",
     )

@@ -1,5 +1,5 @@
 """End to end: the real agent process (`python -m agent`, simulator driver) against the real server
-(Daphne, a Celery worker, PostgreSQL, Redis; the pipeline's EchoEngine answers "收到：<text>").
+(Daphne, a Celery worker, PostgreSQL, Redis; the test workers' echo engine answers "收到：<text>").
 
 The simulator is fed through its inbox file and every send is appended to its outbox file, so both
 outlive a kill -9 of the agent and the test can count what WeChat really got.

@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from apps.messages import services
+from apps.messages import review
 from apps.messages.models import Conversation, Message, Reply
 
 STATUS_COLOURS = {
@@ -169,22 +169,22 @@ class ConversationAdmin(admin.ModelAdmin):
 
     def take_over(self, request, queryset):
         for conversation in queryset:
-            services.take_over(conversation.pk, request.user)
+            review.take_over(conversation.pk, request.user)
         self.message_user(request, _("已接管 %d 个会话") % queryset.count())
 
     @admin.action(description=_("交还机器人"))
     def hand_back(self, request, queryset):
         for conversation in queryset:
-            services.hand_back(conversation.pk)
+            review.hand_back(conversation.pk)
         self.message_user(request, _("已交还 %d 个会话") % queryset.count())
 
     def response_change(self, request, obj):
         if "_take_over" in request.POST:
-            services.take_over(obj.pk, request.user)
+            review.take_over(obj.pk, request.user)
             self.message_user(request, _("已接管，机器人暂停；新回复将进入待审核"))
             return HttpResponseRedirect(request.path)
         if "_hand_back" in request.POST:
-            services.hand_back(obj.pk)
+            review.hand_back(obj.pk)
             self.message_user(request, _("已交还机器人"))
             return HttpResponseRedirect(request.path)
         return super().response_change(request, obj)
@@ -321,25 +321,25 @@ class ReplyAdmin(admin.ModelAdmin):
 
     def response_change(self, request, obj):
         if "_approve" in request.POST:
-            if services.approve(obj.pk, request.user, content=request.POST.get("content")):
+            if review.approve(obj.pk, request.user, content=request.POST.get("content")):
                 self.message_user(request, _("已批准并推送给客服终端"))
             else:
                 self.message_user(request, _("无法批准：回复不在待审核状态或内容为空"), messages.ERROR)
             return HttpResponseRedirect(reverse("admin:wxmessages_reply_changelist") + "?status__exact=pending_review")
         if "_reject" in request.POST:
-            if services.reject(obj.pk, request.user):
+            if review.reject(obj.pk, request.user):
                 self.message_user(request, _("已驳回，不会发送"))
             return HttpResponseRedirect(reverse("admin:wxmessages_reply_changelist") + "?status__exact=pending_review")
         return super().response_change(request, obj)
 
     @admin.action(description=_("批准并发送所选回复"))
     def approve_selected(self, request, queryset):
-        done = sum(services.approve(pk, request.user) for pk in queryset.values_list("pk", flat=True))
+        done = sum(review.approve(pk, request.user) for pk in queryset.values_list("pk", flat=True))
         self.message_user(request, _("已批准 %d 条") % done)
 
     @admin.action(description=_("驳回所选回复"))
     def reject_selected(self, request, queryset):
-        done = sum(services.reject(pk, request.user) for pk in queryset.values_list("pk", flat=True))
+        done = sum(review.reject(pk, request.user) for pk in queryset.values_list("pk", flat=True))
         self.message_user(request, _("已驳回 %d 条") % done)
 
 

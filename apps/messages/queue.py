@@ -1,154 +1,116 @@
-"""Cheap enqueueing of `process_message`, and the Redis client the pipeline uses.
+"""The decision queue: stored messages waiting to be decided, as a Redis list of `message:conversation[:w]`
+entries, consumed by every Celery worker process that serves the `messages` queue.
 
-`.delay()` costs ≈ 1 ms of CPU per message (../shared/ARCHITECTURE.md). With a Redis broker we
-publish the same Celery protocol-2 message a `.delay()` would, pre-serialised from a template, with
-one LPUSH for a whole batch (≈ 10 µs per message). Anything else (memory:// broker in tests, or
-PIPELINE_FAST_ENQUEUE=false) goes through Celery's `send_task` with one shared producer.
+Why not one Celery task per message: on these machines Celery costs ≈ 1.3 ms of CPU to publish a task and
+≈ 1.6 ms to receive and run even an empty one (bench/README.md, issue 14) — alone most of the 4 ms a
+message may cost the server. Here a message costs one RPUSH (shared by the requests of one event-loop turn)
+and a share of one BLPOP / LPOP. Redis hands the entries out across the worker processes blocked on the list.
+
+Nothing is lost when a worker dies or Redis is away: the database is the record (a message is `received`
+until decided), and beat's `sweep_stuck` puts messages left undecided back on the list. Decisions that fail
+on a transient error continue as the Celery task `process_message` (retry with backoff).
 """
 
-import base64
-import json
+import asyncio
 import logging
-import os
-import socket
-import threading
-import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from django.conf import settings
 
-logger = logging.getLogger("wxcs.ingest")
+from apps.core import aio, redis
 
-TASK_NAME = "apps.messages.tasks.process_message"
-BATCH_TASK_NAME = "apps.messages.tasks.process_messages"
-QUEUE = "messages"
-
-_local = threading.local()
-_origin = f"{os.getpid()}@{socket.gethostname()}"
+logger = logging.getLogger("wxcs.pipeline")
 
 
-def redis_client():
-    """The cache's redis-py client (django-redis), or None when the cache is not Redis."""
-    try:
-        from django_redis import get_redis_connection
-
-        return get_redis_connection("default")
-    except Exception:
-        return None
+def pending_key() -> str:
+    return redis.key("pipeline", "pending")
 
 
-def _broker_client():
-    client = getattr(_local, "broker", None)
-    if client is None:
-        import redis
+@dataclass(frozen=True)
+class Entry:
+    message_id: int
+    conversation_id: int
+    announce: bool = False  # someone waits for this decision (`?wait=N`)
 
-        url = settings.CELERY_BROKER_URL
-        if url.startswith("redis+socket://"):
-            # kombu's unix-socket URL: redis+socket:///path?virtual_host=N
-            path, _, query = url[len("redis+socket://") :].partition("?")
-            db = 0
-            for part in query.split("&"):
-                if part.startswith("virtual_host="):
-                    db = int(part.split("=", 1)[1] or 0)
-            client = redis.Redis(unix_socket_path=path, db=db)
-        else:
-            client = redis.Redis.from_url(url)
-        _local.broker = client
-    return client
+    def encode(self) -> str:
+        return f"{self.message_id}:{self.conversation_id}" + (":w" if self.announce else "")
+
+    @classmethod
+    def decode(cls, raw: str) -> "Entry":
+        message_id, conversation_id, *flags = raw.split(":")
+        return cls(int(message_id), int(conversation_id), "w" in flags)
 
 
-def _fast_enabled() -> bool:
-    return settings.PIPELINE_FAST_ENQUEUE and settings.CELERY_BROKER_URL.startswith(
-        ("redis://", "rediss://", "redis+socket://")
-    )
+async def enqueue(entries: list[Entry]) -> None:
+    if entries:
+        await redis.batched("RPUSH", pending_key(), *(entry.encode() for entry in entries))
 
 
-def task_calls(messages: list) -> list[tuple[str, list, dict]]:
-    """(task name, args, kwargs) to enqueue for these messages (ids or (id, conversation id) pairs): a
-    `process_message` each, except that a batch (an agent's `messages` frame) becomes `process_messages`
-    tasks of up to PIPELINE_ENQUEUE_BATCH messages — the worker's consumer receives tasks one by one,
-    and that is its bottleneck under bursts."""
-    calls = []
-    for chunk in _chunks(_pairs(messages)):
-        if len(chunk) > 1:
-            calls.append((BATCH_TASK_NAME, [[list(pair) for pair in chunk]], {}))
-        else:
-            message_id, conversation_id = chunk[0]
-            calls.append((TASK_NAME, [message_id], {"conversation_id": conversation_id} if conversation_id else {}))
-    return calls
+class Consumer:
+    """Pops entries and runs `handle(entry)` for each, at most `concurrency` at a time, on this event loop."""
 
+    def __init__(self, handle: Callable[[Entry], Awaitable[None]], concurrency: int):
+        self.handle = handle
+        self.concurrency = concurrency
+        self.slots = asyncio.Semaphore(concurrency)
+        self.running: set[asyncio.Task] = set()
+        self.stopping = asyncio.Event()
 
-def wire_messages(messages: list) -> list[bytes]:
-    """What to LPUSH for these messages: the kombu/Redis wire form of each of `task_calls(messages)`."""
-    return [_wire(*call) for call in task_calls(messages)]
+    async def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                entries = await self._next()
+            except Exception:  # Redis away: try again shortly; the sweep covers what was pushed meanwhile
+                logger.warning("decision queue unavailable", exc_info=True)
+                await asyncio.sleep(1)
+                continue
+            for raw in entries:
+                await self._start(Entry.decode(raw))
 
+    async def _next(self) -> list[str]:
+        """Wait (≤ 1 s) for an entry, then take whatever else is waiting, up to the free slots."""
+        async with self.slots:  # only wait for work while there is room for it
+            popped = await redis.aclient().blpop([pending_key()], timeout=1)
+        if popped is None:
+            return []
+        more = min(self.concurrency - len(self.running), settings.PIPELINE_POP_BATCH) - 1
+        rest = await redis.aclient().lpop(pending_key(), more) if more > 0 else None
+        return [popped[1], *(rest or [])]
 
-def _chunks(pairs: list[tuple[int, int | None]]) -> list[list[tuple[int, int | None]]]:
-    size = max(1, settings.PIPELINE_ENQUEUE_BATCH)
-    return [pairs[i : i + size] for i in range(0, len(pairs), size)]
+    async def _start(self, entry: Entry) -> None:
+        await self.slots.acquire()
+        task = asyncio.get_running_loop().create_task(self._run_one(entry))
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
 
-
-def _wire(task_name: str, args: list, kwargs: dict) -> bytes:
-    """What `apply_async(args, kwargs, queue="messages")` of that task would publish."""
-    task_id = str(uuid.uuid4())
-    body = base64.b64encode(
-        json.dumps([args, kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]).encode()
-    ).decode()
-    return json.dumps(
-        {
-            "body": body,
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": {
-                "lang": "py",
-                "task": task_name,
-                "id": task_id,
-                "shadow": None,
-                "eta": None,
-                "expires": None,
-                "group": None,
-                "group_index": None,
-                "retries": 0,
-                "timelimit": [None, None],
-                "root_id": task_id,
-                "parent_id": None,
-                "argsrepr": repr(tuple(args)),
-                "kwargsrepr": repr(kwargs),
-                "origin": _origin,
-                "ignore_result": False,
-                "replaced_task_nesting": 0,
-                "stamped_headers": None,
-                "stamps": {},
-            },
-            "properties": {
-                "correlation_id": task_id,
-                "reply_to": "",
-                "delivery_mode": 2,
-                "delivery_info": {"exchange": QUEUE, "routing_key": QUEUE},
-                "priority": 0,
-                "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        }
-    ).encode()
-
-
-def _pairs(messages) -> list[tuple[int, int | None]]:
-    return [m if isinstance(m, tuple) else (m, None) for m in messages]
-
-
-def enqueue_messages(messages: list) -> None:
-    """`messages`: message ids, or (message id, conversation id) pairs (saves the worker a query)."""
-    if not messages:
-        return
-    if _fast_enabled():
+    async def _run_one(self, entry: Entry) -> None:
         try:
-            _broker_client().lpush(QUEUE, *wire_messages(messages))
-            return
+            await self.handle(entry)
         except Exception:
-            _local.broker = None
-            logger.warning("fast enqueue failed; falling back to send_task", exc_info=True)
-    from celery_app import app
+            logger.exception("message %s: unexpected error in the decision queue", entry.message_id)
+        finally:
+            self.slots.release()
 
-    with app.producer_or_acquire() as producer:
-        for name, args, kwargs in task_calls(messages):
-            app.send_task(name, args, kwargs, queue=QUEUE, producer=producer)
+    async def stop(self, grace: float) -> None:
+        """Take no more entries; let the running decisions finish for up to `grace` seconds."""
+        self.stopping.set()
+        if self.running:
+            await asyncio.wait(set(self.running), timeout=grace)
+
+
+# --- one consumer per worker process (started when a Celery worker that serves `messages` is ready) -----
+_consumer: Consumer | None = None
+
+
+def start(handle: Callable[[Entry], Awaitable[None]]) -> None:
+    global _consumer
+    loop = aio.background_loop()
+    _consumer = Consumer(handle, settings.PIPELINE_CONCURRENCY)
+    asyncio.run_coroutine_threadsafe(_consumer.run(), loop)
+    logger.info("decision queue consumer started (%d at a time)", settings.PIPELINE_CONCURRENCY)
+
+
+def stop(grace: float = 10.0) -> None:
+    if _consumer is not None:
+        aio.run(_consumer.stop(grace), timeout=grace + 1)

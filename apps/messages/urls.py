@@ -2,8 +2,8 @@ from django.urls import path
 
 from apps.messages import api
 
+# POST /api/v1/messages (ingest) is served from ASGI: apps.messages.asgi, mounted in wxcs/asgi.py.
 api_urlpatterns = [
-    path("messages", api.ingest_view, name="message-ingest"),
     path("replies", api.OutboxView.as_view(), name="reply-outbox"),
     path("replies/<int:reply_id>", api.ReplyDetailView.as_view(), name="reply-detail"),
     path("replies/<int:reply_id>/ack", api.ReplyAckView.as_view(), name="reply-ack"),

@@ -1,56 +1,29 @@
 import pytest
 
-from apps.engines.base import EngineReply
-from apps.messages import services
+from apps.engines import manager
+from apps.engines.testing import ScriptedEngine
 
 
-class FakeEngine:
-    """In-process stand-in for the active engine (unit tests only; e2e tests use the real offline engine)."""
-
-    name = "fake"
-
-    def __init__(self):
-        self.content = "您好，充电桩安装请联系当地服务网点。"
-        self.confidence = 0.9
-        self.handoff = False
-        self.calls: list[dict] = []
-        self.error: Exception | None = None
-
-    async def generate_response(self, messages, conversation_id, personality_id=None, use_tools=None, stream=None):
-        self.calls.append({"messages": messages, "conversation_id": conversation_id})
-        if self.error:
-            raise self.error
-        return EngineReply(
-            content=self.content,
-            confidence=self.confidence,
-            engine=self.name,
-            model="fake-1",
-            input_tokens=12,
-            output_tokens=8,
-            cost=0.0012,
-            handoff=self.handoff,
-            latency_ms={"retrieval": 1.5, "llm": 3.0, "total": 4.5},
-        )
-
-
-@pytest.fixture(autouse=True)
-def fake_engine(monkeypatch):
-    engine = FakeEngine()
-
-    async def resolve(conversation_id, personality_id, override):
-        return engine
-
-    monkeypatch.setattr(services, "resolve_engine", resolve)
-    return engine
+@pytest.fixture
+def fake_engine(settings):
+    """A ScriptedEngine registered with the engine manager and made the default engine."""
+    engine = ScriptedEngine()
+    manager.register_engine("scripted", lambda: engine)
+    settings.ENGINE_DEFAULT = "scripted"
+    manager.SWITCH.forget()
+    yield engine
+    manager.SWITCH.forget()
 
 
 @pytest.fixture
 def live_env(live_env):
-    """The root fixture's child environment plus the pipeline's test knobs."""
+    """The root fixture's child environment: the echo engine (apps.engines.testing, loaded by test workers)
+    answers, quick lock expiry, no throttle."""
     live_env.update(
-        PIPELINE_ENGINE_CLASS="apps.messages.testing.EchoEngine",
+        ENGINE_DEFAULT="echo",
         ECHO_ENGINE_DELAY="0",
-        PIPELINE_LOCK_TTL="5",
+        PIPELINE_CLAIM_TTL="5",
+        PIPELINE_SWEEP_AFTER="2",
         CELERY_VISIBILITY_TIMEOUT="3",
         INGEST_RATE_LIMIT="0",
     )

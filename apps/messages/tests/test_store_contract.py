@@ -1,0 +1,107 @@
+"""Both stores (PostgreSQL statements, the ORM of the embedded default) keep the same contract: run against the
+same database, they must be indistinguishable."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from apps.core import aio, db
+from apps.messages.models import Conversation, Message, Reply
+from apps.messages.store import OrmStore, PostgresStore, Stored
+from apps.messages.tests.factories import ConversationFactory, MessageFactory, ReplyFactory
+from apps.messages.validation import validate
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+STORES = [pytest.param(OrmStore, id="orm"), pytest.param(PostgresStore, id="postgres")]
+
+
+@pytest.fixture(params=STORES)
+def store(request):
+    if request.param is PostgresStore and not db.is_postgres():
+        pytest.skip("the PostgreSQL store needs PostgreSQL")
+    return request.param()
+
+
+def item(client_id: str, chat: str = "张三", **extra):
+    return validate({"id": client_id, "chat_name": chat, "sender": chat, "content": f"问题 {client_id}", **extra})
+
+
+def test_insert_is_idempotent_per_agent_and_client_id(store):
+    agent = ConversationFactory().agent
+    first = aio.run(store.insert_messages(agent.id, [item("a"), item("b", chat="李四")]))
+    again = aio.run(store.insert_messages(agent.id, [item("b", chat="李四"), item("c")]))
+    assert [(a.client_id, a.created) for a in first + again] == [("a", True), ("b", True), ("b", False), ("c", True)]
+    assert again[0].message_id == first[1].message_id and again[0].conversation_id == first[1].conversation_id
+    assert first[0].conversation_id == again[1].conversation_id  # one conversation per agent + chat
+    stored = Message.objects.get(pk=first[0].message_id)
+    assert (stored.status, stored.content, stored.sender, stored.trace_id is not None) == (
+        "received",
+        "问题 a",
+        "张三",
+        True,
+    )
+    assert Conversation.objects.filter(agent=agent, chat_name__in=["张三", "李四"]).count() == 2
+
+
+def test_claim_takes_the_oldest_undecided_unless_someone_is_deciding_it(store):
+    conversation = ConversationFactory()
+    old = MessageFactory(conversation=conversation, content="第一问", status="decided")
+    ReplyFactory(message=old, content="第一答", status="delivered")
+    first, second = MessageFactory(conversation=conversation), MessageFactory(conversation=conversation)
+    long_ago, now = timezone.now() - timedelta(minutes=5), timezone.now()
+    claimed = aio.run(store.claim(conversation.id, 10, long_ago))
+    assert claimed.message_id == first.id and claimed.attempts == 1 and claimed.chat_name == conversation.chat_name
+    assert [(t.content, t.reply, t.status) for t in claimed.earlier] == [("第一问", "第一答", "delivered")]
+    assert Message.objects.get(pk=first.pk).status == "processing"
+    assert aio.run(store.claim(conversation.id, 10, long_ago)) is None  # being decided: the chat waits
+    assert aio.run(store.claim(conversation.id, 10, timezone.now())).attempts == 2  # its worker gave up
+    aio.run(store.release(first.id))  # the decision failed: claimable again at once
+    assert aio.run(store.claim(conversation.id, 10, long_ago)).attempts == 3
+    Message.objects.filter(pk=first.pk).update(status="decided")
+    assert aio.run(store.claim(conversation.id, 10, now)).message_id == second.id
+    assert aio.run(store.claim(ConversationFactory().id, 10, now)) is None  # nothing undecided
+
+
+def test_a_message_gets_one_reply(store):
+    message = MessageFactory(status="processing")
+    now = timezone.now()
+
+    def reply(text):
+        return Reply(
+            message_id=message.id,
+            conversation_id=message.conversation_id,
+            agent_id=message.agent_id,
+            content=text,
+            status=Reply.Status.QUEUED,
+            created_at=now,
+            latency_ms={"total": 1.0},
+        )
+
+    winner = reply("先到")
+    assert aio.run(store.insert_reply(winner)) == Stored(stored=True, more=False) and winner.id
+    assert aio.run(store.insert_reply(reply("后到"))) == Stored(stored=False, more=False)
+    MessageFactory(conversation=message.conversation)  # another one waits in the chat
+    assert aio.run(store.insert_reply(reply("再来"))).more is True
+    assert list(Reply.objects.filter(message=message).values_list("content", flat=True)) == ["先到"]
+    assert Message.objects.get(pk=message.pk).status == "decided"
+
+
+def test_outbox_mark_sent_and_ack_are_per_agent(store):
+    mine = [ReplyFactory() for _ in range(2)]
+    agent = mine[0].agent
+    Reply.objects.filter(pk=mine[1].pk).update(agent=agent, conversation=mine[0].conversation)
+    other = ReplyFactory()
+    ReplyFactory(message=MessageFactory(conversation=mine[0].conversation), status="pending_review")
+    listed = aio.run(store.outbox(agent.id, 10))
+    assert [r.reply_id for r in listed] == [mine[0].id, mine[1].id] and listed[0].chat == mine[0].conversation.chat_name
+    assert [r.reply_id for r in aio.run(store.outbox(agent.id, 1))] == [mine[0].id]
+    aio.run(store.mark_sent(agent.id, [mine[0].id, other.id]))
+    assert Reply.objects.get(pk=mine[0].pk).status == "sent" and Reply.objects.get(pk=other.pk).status == "queued"
+    acked = aio.run(store.ack(agent.id, mine[0].id, "delivered", ""))
+    assert (acked.status, acked.changed, acked.trace_id) == ("delivered", True, mine[0].message.trace_id)
+    repeat = aio.run(store.ack(agent.id, mine[0].id, "failed", "later"))
+    assert (repeat.status, repeat.changed) == ("delivered", False)
+    assert aio.run(store.ack(agent.id, other.id, "delivered", "")) is None
+    assert Reply.objects.get(pk=other.pk).status == "queued"
