@@ -11,8 +11,7 @@ message into stages that add up to it (one machine, one clock):
     queue_wait    stored → claimed by a worker           (Message.claimed_at)
     decide        claimed → decision made                (Reply.created_at: rules, engine, outcome)
     store         decision made → stored                 (Message.decided_at)
-    push          stored → the web process sent it       (Reply.pushed_at, set right after the send)
-    agent_receive sent → the agent has the frame
+    push          stored → the agent has the frame       (publish, the web process relays it, the socket)
 
 The means of the stages add up to the mean latency (medians need not). The engine is the real offline
 engine (knowledge base seeded with the EV-charger FAQ; questions taken from it, so it answers) with
@@ -134,7 +133,7 @@ async def load(urls, tokens, texts, rate: float, seconds: float) -> dict:
     }
 
 
-STAGES = ("ingest", "queue_wait", "decide", "store", "push", "agent_receive")
+STAGES = ("ingest", "queue_wait", "decide", "store", "push")
 
 
 def breakdown(times: dict[int, tuple[float, float]]) -> dict:
@@ -147,29 +146,20 @@ def breakdown(times: dict[int, tuple[float, float]]) -> dict:
         "message__claimed_at",
         "created_at",
         "message__decided_at",
-        "pushed_at",
         "status",
         "engine",
     )
     stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
     out = {"replies_in_db": 0, "statuses": {}, "engines": {}}
-    for message_id, received, claimed, made, stored, pushed, status, engine in rows:
+    for message_id, received, claimed, made, stored, status, engine in rows:
         out["replies_in_db"] += 1
         out["statuses"][status] = out["statuses"].get(status, 0) + 1
         out["engines"][engine] = out["engines"].get(engine, 0) + 1
-        if None in (claimed, stored, pushed):
+        if None in (claimed, stored):
             continue
         sent, got = times[message_id]
-        marks = [
-            sent,
-            received.timestamp(),
-            claimed.timestamp(),
-            made.timestamp(),
-            stored.timestamp(),
-            pushed.timestamp(),
-            got,
-        ]
-        for stage, start, end in zip(STAGES, marks, marks[1:], strict=False):
+        marks = [sent, received.timestamp(), claimed.timestamp(), made.timestamp(), stored.timestamp(), got]
+        for stage, start, end in zip(STAGES, marks, marks[1:], strict=True):
             stages[stage].append((end - start) * 1000)
     for stage, values in stages.items():
         if values:

@@ -32,7 +32,7 @@ from apps.engines.memory import invalidate_memory
 from apps.knowledge import services as knowledge
 from apps.messages import decision, metrics, outbox, queue
 from apps.messages.models import Message, Reply
-from apps.messages.store import Claimed, OutboxReply, store
+from apps.messages.store import Claimed, NewReply, OutboxReply, store
 from apps.rules.services import evaluate as evaluate_rules
 from apps.rules.types import MessageFacts, RuleDecision
 
@@ -118,8 +118,10 @@ async def decide(claimed: Claimed, *, announce: bool = False) -> bool:
         reply = _reply(claimed, outcome, rule, engine_reply, latency, decision_ms)
         stored = await store().insert_reply(reply)
         if stored.stored:  # else decided meanwhile by someone else: theirs stands
-            await _deliver(claimed, reply, announce)
+            await _deliver(claimed, reply, stored.reply_id, announce)
             _record(claimed, outcome, latency)
+            if engine_reply is None:  # a turn the engine did not write: its cached memory must not hide it
+                await invalidate_memory(claimed.conversation_id)
         return stored.more
 
 
@@ -153,19 +155,17 @@ async def _run_engine(claimed: Claimed, rule: RuleDecision) -> EngineReply:
     engine = await engines.resolve_engine(
         claimed.conversation_id, personality_id=personality_id, override=rule.engine or claimed.engine_override
     )
-    # The engine caches memory retrievals per conversation version; turns it did not write (rule replies,
-    # approved drafts, an answer cut off by the timeout) would otherwise be missed.
-    await invalidate_memory(claimed.conversation_id)
     try:
-        return await asyncio.wait_for(
-            engine.generate_response(history(claimed), claimed.conversation_id, personality_id=personality_id),
-            settings.PIPELINE_ENGINE_TIMEOUT,
-        )
+        async with asyncio.timeout(settings.PIPELINE_ENGINE_TIMEOUT):
+            return await engine.generate_response(
+                history(claimed), claimed.conversation_id, personality_id=personality_id
+            )
     except TimeoutError as exc:
+        await invalidate_memory(claimed.conversation_id)  # cut off: it may have cached a half-finished turn
         raise EngineTimeout(f"no answer within {settings.PIPELINE_ENGINE_TIMEOUT}s") from exc
 
 
-def _reply(claimed, outcome, rule, engine_reply, latency, decision_ms) -> Reply:
+def _reply(claimed, outcome, rule, engine_reply, latency, decision_ms) -> NewReply:
     now = timezone.now()
     pushed = outcome.status == Reply.Status.QUEUED  # on its way to the agent as soon as it is stored
     provenance = {}
@@ -182,7 +182,7 @@ def _reply(claimed, outcome, rule, engine_reply, latency, decision_ms) -> Reply:
         }
     if rule.rule_id is not None or rule.action != "none":
         provenance.update(rule_id=rule.rule_id, rule_name=rule.rule_name[:100])
-    return Reply(
+    return NewReply(
         message_id=claimed.message_id,
         conversation_id=claimed.conversation_id,
         agent_id=claimed.agent_id,
@@ -204,9 +204,9 @@ def _reply(claimed, outcome, rule, engine_reply, latency, decision_ms) -> Reply:
     )
 
 
-async def _deliver(claimed: Claimed, reply: Reply, announce: bool) -> None:
+async def _deliver(claimed: Claimed, reply: NewReply, reply_id: int, announce: bool) -> None:
     if reply.status in Reply.OUTBOX:
-        pushed = OutboxReply(reply.id, reply.message_id, claimed.chat_name, reply.content, reply.at, reply.created_at)
+        pushed = OutboxReply(reply_id, reply.message_id, claimed.chat_name, reply.content, reply.at, reply.created_at)
         await outbox.push(claimed.agent_id, pushed)
     if announce:
         await outbox.announce_decision(claimed.message_id)

@@ -6,6 +6,8 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
+from apps.core import aio
+from apps.engines.memory import invalidate_memory
 from apps.knowledge import services as knowledge
 from apps.messages import outbox
 from apps.messages.models import Conversation, Reply
@@ -38,6 +40,7 @@ def approve(reply_id: int, user=None, content: str | None = None) -> bool:
             reply.source = Reply.Source.HUMAN
         reply.save(update_fields=["content", "action", "status", "reviewed_by", "reviewed_at", "queued_at", "source"])
         outbox.push_on_commit(reply, reply.conversation.chat_name)
+    aio.run(invalidate_memory(reply.conversation_id), timeout=10)  # a turn no engine wrote
     _propose_knowledge(reply.message.content, reply.content, reply.id)
     return True
 

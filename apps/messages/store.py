@@ -12,13 +12,15 @@ tests (apps/messages/tests/test_store_contract.py).
 
 import functools
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from decimal import Decimal
 from typing import Protocol
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from apps.core import db
 from apps.messages.models import Conversation, Message, Reply
@@ -97,10 +99,52 @@ class OutboxReply:
         }
 
 
+@dataclass(slots=True)
+class NewReply:
+    """A decided reply, as the pipeline stores it (the Reply columns a decision fills)."""
+
+    message_id: int
+    conversation_id: int
+    agent_id: str
+    action: str
+    status: str
+    source: str
+    content: str
+    draft: str
+    confidence: float
+    review_reason: str
+    at: str
+    latency_ms: dict
+    decision_ms: float
+    created_at: datetime
+    queued_at: datetime | None = None
+    pushed_at: datetime | None = None
+    delivery_attempts: int = 0
+    engine: str = ""
+    model: str = ""
+    provider: str = ""
+    rule_id: int | None = None
+    rule_name: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    citations: list = field(default_factory=list)
+    tool_calls: list = field(default_factory=list)
+
+
+# The Reply columns a decision leaves at their initial value (review, ack): literals in the PostgreSQL insert.
+UNTOUCHED_REPLY_COLUMNS = {"reviewed_by_id": "NULL", "reviewed_at": "NULL", "acked_at": "NULL", "delivery_error": "''"}
+JSON_REPLY_COLUMNS = ("latency_ms", "citations", "tool_calls")
+
+
 @dataclass(frozen=True)
 class Stored:
-    stored: bool  # False: the message already had a reply (a second decision never makes a second one)
+    reply_id: int | None  # None: the message already had a reply (a second decision never makes a second one)
     more: bool  # the conversation has other undecided messages (the worker goes on with them)
+
+    @property
+    def stored(self) -> bool:
+        return self.reply_id is not None
 
 
 @dataclass(frozen=True)
@@ -121,7 +165,7 @@ class MessageStore(Protocol):
     async def release(self, message_id: int) -> None:
         """Give up a claim (the decision failed): the message is `received` again, for whoever retries it."""
 
-    async def insert_reply(self, reply: Reply) -> "Stored":
+    async def insert_reply(self, reply: "NewReply") -> "Stored":
         """Store the reply and mark its message decided (decided_at: when stored), unless it already had one;
         and say whether the conversation has other undecided messages."""
 
@@ -270,16 +314,14 @@ class PostgresStore:
         async with db.pg() as conn:
             await conn.execute(_RELEASE, params)
 
-    async def insert_reply(self, reply: Reply) -> Stored:
-        fields, sql = _insert_reply_statement()
-        values = [field.get_db_prep_save(getattr(reply, field.attname), connection) for field in fields]
+    async def insert_reply(self, reply: NewReply) -> Stored:
+        values = [getattr(reply, name) for name in _REPLY_COLUMNS]
+        for index in _JSON_POSITIONS:
+            values[index] = Jsonb(values[index])
         params = [*values, reply.message_id, reply.conversation_id, reply.message_id, list(UNDECIDED)]
         async with db.pg() as conn:
-            reply_id, more = await (await conn.execute(sql, params)).fetchone()
-        if reply_id is not None:
-            reply.id = reply.pk = reply_id
-            reply._state.adding = False
-        return Stored(reply_id is not None, more)
+            reply_id, more = await (await conn.execute(_INSERT_REPLY, params)).fetchone()
+        return Stored(reply_id, more)
 
     async def outbox(self, agent_id: str, limit: int) -> list[OutboxReply]:
         async with db.pg() as conn:
@@ -323,23 +365,19 @@ def _message_params(agent_id: str, item: InboundMessage, now: datetime) -> dict:
     }
 
 
-@functools.cache
-def _insert_reply_statement() -> tuple[list, str]:
-    """INSERT of every Reply column (from the model, so it follows migrations), the message marked decided, and
-    whether the conversation has other undecided messages: one round trip."""
-    fields = [field for field in Reply._meta.concrete_fields if not field.primary_key]
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    sql = (
-        f"WITH r AS (INSERT INTO wxmessages_reply ({columns}) VALUES ({placeholders})"  # noqa: S608 - model columns
-        " ON CONFLICT (message_id) DO NOTHING RETURNING id),"
-        # decided_at: when the decision was stored (the reply's created_at is when it was made)
-        f" m AS (UPDATE wxmessages_message SET status = '{Message.Status.DECIDED.value}',"
-        " decided_at = clock_timestamp() WHERE id = %s AND EXISTS (SELECT 1 FROM r))"
-        " SELECT (SELECT id FROM r), EXISTS (SELECT 1 FROM wxmessages_message"
-        " WHERE conversation_id = %s AND id <> %s AND status = ANY(%s))"
-    )
-    return fields, sql
+_REPLY_COLUMNS = [f.name for f in fields(NewReply)]
+_JSON_POSITIONS = [_REPLY_COLUMNS.index(name) for name in JSON_REPLY_COLUMNS]
+# The reply, its message marked decided, and whether the conversation has other undecided messages: one round
+# trip. decided_at: when the decision was stored (the reply's created_at is when it was made).
+_INSERT_REPLY = (
+    f"WITH r AS (INSERT INTO wxmessages_reply ({', '.join([*_REPLY_COLUMNS, *UNTOUCHED_REPLY_COLUMNS])})"  # noqa: S608
+    f" VALUES ({', '.join(['%s'] * len(_REPLY_COLUMNS) + list(UNTOUCHED_REPLY_COLUMNS.values()))})"
+    " ON CONFLICT (message_id) DO NOTHING RETURNING id),"
+    f" m AS (UPDATE wxmessages_message SET status = '{Message.Status.DECIDED.value}',"
+    " decided_at = clock_timestamp() WHERE id = %s AND EXISTS (SELECT 1 FROM r))"
+    " SELECT (SELECT id FROM r), EXISTS (SELECT 1 FROM wxmessages_message"
+    " WHERE conversation_id = %s AND id <> %s AND status = ANY(%s))"
+)
 
 
 # --- the ORM (embedded SQLite) ------------------------------------------------------------------------
@@ -423,22 +461,21 @@ class OrmStore:
             )
         )
 
-    async def insert_reply(self, reply: Reply) -> Stored:
+    async def insert_reply(self, reply: NewReply) -> Stored:
         return await db.run_db(self._insert_reply, reply)
 
-    def _insert_reply(self, reply: Reply) -> Stored:
-        stored = True
+    def _insert_reply(self, reply: NewReply) -> Stored:
+        row = Reply(**{name: getattr(reply, name) for name in _REPLY_COLUMNS})
         try:
             with transaction.atomic():
-                reply.save(force_insert=True)
+                row.save(force_insert=True)
                 Message.objects.filter(pk=reply.message_id).update(
                     status=Message.Status.DECIDED, decided_at=timezone.now()
                 )
         except IntegrityError:  # the message already has its reply
-            reply.pk = reply.id = None
-            stored = False
+            row.pk = None
         others = Message.objects.filter(conversation_id=reply.conversation_id, status__in=UNDECIDED)
-        return Stored(stored, others.exclude(pk=reply.message_id).exists())
+        return Stored(row.pk, others.exclude(pk=reply.message_id).exists())
 
     async def outbox(self, agent_id: str, limit: int) -> list[OutboxReply]:
         rows = await db.run_db(

@@ -55,20 +55,21 @@ def test_pipeline_follows_a_per_chat_override(world, settings):
 
 
 def test_a_new_message_is_not_answered_from_stale_memory(world, settings):
-    """The engine caches memory per conversation version and bumps it after its own answers; turns
-    it did not write (a rule reply, an approved draft, an answer cut off by the pipeline's timeout)
-    must still reach the next prompt, so the pipeline invalidates before the engine runs."""
+    """The engine caches memory per conversation version and bumps it after its own answers; a turn it did
+    not write (here a rule's reply, decided by the pipeline) must still reach the next prompt: the pipeline
+    invalidates the cached memory when it stores such a turn."""
     from apps.core import aio
+    from apps.rules.tests.factories import RuleFactory
 
     with fake_openai() as server:
         use_fake_provider(server, settings)
         manager.switch_engine("chat")
         server.rule({"content": "好的，已记下。"})
+        RuleFactory(name="渝北", keywords="两路", action="reply", reply_templates="好的，渝北区可以安装。")
         world.exchange("你好", "您好，请问有什么可以帮您？", 5)
-        # A retrieval for the same question, cached before the next exchange (e.g. a run cut off by
-        # the engine timeout, which never reached after_reply).
+        # A retrieval for the same question, cached before the rule's turn (e.g. a run cut off earlier).
         aio.run(memory.retrieve_memory(world.conversation.pk, world.sender, "安装要多久"))
-        world.exchange("我家在渝北区两路", "好的，渝北区可以安装。", 2)  # answered by a rule
+        assert decide(world.exchange("我家在渝北区两路", None, 2)).source == "rule"
         message = world.exchange("安装要多久", None, 0)
 
         decide(message)

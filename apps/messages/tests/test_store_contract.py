@@ -2,13 +2,14 @@
 same database, they must be indistinguishable."""
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
 from apps.core import aio, db
 from apps.messages.models import Conversation, Message, Reply
-from apps.messages.store import OrmStore, PostgresStore, Stored
+from apps.messages.store import NewReply, OrmStore, PostgresStore, Stored
 from apps.messages.tests.factories import ConversationFactory, MessageFactory, ReplyFactory
 from apps.messages.validation import validate
 
@@ -69,22 +70,36 @@ def test_a_message_gets_one_reply(store):
     now = timezone.now()
 
     def reply(text):
-        return Reply(
+        return NewReply(
             message_id=message.id,
             conversation_id=message.conversation_id,
             agent_id=message.agent_id,
+            action="reply",
+            status="sent",
+            source="engine",
             content=text,
-            status=Reply.Status.QUEUED,
-            created_at=now,
+            draft=text,
+            confidence=0.8,
+            review_reason="",
+            at="",
             latency_ms={"total": 1.0},
+            decision_ms=1.0,
+            created_at=now,
+            pushed_at=now,
+            delivery_attempts=1,
+            cost=Decimal("0.0012"),
+            citations=[{"entry_id": 3, "title": "安装"}],
         )
 
-    winner = reply("先到")
-    assert aio.run(store.insert_reply(winner)) == Stored(stored=True, more=False) and winner.id
-    assert aio.run(store.insert_reply(reply("后到"))) == Stored(stored=False, more=False)
+    first = aio.run(store.insert_reply(reply("先到")))
+    assert first.stored and first.more is False
+    assert aio.run(store.insert_reply(reply("后到"))) == Stored(reply_id=None, more=False)
+    stored = Reply.objects.get(message=message)
+    assert (stored.id, stored.content, stored.status, stored.delivery_attempts) == (first.reply_id, "先到", "sent", 1)
+    assert stored.citations == [{"entry_id": 3, "title": "安装"}] and stored.cost == Decimal("0.0012")
+    assert (stored.reviewed_by, stored.acked_at, stored.delivery_error) == (None, None, "")
     MessageFactory(conversation=message.conversation)  # another one waits in the chat
     assert aio.run(store.insert_reply(reply("再来"))).more is True
-    assert list(Reply.objects.filter(message=message).values_list("content", flat=True)) == ["先到"]
     assert Message.objects.get(pk=message.pk).status == "decided"
 
 
@@ -105,3 +120,12 @@ def test_outbox_mark_sent_and_ack_are_per_agent(store):
     assert (repeat.status, repeat.changed) == ("delivered", False)
     assert aio.run(store.ack(agent.id, other.id, "delivered", "")) is None
     assert Reply.objects.get(pk=other.pk).status == "queued"
+
+
+def test_the_postgresql_reply_insert_covers_every_column():
+    from dataclasses import fields
+
+    from apps.messages.store import UNTOUCHED_REPLY_COLUMNS
+
+    columns = {f.attname for f in Reply._meta.concrete_fields if not f.primary_key}
+    assert {f.name for f in fields(NewReply)} | set(UNTOUCHED_REPLY_COLUMNS) == columns
