@@ -159,7 +159,7 @@ def breakdown(times: dict[int, tuple[float, float]]) -> dict:
             continue
         sent, got = times[message_id]
         marks = [sent, received.timestamp(), claimed.timestamp(), made.timestamp(), stored.timestamp(), got]
-        for stage, start, end in zip(STAGES, marks, marks[1:], strict=True):
+        for stage, start, end in zip(STAGES, marks, marks[1:], strict=False):  # 5 stages between 6 marks
             stages[stage].append((end - start) * 1000)
     for stage, values in stages.items():
         if values:

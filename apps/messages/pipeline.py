@@ -119,7 +119,7 @@ async def decide(claimed: Claimed, *, announce: bool = False) -> bool:
         stored = await store().insert_reply(reply)
         if stored.stored:  # else decided meanwhile by someone else: theirs stands
             await _deliver(claimed, reply, stored.reply_id, announce)
-            _record(claimed, outcome, latency)
+            _record(claimed, outcome, reply)
             if engine_reply is None:  # a turn the engine did not write: its cached memory must not hide it
                 await invalidate_memory(claimed.conversation_id)
         return stored.more
@@ -212,7 +212,8 @@ async def _deliver(claimed: Claimed, reply: NewReply, reply_id: int, announce: b
         await outbox.announce_decision(claimed.message_id)
 
 
-def _record(claimed: Claimed, outcome: decision.Outcome, latency: dict) -> None:
+def _record(claimed: Claimed, outcome: decision.Outcome, reply: NewReply) -> None:
+    latency = reply.latency_ms
     metrics.observe_decision(latency["total"] / 1000)
     if outcome.handoff:
         metrics.handoff(outcome.handoff)
@@ -221,9 +222,9 @@ def _record(claimed: Claimed, outcome: decision.Outcome, latency: dict) -> None:
     logger.info(
         "message %s decided: %s/%s confidence=%.2f %s ms",
         claimed.message_id,
-        outcome.action,
-        outcome.status,
-        outcome.confidence,
+        reply.action,
+        reply.status,
+        reply.confidence,
         latency["total"],
     )
 
