@@ -66,7 +66,12 @@ class Consumer:
                 await asyncio.sleep(1)
                 continue
             for raw in entries:
-                await self._start(Entry.decode(raw))
+                try:
+                    entry = Entry.decode(raw)
+                except ValueError:  # not ours: dropping it loses nothing (the database is the record)
+                    logger.error("malformed decision-queue entry %r dropped", raw)
+                    continue
+                await self._start(entry)
 
     async def _next(self) -> list[str]:
         """Wait (≤ 1 s) for an entry, then take whatever else is waiting, up to the free slots."""
