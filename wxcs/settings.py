@@ -173,6 +173,12 @@ else:
             },
         }
     }
+    if TESTING:
+        # A file (in WAL mode, with the busy timeout) like the embedded default's, not Django's in-memory test
+        # database, whose shared cache refuses a second writer at once: the worker decides on several threads.
+        import tempfile
+
+        DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.mkdtemp(prefix="wxcs-test-db-")) / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Threads that run ORM work for async code (apps.core.db.run_db): at most this many connections in use by it.
 DB_THREADS = env.int("DB_THREADS", default=8)
