@@ -63,7 +63,8 @@ def _operation() -> dict:
             "without holding a server thread and answers `{action, content, confidence, message_id, reply_id}`; "
             "on timeout 202 with `status: processing`. Limits: content ≤ MESSAGE_MAX_CHARS (400 "
             "`content_too_long`), body ≤ INGEST_MAX_BODY_BYTES (413), INGEST_RATE_LIMIT messages per "
-            "INGEST_RATE_WINDOW per agent (429 with Retry-After; the request that would cross the limit is refused)."
+            "INGEST_RATE_WINDOW per agent (429 with Retry-After once the window is used up; the request that uses it "
+            "up is still accepted)."
         ),
         "parameters": [
             {
