@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
-from apps.customers.models import Customer, WeChatBinding
+from apps.customers import selectors
+from apps.customers.models import BindingChange, Customer, WeChatBinding
 
 # --- export ----------------------------------------------------------------------------------
 EXPORT_FIELDS = [field for field, _column in Customer.ERP_COLUMNS]
@@ -110,19 +112,18 @@ def _unique(queryset: QuerySet) -> Customer | None:
     return found[0] if len(found) == 1 else None
 
 
-def match_customer(text: str) -> tuple[Customer | None, str]:
-    """The customer a WeChat remark / display name points at, and how: code, phone, then name.
-
-    Only an unambiguous match counts (two candidates = no match).
-    """
+def match_customer(text: str) -> tuple[Customer | None, str, str]:
+    """The customer a WeChat remark / display name points at, how (code, phone, then name) and what
+    matched. Only an unambiguous match counts (two candidates = no match). Whether the match is trusted
+    depends on who wrote the text: see set_remark and _suggestion."""
     text = (text or "").strip()
     if not text:
-        return None, WeChatBinding.Method.NONE
+        return None, WeChatBinding.Method.NONE, ""
     remark = parse_remark(text)
     if remark.code:
         customer = _unique(Customer.objects.filter(k_code__iexact=remark.code))
         if customer is not None:
-            return customer, WeChatBinding.Method.CODE
+            return customer, WeChatBinding.Method.CODE, remark.code
     for phone in PHONE_PATTERN.findall(text):
         digits = phone.replace("-", "")
         customer = _unique(
@@ -135,89 +136,168 @@ def match_customer(text: str) -> tuple[Customer | None, str]:
             )
         )
         if customer is not None:
-            return customer, WeChatBinding.Method.PHONE
+            return customer, WeChatBinding.Method.PHONE, phone
     for name in dict.fromkeys(filter(None, (remark.name, text))):
         customer = _unique(Customer.objects.filter(Q(name=name) | Q(contact_name=name) | Q(contacts__name=name)))
         if customer is not None:
-            return customer, WeChatBinding.Method.NAME
-    return None, WeChatBinding.Method.NONE
+            return customer, WeChatBinding.Method.NAME, name
+    return None, WeChatBinding.Method.NONE, ""
 
 
-# A code or a phone number identifies the customer: bound at once. A name may be a namesake: a
-# supervisor confirms the suggestion in admin first.
-AUTO_BIND_METHODS = (WeChatBinding.Method.CODE, WeChatBinding.Method.PHONE)
+# --- binding state changes: one entry point each, every one recorded as a BindingChange ------------
+SYSTEM = "system"
+# Suggestions never carry trust: a supervisor confirms them. Remark matches by name stay suggestions
+# too (a namesake), while a code or phone the staff wrote in the remark binds.
+REMARK_BINDS = (WeChatBinding.Method.CODE, WeChatBinding.Method.PHONE)
 
 
-def apply_match(binding: WeChatBinding) -> WeChatBinding:
-    """(Re)compute the suggestion of an automatic binding from its remark / sender / chat name."""
-    customer, method = None, WeChatBinding.Method.NONE
-    for text in (binding.remark, binding.sender, binding.chat_name):
-        customer, method = match_customer(text)
+def _actor(user) -> tuple[object | None, str]:
+    """(user, name) of whoever makes a change: a staff user, or "system:<why>"."""
+    if user is None or isinstance(user, str):
+        return None, f"{SYSTEM}:{user}" if user else SYSTEM
+    return user, user.get_username()
+
+
+def _record(binding: WeChatBinding, before: tuple[str, int | None], action: str, user) -> BindingChange:
+    actor, actor_name = _actor(user)
+    return BindingChange(
+        binding=binding,
+        agent_id=binding.agent_id,
+        chat_name=binding.chat_name,
+        sender=binding.sender,
+        action=action,
+        actor=actor,
+        actor_name=actor_name,
+        from_status=before[0],
+        from_customer_id=before[1],
+        to_status=binding.status,
+        to_customer_id=binding.customer_id,
+        method=binding.method,
+        source=binding.source,
+    )
+
+
+def _stored_state(binding: WeChatBinding) -> tuple[str, int | None]:
+    """(status, customer id) as stored, before the caller's change ("", None) for a new row."""
+    if binding.pk is None:
+        return "", None
+    return WeChatBinding.objects.filter(pk=binding.pk).values_list("status", "customer_id").first() or ("", None)
+
+
+def _save(binding: WeChatBinding, action: str, user, before: tuple[str, int | None]) -> None:
+    """Save the binding and its change record together."""
+    with transaction.atomic():
+        binding.save()
+        _record(binding, before, action, user).save()
+
+
+def _suggestion(binding: WeChatBinding) -> None:
+    """Fill the binding's suggestion from the names the customer controls: never trusted."""
+    texts = [(binding.sender, WeChatBinding.Source.GROUP_MEMBER if binding.is_group else WeChatBinding.Source.SENDER)]
+    if not binding.is_group:  # a group's name says nothing about which member is writing
+        texts.append((binding.chat_name, WeChatBinding.Source.CHAT_NAME))
+    for text, source in texts:
+        customer, method, matched = match_customer(text)
         if customer is not None:
-            break
-    binding.customer, binding.method = customer, method
-    if customer is None:
-        binding.status = WeChatBinding.Status.UNMATCHED
-    elif method in AUTO_BIND_METHODS:
-        binding.status = WeChatBinding.Status.BOUND
-    else:
-        binding.status = WeChatBinding.Status.SUGGESTED
+            binding.customer, binding.method, binding.source, binding.matched_text = customer, method, source, matched
+            binding.status = WeChatBinding.Status.SUGGESTED
+            return
+    binding.customer, binding.method, binding.source, binding.matched_text = None, "", "", ""
+    binding.status = WeChatBinding.Status.UNMATCHED
+
+
+def note_contact(agent_id: str, chat_name: str, sender: str, *, is_group: bool = False) -> WeChatBinding:
+    """A contact seen for the first time: record it with a suggestion (or unmatched) for supervisors.
+    A concurrent first sight by another worker is not an error: its row is returned."""
+    binding = WeChatBinding(agent_id=agent_id, chat_name=chat_name, sender=sender or "", is_group=is_group)
+    _suggestion(binding)
+    try:
+        _save(binding, BindingChange.Action.SUGGEST, "first-seen", ("", None))
+    except IntegrityError:  # another worker created it a moment ago
+        binding = WeChatBinding.objects.get(agent_id=agent_id, chat_name=chat_name, sender=sender or "")
     return binding
 
 
-def rematch(bindings: Iterable[WeChatBinding]) -> int:
-    """Re-run the automatic suggestion on bindings nobody decided by hand; returns how many now point somewhere."""
-    matched = 0
-    for binding in bindings:
-        if binding.method == WeChatBinding.Method.MANUAL or binding.status == WeChatBinding.Status.REJECTED:
-            continue
-        apply_match(binding).save(update_fields=["customer", "method", "status", "updated_at"])
-        matched += binding.customer_id is not None
-    return matched
+def identify_contact(agent_id: str, chat_name: str, sender: str, *, is_group: bool = False) -> Customer | None:
+    """The trusted customer of a WeChat contact for the engines (selectors.contact_identity decides), noting
+    the contact the first time it is seen. One query once the contact is known."""
+    identity = selectors.contact_identity(agent_id, chat_name, sender)
+    if not identity.known:
+        note_contact(agent_id, chat_name, sender, is_group=is_group)
+    return identity.customer
 
 
-def bind_manually(binding: WeChatBinding, customer: Customer | None) -> WeChatBinding:
+def _change_many(bindings: QuerySet, wanted: dict, status: str, action: str, user) -> int:
+    """Move the rows of `bindings` that match `wanted` to `status`, one change record each."""
+    with transaction.atomic():
+        rows = list(
+            WeChatBinding.objects.select_for_update().filter(pk__in=bindings.values("pk"), **wanted).order_by("pk")
+        )
+        changes = []
+        for binding in rows:
+            before = (binding.status, binding.customer_id)
+            binding.status = status
+            changes.append(_record(binding, before, action, user))
+        WeChatBinding.objects.filter(pk__in=[binding.pk for binding in rows]).update(
+            status=status, updated_at=timezone.now()
+        )
+        BindingChange.objects.bulk_create(changes)
+    return len(rows)
+
+
+def confirm(bindings: QuerySet, user) -> int:
+    """A supervisor confirms suggestions: they become trusted bindings. Returns how many."""
+    wanted = {"status": WeChatBinding.Status.SUGGESTED, "customer__isnull": False}
+    return _change_many(bindings, wanted, WeChatBinding.Status.BOUND, BindingChange.Action.CONFIRM, user)
+
+
+def reject(bindings: QuerySet, user) -> int:
+    """A supervisor rejects suggestions (kept, with the rejected customer, so a re-match skips them)."""
+    wanted = {"status": WeChatBinding.Status.SUGGESTED}
+    return _change_many(bindings, wanted, WeChatBinding.Status.REJECTED, BindingChange.Action.REJECT, user)
+
+
+def bind(binding: WeChatBinding, customer: Customer | None, user) -> WeChatBinding:
+    """Staff bind a contact to a customer by hand (trusted), or unbind it (None)."""
+    before = _stored_state(binding)
     binding.customer = customer
     binding.method = WeChatBinding.Method.MANUAL if customer else WeChatBinding.Method.NONE
+    binding.source = WeChatBinding.Source.STAFF if customer else WeChatBinding.Source.NONE
+    binding.matched_text = ""
     binding.status = WeChatBinding.Status.BOUND if customer else WeChatBinding.Status.UNMATCHED
-    binding.save()
+    _save(binding, BindingChange.Action.BIND if customer else BindingChange.Action.UNBIND, user, before)
     return binding
 
 
-def set_status(bindings: QuerySet, status: str) -> int:
-    """Confirm (BOUND) or reject suggestions; only bindings that point at a customer can be confirmed."""
-    if status == WeChatBinding.Status.BOUND:
-        bindings = bindings.filter(customer__isnull=False)
-    return bindings.update(status=status)
+def set_remark(binding: WeChatBinding, remark: str, user) -> WeChatBinding:
+    """Staff write the contact's remark: a code or phone in it that matches one customer binds (the
+    customer cannot edit it); a name in it is a suggestion. A binding staff made by hand keeps its
+    customer; one that rested on the old remark falls back to a suggestion when the new one matches nobody."""
+    before = _stored_state(binding)
+    binding.remark = remark
+    customer, method, matched = match_customer(remark)
+    if customer is not None and binding.source != WeChatBinding.Source.STAFF:
+        binding.customer, binding.method, binding.matched_text = customer, method, matched
+        binding.source = WeChatBinding.Source.REMARK
+        binding.status = WeChatBinding.Status.BOUND if method in REMARK_BINDS else WeChatBinding.Status.SUGGESTED
+    elif customer is None and binding.source == WeChatBinding.Source.REMARK:
+        _suggestion(binding)
+    else:
+        binding.save(update_fields=["remark", "updated_at"])
+        return binding
+    _save(binding, BindingChange.Action.REMARK, user, before)
+    return binding
 
 
-def bound_customer(agent_id: str, chat_name: str, sender: str, remark: str = "") -> Customer | None:
-    """The customer this WeChat contact is bound to, or None.
-
-    A binding for (agent, chat, sender) wins over one for the whole chat (sender ""). The first time
-    a contact is seen, a binding row is created from its remark / display name (WeChat shows the
-    remark as the name): a code or phone match binds at once, a name match waits for a supervisor,
-    nothing → "unmatched" (listed in admin for manual binding). One query once the row exists.
-    """
-    sender = sender or ""
-    bindings = list(
-        WeChatBinding.objects.select_related("customer").filter(
-            agent_id=agent_id, chat_name=chat_name, sender__in={sender, ""}
-        )
-    )
-    if bindings:
-        bindings.sort(key=lambda binding: binding.sender != sender)
-        for binding in bindings:
-            if binding.status == WeChatBinding.Status.BOUND and binding.customer is not None:
-                return binding.customer
-        if any(binding.sender == sender for binding in bindings):
-            return None
-    binding = apply_match(WeChatBinding(agent_id=agent_id, chat_name=chat_name, sender=sender, remark=remark))
-    try:
-        with transaction.atomic():
-            binding.save()
-    except IntegrityError:  # another worker created it a moment ago
-        binding = WeChatBinding.objects.select_related("customer").get(
-            agent_id=agent_id, chat_name=chat_name, sender=sender
-        )
-    return binding.customer if binding.status == WeChatBinding.Status.BOUND else None
+def rematch(bindings: QuerySet, user) -> int:
+    """Re-run the suggestion on bindings nobody decided (unmatched / suggested ones); returns how many
+    now point somewhere. Trusted, rejected and staff-remark bindings are left as they are."""
+    matched = 0
+    undecided = bindings.filter(status__in=[WeChatBinding.Status.UNMATCHED, WeChatBinding.Status.SUGGESTED])
+    for binding in undecided.exclude(source=WeChatBinding.Source.REMARK):
+        before = (binding.status, binding.customer_id)
+        _suggestion(binding)
+        if (binding.status, binding.customer_id) != before:
+            _save(binding, BindingChange.Action.SUGGEST, user, before)
+        matched += binding.customer_id is not None
+    return matched

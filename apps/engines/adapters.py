@@ -60,12 +60,14 @@ async def knowledge_search(query: str, k: int) -> list[KnowledgeHit]:
     return [_as_hit(hit) for hit in result.hits]
 
 
-def bound_customer(agent_id: str, chat_name: str, sender: str):
-    """The ERP customer bound to this chat/sender, or None (no binding, or the lookup failed)."""
+def trusted_customer(agent_id: str, chat_name: str, sender: str, *, is_group: bool):
+    """The ERP customer this chat/sender is trusted to be (a binding staff made or confirmed), or None
+    (none, only a suggestion, or the lookup failed). The only source of the customer whose profile,
+    contracts and ERP context a reply may use."""
     try:
-        return customers.bound_customer(agent_id, chat_name, sender)
+        return customers.identify_contact(agent_id, chat_name, sender, is_group=is_group)
     except Exception:
-        logger.exception("bound_customer failed; answering without the customer's profile")
+        logger.exception("identify_contact failed; answering without the customer's profile")
         return None
 
 

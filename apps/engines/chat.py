@@ -17,6 +17,7 @@ from apps.core import jobs
 from apps.core.db import run_db
 from apps.engines import adapters, memory, metrics
 from apps.engines.base import BaseEngine, EngineReply
+from apps.engines.facts import facts_block
 from apps.engines.history import ConversationRef, conversation_history
 from apps.engines.models import Personality
 from apps.engines.offline import APOLOGY
@@ -113,7 +114,7 @@ def customer_summary(customer) -> str:
 
 def build_prompt(turn: TurnContext) -> list[dict]:
     """OpenAI-style messages: system (personality, rules, customer, memory, knowledge), few-shot
-    examples, recent turns, the new message."""
+    examples, recent turns, the new message. Remembered facts are quoted data in their own block."""
     persona = turn.personality
     sections = [persona.system_prompt.strip()]
     style = f"回复不超过 {persona.max_reply_length} 字。"
@@ -124,8 +125,9 @@ def build_prompt(turn: TurnContext) -> list[dict]:
     sections.append(f"【当前客户】{customer_summary(turn.tools.customer)}")
     if turn.snapshot.summary:
         sections.append(f"【此前对话摘要】{turn.snapshot.summary}")
-    if turn.facts:
-        sections.append("【关于这位联系人的长期记忆】\n" + "\n".join(f"- {fact}" for fact in turn.facts))
+    remembered = facts_block(turn.facts)
+    if remembered:
+        sections.append(remembered)
     if turn.hits:
         lines = [f"[{turn.tools.cite(hit)}] {hit.title}：{hit.answer}" for hit in turn.hits]
         sections.append("【知识库】\n" + "\n".join(lines))
@@ -214,9 +216,12 @@ class ChatEngine(BaseEngine):
             persona_id = personality_id or (conversation.personality_id if conversation else None)
             personality = load_personality(persona_id)
             who = sender or (history.latest_sender(conversation_id) if conversation else "")
-            customer = (
-                adapters.bound_customer(conversation.agent_id, conversation.chat_name, who) if conversation else None
-            )
+            customer = None
+            if conversation is not None:
+                is_group = conversation.chat_type == "group"
+                customer = adapters.trusted_customer(
+                    conversation.agent_id, conversation.chat_name, who, is_group=is_group
+                )
             return conversation, personality, who, customer
 
         async def context():

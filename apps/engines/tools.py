@@ -29,7 +29,7 @@ class ToolContext:
     agent_id: str = ""
     chat_name: str = ""
     contact: str = ""
-    customer: object | None = None  # apps.customers.models.Customer bound to this chat/sender
+    customer: object | None = None  # the trusted Customer of this chat/sender (adapters.trusted_customer)
     knowledge_k: int = 3
     handoff_reason: str = ""
     citations: list[dict] = field(default_factory=list)  # numbered [1], [2]… in the prompt and tool results
