@@ -7,6 +7,7 @@ from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
 
 from apps.core import aio
+from apps.engines import facts as fact_rules
 from apps.engines import manager, services
 from apps.engines.models import ContactFact, ConversationSummary, EngineName, EngineSetting, EngineSwitch, Personality
 
@@ -160,8 +161,21 @@ class ConversationSummaryAdmin(admin.ModelAdmin):
     readonly_fields = ("updated_at",)
 
 
+class ContactFactForm(forms.ModelForm):
+    class Meta:
+        model = ContactFact
+        fields = ("agent_id", "chat_name", "contact", "fact", "conversation_id")
+
+    def clean_fact(self):
+        fact = self.cleaned_data["fact"]
+        if fact_rules.refused(fact, "admin"):
+            raise forms.ValidationError(_("这条内容像是给助手的指令（改变身份、权限或规则），不能作为联系人的事实保存"))
+        return fact
+
+
 @admin.register(ContactFact)
 class ContactFactAdmin(admin.ModelAdmin):
+    form = ContactFactForm
     list_display = ("contact", "chat_name", "agent_id", "fact", "source", "created_at")
     list_filter = ("source",)
     search_fields = ("contact", "chat_name", "fact")

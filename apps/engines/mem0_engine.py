@@ -26,6 +26,7 @@ from django.utils.translation import gettext as _
 
 from apps.core import aio
 from apps.engines import adapters, memory, metrics
+from apps.engines import facts as fact_rules
 from apps.engines.base import EngineReply
 from apps.engines.chat import ChatEngine, TurnContext
 
@@ -213,8 +214,18 @@ class Mem0Engine(ChatEngine):
         return found.get("results", []) if isinstance(found, dict) else list(found)
 
     def _add_sync(self, conf: Mem0Settings, user_id: str, exchange: list[dict]) -> list[dict]:
-        added = self._get_memory(conf).add(exchange, user_id=user_id)
-        return added.get("results", []) if isinstance(added, dict) else list(added)
+        """mem0 extracts and stores the facts; one that reads as an instruction is deleted at once."""
+        mem = self._get_memory(conf)
+        added = mem.add(exchange, user_id=user_id)
+        kept = []
+        for item in added.get("results", []) if isinstance(added, dict) else list(added):
+            if item.get("event", "ADD") in ("ADD", "UPDATE") and fact_rules.refused(
+                str(item.get("memory", "")), "mem0"
+            ):
+                mem.delete(item["id"])
+            else:
+                kept.append(item)
+        return kept
 
     async def search_memories(self, user_id: str, query: str, limit: int | None = None) -> list[dict]:
         """mem0 `Memory.search` for one contact: [{"memory", "score", ...}], best first."""
@@ -223,7 +234,12 @@ class Mem0Engine(ChatEngine):
 
     async def add_memories(self, user_id: str, exchange: list[dict], conversation_id: int | None = None) -> list[dict]:
         """mem0 `Memory.add` (LLM fact extraction + embeddings) for one contact; returns what was stored.
-        The conversation's cached retrievals are dropped, so its next reply recalls the new facts."""
+        An exchange whose customer message reads as an instruction is not memorised at all, and an
+        extracted fact that does is deleted (facts.refused). The conversation's cached retrievals are
+        dropped, so its next reply recalls the new facts."""
+        said = [str(message.get("content", "")) for message in exchange if message.get("role") == "user"]
+        if any(fact_rules.refused(text, "mem0") for text in said):
+            return []
         added = await self._run(self._add_sync, await resolve_settings(), user_id, exchange)
         if conversation_id is not None:
             await memory.invalidate_memory(conversation_id)

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from apps.core import redis
 from apps.core.db import run_db
+from apps.engines import facts as fact_rules
 from apps.engines import metrics
 from apps.engines.history import ConversationRef, conversation_history
 from apps.engines.models import ContactFact, ConversationSummary
@@ -219,8 +220,12 @@ def _store_fact(conversation_id: int, contact: str, fact: str, source: str) -> b
 
 async def remember_fact(conversation_id: int, contact: str, fact: str, source: str = ContactFact.Source.MODEL) -> bool:
     """Keep a long-term fact about the conversation's contact; False if there is no such conversation
-    (or no contact, or no fact). The next retrieval sees it."""
-    stored = await run_db(_store_fact, conversation_id, contact, " ".join(fact.split())[:500], source)
+    (or no contact, or no fact), or when the "fact" reads as an instruction to the assistant (refused,
+    logged without its text). The next retrieval sees it."""
+    fact = " ".join(fact.split())[:500]
+    if fact_rules.refused(fact, "tool", f"in conversation {conversation_id}"):
+        return False
+    stored = await run_db(_store_fact, conversation_id, contact, fact, source)
     if stored:
         await invalidate_memory(conversation_id)
     return stored

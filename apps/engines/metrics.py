@@ -13,6 +13,9 @@ TOKENS = Counter("wxcs_engine_tokens_total", "LLM tokens spent by engines", ["en
 COST = Counter("wxcs_engine_cost_cny_total", "LLM cost spent by engines (CNY)", ["engine"])
 CACHE = Counter("wxcs_engine_cache_total", "Engine cache lookups", ["cache", "result"])
 TOOL_CALLS = Counter("wxcs_engine_tool_calls_total", "Tool calls made by engines", ["engine", "tool", "outcome"])
+FACTS_REFUSED = Counter(
+    "wxcs_engine_facts_refused_total", "Remembered facts refused because they read as instructions", ["path", "reason"]
+)
 SWITCHES = Counter("wxcs_engine_switches_total", "Engine switches requested in admin", ["scope", "outcome"])
 
 

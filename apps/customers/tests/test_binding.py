@@ -180,7 +180,9 @@ def test_upgrade_demotes_nickname_bindings_and_keeps_what_people_decided(synced)
     migration = import_module("apps.customers.migrations.0003_binding_suggestions_and_audit")
     k3208, k3209, k3210 = (Customer.objects.get(k_code=code) for code in ("K3208", "K3209", "K3210"))
     auto = WeChatBindingFactory(chat_name=CODE_NICKNAME, customer=k3208, status="bound", method="code")
-    remark = WeChatBindingFactory(chat_name="微信用户", remark="K3209-川B", customer=k3209, status="bound", method="code")
+    remark = WeChatBindingFactory(
+        chat_name="微信用户", remark="K3209-川B", customer=k3209, status="bound", method="code"
+    )
     manual = WeChatBindingFactory(chat_name="老王", customer=k3210, status="bound", method="manual")
     confirmed = WeChatBindingFactory(chat_name=k3210.contact_name, customer=k3210, status="bound", method="name")
 
@@ -266,9 +268,7 @@ def test_staff_without_the_confirm_permission_cannot_confirm(synced, client):
     services.identify_contact("agt_1", CODE_NICKNAME, CODE_NICKNAME)
     binding = WeChatBinding.objects.get()
     clerk = User.objects.create_user("kefu", password="x-Pa55-word", is_staff=True)
-    clerk.user_permissions.set(
-        Permission.objects.filter(codename__in=["view_wechatbinding", "change_wechatbinding"])
-    )
+    clerk.user_permissions.set(Permission.objects.filter(codename__in=["view_wechatbinding", "change_wechatbinding"]))
     client.force_login(clerk)
 
     assert f"{binding.pk}/confirm/" not in client.get("/admin/customers/wechatbinding/").content.decode()
@@ -290,6 +290,8 @@ def test_the_audit_trail_is_read_only_in_admin(synced, client, supervisor):
     assert client.get("/admin/customers/bindingchange/add/").status_code == 403
     assert client.post(f"/admin/customers/bindingchange/{change.pk}/change/", {"actor_name": "x"}).status_code == 403
     assert client.post(f"/admin/customers/bindingchange/{change.pk}/delete/", {"post": "yes"}).status_code == 403
-    assert client.post(f"/admin/customers/wechatbinding/{change.binding_id}/delete/", {"post": "yes"}).status_code == 403
+    assert (
+        client.post(f"/admin/customers/wechatbinding/{change.binding_id}/delete/", {"post": "yes"}).status_code == 403
+    )
     change.refresh_from_db()
     assert change.actor_name == "zhuguan"
