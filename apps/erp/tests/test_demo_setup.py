@@ -4,7 +4,8 @@ from io import StringIO
 
 import pytest
 
-from apps.customers.models import Customer
+from apps.customers import selectors
+from apps.customers.models import BindingChange, Customer
 from apps.erp import demo, platform
 from apps.erp.models import SyncRun
 from apps.erp.tests.factories import ErpConnectionFactory
@@ -20,6 +21,18 @@ def test_demo_seed_syncs_239_customers_from_a_simulator_over_http_and_is_idempot
     demo.seed(out)
     assert "0 customers created, 0 updated, 239 unchanged" in out.getvalue()
     assert list(SyncRun.objects.values_list("trigger", "status")) == [("demo", "success")] * 2
+
+
+@pytest.mark.django_db
+def test_demo_seed_binds_the_demo_chat_through_a_staff_remark(settings):
+    """The demo shows a bound customer from a trusted source (the remark staff write), recorded once."""
+    settings.ERP_BASE_URL = ""
+    demo.seed(StringIO())
+    demo.seed(StringIO())
+    customer = selectors.trusted_customer("agt_demo", "王五", "王五")
+    assert customer == Customer.objects.get(erp_id=3001)
+    change = BindingChange.objects.get(action="remark")
+    assert (change.actor_name, change.source, change.to_status) == ("system:seed_demo", "remark", "bound")
 
 
 @pytest.mark.django_db
