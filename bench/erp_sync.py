@@ -78,7 +78,10 @@ def main() -> None:
         process, url = start_simulator(size)
         try:
             with connection.cursor() as cursor:
-                cursor.execute("TRUNCATE erp_contract, customers_contact, customers_wechatbinding, customers_customer")
+                cursor.execute(
+                    "TRUNCATE erp_contract, customers_contact, customers_bindingchange, customers_wechatbinding, "
+                    "customers_customer"
+                )
             credentials = ErpCredentials(url, SIM_USERNAME, SIM_PASSWORD)
             for label in ("first sync (all new)", "second sync (unchanged)"):
                 with ErpClient(credentials, page_size=options.page_size) as client:

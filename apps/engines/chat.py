@@ -1,4 +1,4 @@
-"""ChatEngine: personality + the bound customer's ERP profile + conversation memory + knowledge hits
+"""ChatEngine: personality + the trusted customer's ERP profile + conversation memory + knowledge hits
 with citations + the message, then a bounded tool-calling loop through the LLM gateway.
 
 Mem0Engine (apps.engines.mem0_engine) is this engine with another long-term memory: it overrides

@@ -1,7 +1,8 @@
 """Tools the engines offer the model, with JSON Schemas (validated in tests and on every call).
 
-Every tool runs in a ToolContext built by the engine from the conversation: the customer bound to the
-chat, never one the arguments name. The schemas have no customer parameter and forbid extra
+Every tool runs in a ToolContext built by the engine from the conversation: the customer the chat/sender
+is trusted to be (a binding staff made or confirmed: apps.customers.selectors.contact_identity), never one
+the arguments name or a mere suggestion. The schemas have no customer parameter and forbid extra
 properties, so a prompt-injected `customer_id` is refused before anything runs; a contract id of
 another customer finds nothing because the ERP lookup is keyed by the bound customer.
 """
