@@ -208,7 +208,7 @@ def test_admin_lists_suggestions_with_one_click_confirm(synced, client, supervis
 
     page = client.get("/admin/customers/wechatbinding/?status__exact=suggested").content.decode()
     assert CODE_NICKNAME in page and "路人丙" not in page
-    assert f"/admin/customers/wechatbinding/{binding.pk}/confirm/" in page
+    assert f'formaction="/admin/customers/wechatbinding/{binding.pk}/confirm/"' in page
     assert client.get(f"/admin/customers/wechatbinding/{binding.pk}/confirm/").status_code == 405
 
     response = client.post(f"/admin/customers/wechatbinding/{binding.pk}/confirm/", follow=True)
@@ -216,6 +216,11 @@ def test_admin_lists_suggestions_with_one_click_confirm(synced, client, supervis
     assert "已确认 1 条绑定" in response.content.decode()
     assert services.identify_contact("agt_1", CODE_NICKNAME, CODE_NICKNAME) == Customer.objects.get(k_code="K3208")
     assert BindingChange.objects.get(action="confirm").actor == supervisor
+    other = services.note_contact("agt_1", "K3209-冒充", "K3209-冒充")
+    response = client.post(f"/admin/customers/wechatbinding/{other.pk}/reject/", follow=True)
+    assert "已拒绝 1 条建议" in response.content.decode()
+    other.refresh_from_db()
+    assert other.status == "rejected"
 
 
 def test_admin_batch_confirm_and_reject(synced, client, supervisor):
@@ -253,6 +258,9 @@ def test_admin_manual_binding_is_recorded(synced, client, supervisor):
     binding = WeChatBindingFactory(chat_name="陌生人", sender="陌生人")
     customer = Customer.objects.get(erp_id=3003)
     client.force_login(supervisor)
+    assert client.get("/admin/customers/wechatbinding/add/").status_code == 403  # no add permission
+    page = client.get(f"/admin/customers/wechatbinding/{binding.pk}/change/").content.decode()
+    assert "陌生人" in page and "绑定变更记录" in page
     response = client.post(
         f"/admin/customers/wechatbinding/{binding.pk}/change/",
         {"remark": "", "customer": customer.pk, "changes-TOTAL_FORMS": 0, "changes-INITIAL_FORMS": 0},
