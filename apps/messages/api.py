@@ -9,9 +9,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.agents import auth
-from apps.agents.api import ErrorSerializer, IsAgent
+from apps.agents.api import IsAgent
 from apps.agents.authentication import AgentJWTAuthentication
 from apps.core import aio
+from apps.core.api import ErrorSerializer
 from apps.messages import outbox, review, selectors
 from apps.messages.models import Reply
 
