@@ -92,52 +92,55 @@ def run_operation(operation, mode, examples: int, who: str, *, http: requests.Se
         assert mode == GenerationMode.NEGATIVE, label
 
 
+def security_schemes(operation) -> set[str]:
+    return {name for requirement in operation.definition.raw.get("security", []) for name in requirement}
+
+
 def operations(schema, staff: bool):
     """The staff pass takes the operations a session may call, the agent pass those a token (or nothing) may."""
     for result in schema.get_all_operations():
         operation = result.ok()
-        security = operation.definition.raw.get("security", [])
-        schemes = {name for requirement in security for name in requirement}
+        schemes = security_schemes(operation)
         if (STAFF_SECURITY in schemes) if staff else (schemes - {STAFF_SECURITY} or not schemes):
             yield operation
 
 
-def test_generated_requests_never_break_the_api_and_match_its_schema(live_server_stack):
-    base_url, _ = live_server_stack
+def credentials(base_url: str) -> tuple[dict, dict, list]:
+    """(agent credentials, staff credentials, the agent's replies): fixed values of the strategies, so that
+    generation never replaces them with made-up ones."""
     agent, _ = make_agent()
     replies = ReplyFactory.create_batch(3, message__conversation__agent=agent, status="sent")
     CustomerFactory.create_batch(3)
     CustomerFactory(erp_contact_id=42, phone="0771-5551234")
     browser = Client()
     browser.force_login(get_user_model().objects.create_superuser("fuzz-admin", password="pw"))
-
-    http = requests.Session()
-    login = http.post(f"{base_url}/api/v1/auth/login", json={"agent_id": agent.id, "api_key": agent.secret})
+    login = requests.post(
+        f"{base_url}/api/v1/auth/login", json={"agent_id": agent.id, "api_key": agent.secret}, timeout=30
+    )
     assert login.status_code == 200, login.text
-    # Credentials are fixed values of the strategy, so that generation never replaces them with made-up ones.
     as_agent = {"headers": {"Authorization": f"Bearer {login.json()['access_token']}"}}
-    as_staff = {"cookies": {"sessionid": browser.cookies["sessionid"].value}}
+    return as_agent, {"cookies": {"sessionid": browser.cookies["sessionid"].value}}, replies
 
+
+def test_generated_requests_never_break_the_api_and_match_its_schema(live_server_stack):
+    base_url, _ = live_server_stack
+    as_agent, as_staff, replies = credentials(base_url)
     schema = schemathesis.openapi.from_url(f"{base_url}/api/schema/?format=json")
     tally, started = Tally(), time.monotonic()
-    run = partial(run_operation, http=http, base_url=base_url, tally=tally)
-    for credentials, staff_pass, who in ((as_agent, False, "agent"), (as_staff, True, "staff")):
+    run = partial(run_operation, http=requests.Session(), base_url=base_url, tally=tally)
+    for fixed, staff_pass, who in ((as_agent, False, "agent"), (as_staff, True, "staff")):
         for operation in operations(schema, staff_pass):
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-                run(operation, mode, EXAMPLES_PER_MODE, who, **credentials)
-    for operation in operations(schema, staff=False):  # generated ids rarely exist: also the agent's real replies
-        if "{reply_id}" in operation.path:
-            for reply in replies:
-                run(
-                    operation,
-                    GenerationMode.POSITIVE,
-                    FIXED_ID_EXAMPLES,
-                    "agent, real id",
-                    path_parameters={"reply_id": reply.pk},
-                    **as_agent,
-                )
+                run(operation, mode, EXAMPLES_PER_MODE, who, **fixed)
+            if "{reply_id}" in operation.path:  # generated ids rarely exist: also the agent's real replies
+                for reply in replies:
+                    real_id = {"path_parameters": {"reply_id": reply.pk}}
+                    run(operation, GenerationMode.POSITIVE, FIXED_ID_EXAMPLES, "agent, real id", **real_id, **fixed)
+    secured = []
     for result in schema.get_all_operations():
         run(result.ok(), GenerationMode.POSITIVE, ANONYMOUS_EXAMPLES, "anonymous")
+        if security_schemes(result.ok()):
+            secured.append(f"{result.ok().label} [anonymous, positive]")
     elapsed = time.monotonic() - started
 
     print(f"\nschemathesis: {tally.cases} cases in {elapsed:.0f} s, {tally.server_errors} server errors")
@@ -146,3 +149,9 @@ def test_generated_requests_never_break_the_api_and_match_its_schema(live_server
     assert tally.cases >= MIN_CASES
     assert tally.server_errors == 0, tally.report()
     assert not tally.failures, tally.report()
+    served_anonymously = {label: tally.statuses[label] for label in secured if _any_success(tally.statuses[label])}
+    assert not served_anonymously
+
+
+def _any_success(statuses: Counter) -> bool:
+    return any(200 <= status < 300 for status in statuses)

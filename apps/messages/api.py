@@ -177,7 +177,7 @@ class StatsView(APIView):
         description="Staff (session) see everything, or one agent with `?agent_id=`; an agent token sees its own "
         "numbers only. Real numbers from the database, days in the server time zone.",
         parameters=[
-            OpenApiParameter("days", int, description="1–90, default 7"),
+            OpenApiParameter("days", {"type": "integer", "minimum": 1, "maximum": 90, "default": 7}),
             OpenApiParameter("agent_id", str, description="staff only: one agent"),
         ],
         responses={200: StatsSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer},
