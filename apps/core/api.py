@@ -17,12 +17,14 @@ def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is None:
         return None  # not an API error: Django's 500 handling (logged, never a traceback to the client)
+    data = response.data
     if isinstance(exc, exceptions.ValidationError):
-        detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
-        response.data = {"detail": detail, "code": "invalid"}
-    else:
-        detail = response.data["detail"]  # an ErrorDetail: DRF's handler turns Http404 / PermissionDenied into one
+        response.data = {"detail": data if isinstance(data, dict) else {"non_field_errors": data}, "code": "invalid"}
+    elif isinstance(data, dict) and set(data) == {"detail"}:
+        detail = data["detail"]  # an ErrorDetail: DRF's handler turns Http404 / PermissionDenied into one
         response.data = {"detail": str(detail), "code": _code(detail.code, response.status_code)}
+    else:  # an APIException raised with a list or dict of messages: kept whole, like a field map
+        response.data = {"detail": data, "code": exc.default_code}
     return response
 
 

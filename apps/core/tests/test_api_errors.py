@@ -2,13 +2,14 @@
 OpenAPI schema declares those bodies on every operation (apps.core.openapi).
 
 Throttling and an unhandled exception have no endpoint of their own to provoke them on demand: this module is
-also the URLconf of the tests marked `urls` — the project's URLs plus two views that throttle and that fail."""
+also the URLconf of the tests marked `urls`: the project's URLs plus views that throttle, fail, or refuse with a map."""
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import path
 from drf_spectacular.generators import SchemaGenerator
+from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
@@ -34,6 +35,14 @@ class ThrottledView(APIView):
         return Response({"ok": True})
 
 
+class ListDetailView(APIView):
+    authentication_classes: list = []
+    permission_classes: list = []
+
+    def get(self, request):
+        raise exceptions.PermissionDenied({"reason": ["closed"]})
+
+
 def failing_view(request):
     raise RuntimeError("a bug")
 
@@ -41,6 +50,7 @@ def failing_view(request):
 urlpatterns = [
     path("api/v1/test-throttled", ThrottledView.as_view()),
     path("api/v1/test-failing", failing_view),
+    path("api/v1/test-list-detail", ListDetailView.as_view()),
     *project_urlpatterns,
 ]
 __all__ = ["handler400", "handler403", "handler404", "handler500", "urlpatterns"]
@@ -115,6 +125,13 @@ def test_throttled_requests_get_429_with_retry_after(client):
     response = client.get("/api/v1/test-throttled")
     assert response.status_code == 429 and error(response)["code"] == "throttled"
     assert 0 < int(response["Retry-After"]) <= 60
+
+
+@pytest.mark.urls(__name__)
+def test_an_api_error_raised_with_a_message_map_keeps_it_as_detail(client):
+    response = client.get("/api/v1/test-list-detail")
+    assert response.status_code == 403
+    assert error(response) == {"detail": {"reason": ["closed"]}, "code": "permission_denied"}
 
 
 @pytest.mark.urls(__name__)
