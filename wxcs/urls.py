@@ -18,6 +18,11 @@ admin.site.site_header = _("微信客服中台")
 admin.site.site_title = _("微信客服中台")
 admin.site.index_title = _("管理后台")
 
+handler400 = core_views.bad_request
+handler403 = core_views.permission_denied
+handler404 = core_views.page_not_found
+handler500 = core_views.server_error
+
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),

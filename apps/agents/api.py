@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 from apps.agents import auth, services
 from apps.agents.authentication import AgentJWTAuthentication
 from apps.core import aio
+from apps.core.api import ErrorSerializer
 
 
 class IsAgent(BasePermission):
@@ -30,11 +31,6 @@ class TokenSerializer(serializers.Serializer):
     refresh_token = serializers.CharField()
     token_type = serializers.CharField(default="Bearer")
     expires_in = serializers.IntegerField(help_text="access token lifetime in seconds")
-
-
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-    code = serializers.CharField(required=False)
 
 
 class HeartbeatSerializer(serializers.Serializer):

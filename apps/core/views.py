@@ -1,4 +1,6 @@
 from django.http import JsonResponse
+from django.utils.translation import gettext_lazy as _
+from django.views import defaults
 
 from apps.core.services import readiness_report
 
@@ -12,3 +14,23 @@ async def readyz(request):
     failed = sorted(name for name, result in checks.items() if not result["ok"])
     body = {"status": "ready" if not failed else "unavailable", "failed": failed, "checks": checks}
     return JsonResponse(body, status=200 if not failed else 503)
+
+
+# Django's own error pages (URL not found, SuspiciousOperation, an unhandled exception) under /api/ answer the
+# API's error body like every DRF error does (apps.core.api); elsewhere Django's pages.
+API_PREFIX = "/api/"
+
+
+def _error_page(status: int, detail, code: str, page):
+    def view(request, *args, **kwargs):
+        if request.path.startswith(API_PREFIX):
+            return JsonResponse({"detail": str(detail), "code": code}, status=status)
+        return page(request, *args, **kwargs)
+
+    return view
+
+
+bad_request = _error_page(400, _("请求无效。"), "bad_request", defaults.bad_request)
+permission_denied = _error_page(403, _("您没有执行该操作的权限。"), "permission_denied", defaults.permission_denied)
+page_not_found = _error_page(404, _("未找到。"), "not_found", defaults.page_not_found)
+server_error = _error_page(500, _("服务器内部错误，请稍后再试。"), "server_error", defaults.server_error)

@@ -4,13 +4,14 @@ from collections.abc import AsyncIterator, Iterator
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
+from django.db import models
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions
+from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import JSONRenderer
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.customers import services
@@ -38,6 +39,17 @@ def export_response(request, queryset, fmt: str) -> StreamingHttpResponse:
     return response
 
 
+def _json_export_schema() -> dict:
+    """The JSON export: an array of objects keyed by the ERP's column ids (services.export_json)."""
+    properties = {}
+    for field_name, key in Customer.ERP_COLUMNS:
+        field = Customer._meta.get_field(field_name)
+        properties[key] = {"type": "integer" if isinstance(field, models.IntegerField) else "string"}
+        if field.null:
+            properties[key]["nullable"] = True
+    return {"type": "array", "items": {"type": "object", "properties": properties, "required": list(properties)}}
+
+
 class CanExportCustomers(permissions.BasePermission):
     message = "需要后台账号并拥有“可以导出客户”权限"
 
@@ -58,14 +70,12 @@ class CustomerExportView(APIView):
         parameters=[OpenApiParameter("format", OpenApiTypes.STR, enum=list(services.EXPORT_FORMATS), default="csv")],
         responses={
             (200, "text/csv"): OpenApiTypes.BINARY,
-            (200, "application/json"): OpenApiTypes.OBJECT,
-            (400, "application/json"): OpenApiTypes.OBJECT,
-            (403, "application/json"): OpenApiTypes.OBJECT,
+            (200, "application/json"): _json_export_schema(),
         },
         summary="导出客户（CSV 带 BOM / JSON），13 个 ERP 字段",
     )
     def get(self, request):
         fmt = request.query_params.get("format", "csv").lower()
         if fmt not in services.EXPORT_FORMATS:
-            return Response({"error": "bad_format", "detail": "format 只能是 csv 或 json"}, status=400)
+            raise ValidationError({"format": ["format 只能是 csv 或 json"]})
         return export_response(request, Customer.objects.all(), fmt)

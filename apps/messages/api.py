@@ -9,9 +9,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.agents import auth
-from apps.agents.api import ErrorSerializer, IsAgent
+from apps.agents.api import IsAgent
 from apps.agents.authentication import AgentJWTAuthentication
 from apps.core import aio
+from apps.core.api import ErrorSerializer
 from apps.messages import outbox, review, selectors
 from apps.messages.models import Reply
 
@@ -176,7 +177,7 @@ class StatsView(APIView):
         description="Staff (session) see everything, or one agent with `?agent_id=`; an agent token sees its own "
         "numbers only. Real numbers from the database, days in the server time zone.",
         parameters=[
-            OpenApiParameter("days", int, description="1–90, default 7"),
+            OpenApiParameter("days", {"type": "integer", "minimum": 1, "maximum": 90, "default": 7}),
             OpenApiParameter("agent_id", str, description="staff only: one agent"),
         ],
         responses={200: StatsSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer},

@@ -8,11 +8,22 @@ from apps.messages.validation import IngestRequest
 
 REF = "#/components/schemas/{model}"
 
+DECISION_FIELDS = {
+    "action": {"type": "string", "enum": ["reply", "ignore", "transfer_human"], "nullable": True},
+    "content": {"type": "string"},
+    "confidence": {"type": "number", "nullable": True},
+    "message_id": {"type": "integer"},
+    "reply_id": {"type": "integer", "nullable": True},
+}
 ACCEPTED = {
     "type": "object",
     "properties": {
-        "message_id": {"type": "integer"},
-        "status": {"type": "string", "enum": ["accepted", "duplicate"]},
+        **DECISION_FIELDS,
+        "status": {
+            "type": "string",
+            "enum": ["accepted", "duplicate", "processing"],
+            "description": "`processing`: `?wait` ran out before the decision (the decision fields are then present)",
+        },
         "client_id": {"type": "string"},
         "duplicate": {"type": "boolean"},
     },
@@ -21,21 +32,16 @@ ACCEPTED = {
 DECISION = {
     "type": "object",
     "properties": {
-        "action": {"type": "string", "enum": ["reply", "ignore", "transfer_human"], "nullable": True},
-        "content": {"type": "string"},
-        "confidence": {"type": "number", "nullable": True},
-        "message_id": {"type": "integer"},
-        "reply_id": {"type": "integer", "nullable": True},
-        "status": {"type": "string", "description": "reply status, or `processing` when the wait timed out"},
+        **DECISION_FIELDS,
+        "status": {"type": "string", "description": "the reply's status"},
     },
+    "required": [*DECISION_FIELDS, "status"],
 }
 
 
-def _error(description: str) -> dict:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}},
-    }
+def _error(description: str, model: str = "Error") -> dict:
+    """The error bodies' components are declared by apps.core.openapi for every DRF operation."""
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": REF.format(model=model)}}}}
 
 
 def _json(schema: dict, description: str) -> dict:
@@ -44,12 +50,25 @@ def _json(schema: dict, description: str) -> dict:
 
 def document_ingest(result, generator, request, public):
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
-    request_schema = IngestRequest.model_json_schema(ref_template=REF)
+    request_schema = _nullable(IngestRequest.model_json_schema(ref_template=REF))
     schemas.update(request_schema.pop("$defs", {}))
     schemas["IngestRequest"] = request_schema
-    schemas.setdefault("Error", {"type": "object", "properties": {"detail": {}, "code": {"type": "string"}}})
     result.setdefault("paths", {})["/api/v1/messages"] = {"post": _operation()}
     return result
+
+
+def _nullable(schema):
+    """pydantic writes JSON Schema's `anyOf: [X, {type: null}]`; OpenAPI 3.0 (drf-spectacular's) says `nullable`."""
+    if isinstance(schema, list):
+        return [_nullable(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    schema = {key: _nullable(value) for key, value in schema.items()}
+    options = schema.get("anyOf", [])
+    if {"type": "null"} in options and len(options) == 2:
+        (other,) = [option for option in options if option != {"type": "null"}]
+        schema = {**{k: v for k, v in schema.items() if k != "anyOf"}, **other, "nullable": True}
+    return schema
 
 
 def _operation() -> dict:
@@ -80,9 +99,13 @@ def _operation() -> dict:
         },
         "security": [{"agentJWT": []}],
         "responses": {
-            "202": _json(ACCEPTED, "stored (or a duplicate), decision queued"),
+            "202": _json(ACCEPTED, "stored (or a duplicate), decision queued (or not decided within `?wait`)"),
             "200": _json(DECISION, "decided within `?wait`"),
-            "400": _error("invalid message: `{detail: {message: {field: [..]}}, code: invalid|content_too_long}`"),
+            "400": _error(
+                "invalid message: `{detail: {message: {field: [..]}}, code: invalid|content_too_long}`, or `code: "
+                "malformed` (not JSON)",
+                "ValidationError",
+            ),
             "401": _error("missing, bad or expired token"),
             "413": _error("body larger than INGEST_MAX_BODY_BYTES"),
             "429": _error("throttled; see Retry-After"),

@@ -119,7 +119,7 @@ def test_rest_export_rejects_an_unknown_format(client, manager):
     client.force_login(manager)
     response = client.get("/api/v1/customers/export?format=xlsx")
     assert response.status_code == 400
-    assert response.json() == {"error": "bad_format", "detail": "format 只能是 csv 或 json"}
+    assert response.json() == {"detail": {"format": ["format 只能是 csv 或 json"]}, "code": "invalid"}
 
 
 def test_admin_action_exports_the_filtered_list(synced, admin_client):
