@@ -383,8 +383,6 @@ METRICS_WORKER_PORT = env.int("METRICS_WORKER_PORT", default=0)
 # django-prometheus query metrics (count, errors, duration) through an execute wrapper on every connection.
 METRICS_DB_QUERIES = env.bool("METRICS_DB_QUERIES", default=True)
 DASHBOARD_INTERVAL = env.float("DASHBOARD_INTERVAL", default=1.0)
-# Seconds between re-checks of a dashboard viewer's session and staff flag.
-DASHBOARD_RECHECK = env.float("DASHBOARD_RECHECK", default=15.0)
 TRACE_MAX_EVENTS = env.int("TRACE_MAX_EVENTS", default=500)
 TRACE_TTL = env.int("TRACE_TTL", default=7 * 86400)
 # Trace lines are queued and written by a background thread this often, in one pipeline for all traces.
