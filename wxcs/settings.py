@@ -250,6 +250,17 @@ CELERY_TIMEZONE = env.str("TIME_ZONE", default="Asia/Shanghai")
 # keep at least as many as LLM calls to have in flight (64 threads × 2 s answers = 32 messages/s at most).
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=256)
 CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
+# The sync Redis client's pool (django-redis: the cache, apps.core.redis.client()), sized for every thread of a
+# process that may use it at once: Celery's threads, the run_db threads (DB_THREADS) and a few background ones
+# (trace and cost writers, beat's ticks). A caller beyond that waits up to REDIS_POOL_TIMEOUT s for a connection
+# instead of failing: redis-py's default pool (100, failing with "Too many connections") made a burst retry
+# decisions by the thousand.
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=CELERY_WORKER_CONCURRENCY + DB_THREADS + 16)
+REDIS_POOL_TIMEOUT = env.float("REDIS_POOL_TIMEOUT", default=5.0)
+CACHES["default"]["OPTIONS"] |= {
+    "CONNECTION_POOL_CLASS": "redis.BlockingConnectionPool",
+    "CONNECTION_POOL_KWARGS": {"max_connections": REDIS_MAX_CONNECTIONS, "timeout": REDIS_POOL_TIMEOUT},
+}
 # Worker processes `make run` starts. One per core for throughput (each process has one GIL and one Celery
 # consumer: bench/README.md, issue 4); 1 by default because mem0's local Qdrant folder allows one process.
 CELERY_WORKER_PROCESSES = env.int("CELERY_WORKER_PROCESSES", default=1)

@@ -184,7 +184,9 @@ CHROMIUM_ARGS = [
 
 
 def chromium_session(base_url, tmp_path, expect, sync_playwright, stop_server, start_server_again):
-    staff_user()
+    user = staff_user()
+    admin_pages = ("monitoring.add_alertrule", "monitoring.view_alertrule", "wxmessages.view_reply")
+    user.user_permissions.add(*(helpers.permission(name) for name in admin_pages))
     the_agent = AgentFactory()
     with sync_playwright() as pw:
         # A fresh profile directory per run (playwright passes it as --user-data-dir).
@@ -193,8 +195,9 @@ def chromium_session(base_url, tmp_path, expect, sync_playwright, stop_server, s
         )
         try:
             page = browser.new_page()
-            errors = []
+            errors, blocked = [], []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: blocked.append(msg.text) if "Content Security Policy" in msg.text else None)
             log_in_to_the_dashboard(page, base_url, expect)
             watch_live_numbers(page, expect, the_agent)
 
@@ -205,9 +208,28 @@ def chromium_session(base_url, tmp_path, expect, sync_playwright, stop_server, s
             expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=20000)
             in_thread(lambda: TimedReplyFactory(agent=the_agent, response_ms=100, status="delivered"))
             expect(page.locator('[data-card="total_requests"]')).to_have_text("4", timeout=10000)
-            assert errors == []
+            admin_works_under_the_csp(page, base_url, the_agent)
+            assert errors == [] and blocked == [], (errors, blocked)
         finally:
             browser.close()
+
+
+def admin_works_under_the_csp(page, base_url, the_agent) -> None:
+    """The Content-Security-Policy is on, and admin pages with their scripts, widgets and styles still work."""
+    in_thread(lambda: TimedReplyFactory(agent=the_agent))  # admin's reply list colours its status cell inline
+    for path in ("/dashboard/", "/admin/", "/admin/wxmessages/reply/", "/admin/monitoring/alertrule/add/"):
+        response = page.goto(f"{base_url}{path}")
+        assert response.status == 200, path
+        assert "script-src 'self'" in response.headers["content-security-policy"], path
+        assert response.headers["x-frame-options"] == "DENY"
+        # admin's style sheet applied (style-src), its scripts ran (script-src): the theme toggle is wired up.
+        assert page.evaluate("getComputedStyle(document.querySelector('#header')).display") != "inline", path
+    page.select_option("#id_metric", index=1)  # the change form's widgets respond
+    theme = page.evaluate("document.documentElement.dataset.theme")  # set by admin's theme.js: it ran
+    page.locator("button.theme-toggle").first.click()
+    assert theme and page.evaluate("document.documentElement.dataset.theme") != theme
+    page.goto(f"{base_url}/api/docs/")  # Swagger UI starts from a script file, not an inline one
+    page.locator(".swagger-ui .opblock").first.wait_for(timeout=15000)
 
 
 def log_in_to_the_dashboard(page, base_url, expect) -> None:
