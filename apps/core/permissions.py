@@ -4,6 +4,8 @@
   admin); a staff user without `perm`: 403.
 - `StaffPermission(perm)`: a DRF permission. The API's authentication answers 401/403 as usual; a staff
   session without `perm`: 403.
+- `admin_page(model_admin, view)`: a custom page among a ModelAdmin's URLs (a report, a preview): the admin
+  login like any admin page, and 403 without the model's view permission.
 - `session_allows(session_key, perm)`: a WebSocket, re-checked on every event it sends (the session,
   the user, its staff flag and permissions are read again, so a logout or a revoked right stops the feed).
 
@@ -36,6 +38,15 @@ def staff_permission_required(perm: str):
         return checked
 
     return decorator
+
+
+def admin_page(model_admin, view):
+    def checked(request, *args, **kwargs):
+        if not model_admin.has_view_permission(request):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return model_admin.admin_site.admin_view(wraps(view)(checked))
 
 
 def StaffPermission(perm: str, detail: str = "") -> type[BasePermission]:  # noqa: N802 - a class factory

@@ -74,6 +74,23 @@ def test_an_inactive_or_non_staff_holder_of_the_permission_is_refused(client, do
         assert client.get(url).status_code in (302, 403), url
 
 
+def test_admins_own_pages_need_their_models_view_permission(client):
+    """Reports and previews among a ModelAdmin's URLs are not open to every staff account."""
+    pages = [
+        ("/admin/costs/usagerecord/report/", "costs.view_usagerecord", "LLM 成本日报"),
+        ("/admin/knowledge/entry/try/", "knowledge.view_entry", "<form"),
+        ("/admin/rules/rule/preview/", "rules.view_rule", "<form"),
+    ]
+    for url, perm, text in pages:
+        client.force_login(staff_user(f"without-{url}", VIEW_DASHBOARD))
+        assert client.get(url).status_code == 403, url
+        client.force_login(staff_user(f"with-{url}", perm))
+        allowed = client.get(url)
+        assert allowed.status_code == 200 and text in allowed.content.decode(), url
+        client.logout()
+        assert client.get(url).status_code == 302, url  # to the admin login
+
+
 @pytest.mark.e2e
 def test_dashboard_socket_refuses_staff_without_the_permission(live_server_stack):
     from apps.monitoring.tests.test_dashboard import session_cookie
