@@ -56,12 +56,14 @@ def seed(rows_wanted: int) -> str:
     from datetime import timedelta
     from decimal import Decimal
 
+    from django.contrib.auth.models import Permission
     from django.utils import timezone
 
     from apps.agents.models import Agent
     from apps.messages.models import Conversation, Message, Reply
 
     user, _ = get_user_model().objects.get_or_create(username="bench_ops", defaults={"is_staff": True})
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="monitoring", codename="view_dashboard"))
     client = Client()
     client.force_login(user)
     have = Reply.objects.filter(agent__id__startswith="agt_bench").count()

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import environ
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 from apps.core.envspec import LLM_PROVIDERS
@@ -95,6 +96,7 @@ INSTALLED_APPS = [
     "channels",
     "django_celery_beat",
     "django_prometheus",
+    "csp",
     "apps.core",
     "apps.agents",
     "apps.customers",
@@ -111,6 +113,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -247,6 +250,17 @@ CELERY_TIMEZONE = env.str("TIME_ZONE", default="Asia/Shanghai")
 # keep at least as many as LLM calls to have in flight (64 threads × 2 s answers = 32 messages/s at most).
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=256)
 CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
+# The sync Redis client's pool (django-redis: the cache, apps.core.redis.client()), sized for every thread of a
+# process that may use it at once: Celery's threads, the run_db threads (DB_THREADS) and a few background ones
+# (trace and cost writers, beat's ticks). A caller beyond that waits up to REDIS_POOL_TIMEOUT s for a connection
+# instead of failing: redis-py's default pool (100, failing with "Too many connections") made a burst retry
+# decisions by the thousand.
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=CELERY_WORKER_CONCURRENCY + DB_THREADS + 16)
+REDIS_POOL_TIMEOUT = env.float("REDIS_POOL_TIMEOUT", default=5.0)
+CACHES["default"]["OPTIONS"] |= {
+    "CONNECTION_POOL_CLASS": "redis.BlockingConnectionPool",
+    "CONNECTION_POOL_KWARGS": {"max_connections": REDIS_MAX_CONNECTIONS, "timeout": REDIS_POOL_TIMEOUT},
+}
 # Worker processes `make run` starts. One per core for throughput (each process has one GIL and one Celery
 # consumer: bench/README.md, issue 4); 1 by default because mem0's local Qdrant folder allows one process.
 CELERY_WORKER_PROCESSES = env.int("CELERY_WORKER_PROCESSES", default=1)
@@ -271,8 +285,30 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIN
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Docker's health checks and Prometheus reach the containers over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = env.list("SECURE_REDIRECT_EXEMPT", default=[r"^healthz$", r"^readyz$", r"^metrics$"])
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
-X_FRAME_OPTIONS = "SAMEORIGIN"
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+X_FRAME_OPTIONS = "DENY"  # no page of ours is framed (admin's related-object pop-ups are windows)
+# Content-Security-Policy (django-csp) on every Django response, and on the ASGI ingest door (apps.core.security):
+# scripts and style sheets from this origin only (an inline <script>/<style> needs `nonce="{{ request.csp_nonce }}"`);
+# inline style *attributes* stay allowed: admin pages colour values with them, and they cannot run code.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src-elem": [SELF, NONCE],
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],  # the dashboard's WebSocket is same-origin
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 # --- REST -----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -384,11 +420,12 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
 # A Celery worker in its own container serves its metrics on this port (0 = off; same host: /metrics has them).
 METRICS_WORKER_PORT = env.int("METRICS_WORKER_PORT", default=0)
+# ...on this address: loopback unless set (the exporter has no authentication; docker-compose sets 0.0.0.0 on its
+# private network, where Prometheus scrapes it, and publishes no port for it).
+METRICS_WORKER_ADDR = env.str("METRICS_WORKER_ADDR", default="127.0.0.1")
 # django-prometheus query metrics (count, errors, duration) through an execute wrapper on every connection.
 METRICS_DB_QUERIES = env.bool("METRICS_DB_QUERIES", default=True)
 DASHBOARD_INTERVAL = env.float("DASHBOARD_INTERVAL", default=1.0)
-# Seconds between re-checks of a dashboard viewer's session and staff flag.
-DASHBOARD_RECHECK = env.float("DASHBOARD_RECHECK", default=15.0)
 TRACE_MAX_EVENTS = env.int("TRACE_MAX_EVENTS", default=500)
 TRACE_TTL = env.int("TRACE_TTL", default=7 * 86400)
 # Trace lines are queued and written by a background thread this often, in one pipeline for all traces.

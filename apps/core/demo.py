@@ -1,4 +1,4 @@
-"""Core's part of seed_demo: the demo supervisor account."""
+"""Core's part of seed_demo: the staff role groups (apps.core.roles) and the demo supervisor account."""
 
 import os
 import secrets
@@ -6,12 +6,15 @@ import secrets
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
+from apps.core import roles
+
 
 def credentials_file():
     return settings.VAR_DIR / "demo_supervisor.txt"
 
 
 def seed(stdout) -> None:
+    stdout.write("staff groups: " + ", ".join(roles.seed_groups()))
     User = get_user_model()
     username = settings.DEMO_SUPERVISOR_USERNAME
     if User.objects.filter(username=username).exists():

@@ -5,6 +5,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
+from apps.core.permissions import admin_page
 from apps.costs import services
 from apps.costs.models import Budget, BudgetAlert, ModelPrice, UsageRecord
 from apps.costs.selectors import daily_report
@@ -78,7 +79,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         return [
-            path("report/", self.admin_site.admin_view(self.report_view), name="costs_report"),
+            path("report/", admin_page(self, self.report_view), name="costs_report"),
             *super().get_urls(),
         ]
 

@@ -5,6 +5,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from apps.core.permissions import staff_can
 from apps.customers import services
 from apps.customers.api import EXPORT_PERMISSION, export_response
 from apps.customers.models import BindingChange, Contact, Customer, WeChatBinding
@@ -84,7 +85,7 @@ class CustomerAdmin(admin.ModelAdmin):
         return False  # customers come from the ERP
 
     def has_export_permission(self, request) -> bool:
-        return request.user.has_perm(EXPORT_PERMISSION)
+        return staff_can(request.user, EXPORT_PERMISSION)
 
     @admin.action(description=_("导出所选客户为 CSV（Excel）"), permissions=["export"])
     def export_csv(self, request, queryset):

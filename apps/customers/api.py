@@ -9,11 +9,11 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import permissions
 from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
+from apps.core.permissions import StaffPermission
 from apps.customers import services
 from apps.customers.models import Customer
 
@@ -50,16 +50,8 @@ def _json_export_schema() -> dict:
     return {"type": "array", "items": {"type": "object", "properties": properties, "required": list(properties)}}
 
 
-class CanExportCustomers(permissions.BasePermission):
-    message = "需要后台账号并拥有“可以导出客户”权限"
-
-    def has_permission(self, request, view) -> bool:
-        user = request.user
-        return bool(user and user.is_authenticated and user.is_staff and user.has_perm(EXPORT_PERMISSION))
-
-
 class CustomerExportView(APIView):
-    permission_classes = [CanExportCustomers]
+    permission_classes = [StaffPermission(EXPORT_PERMISSION, "需要后台账号并拥有“可以导出客户”权限")]
     renderer_classes = [JSONRenderer]
 
     def perform_content_negotiation(self, request, force=False):

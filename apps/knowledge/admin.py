@@ -7,6 +7,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from apps.core import aio
+from apps.core.permissions import admin_page
 
 from . import services
 from .documents import parse_document
@@ -63,7 +64,7 @@ class EntryAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         return [
-            path("try/", self.admin_site.admin_view(self.try_view), name="knowledge_entry_try"),
+            path("try/", admin_page(self, self.try_view), name="knowledge_entry_try"),
             *super().get_urls(),
         ]
 

@@ -4,7 +4,6 @@
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -13,6 +12,7 @@ from apps.agents.api import IsAgent
 from apps.agents.authentication import AgentJWTAuthentication
 from apps.core import aio
 from apps.core.api import ErrorSerializer
+from apps.core.permissions import StaffPermission
 from apps.messages import outbox, review, selectors
 from apps.messages.models import Reply
 
@@ -141,10 +141,7 @@ class TakeoverView(AgentView):
         return Response({"chat": chat, "active": active, "found": found})
 
 
-class IsStaffOrAgent(BasePermission):
-    def has_permission(self, request, view):
-        user = request.user
-        return isinstance(user, auth.AgentIdentity) or bool(user and getattr(user, "is_staff", False))
+VIEW_STATS = "wxmessages.view_stats"
 
 
 class StatsDaySerializer(serializers.Serializer):
@@ -169,13 +166,14 @@ class StatsSerializer(serializers.Serializer):
 
 class StatsView(APIView):
     authentication_classes = [AgentJWTAuthentication, *APIView.authentication_classes]
-    permission_classes = [IsStaffOrAgent]
+    permission_classes = [IsAgent | StaffPermission(VIEW_STATS)]  # an agent sees its own numbers only
 
     @extend_schema(
         tags=["messages"],
         summary="Pipeline statistics per day",
-        description="Staff (session) see everything, or one agent with `?agent_id=`; an agent token sees its own "
-        "numbers only. Real numbers from the database, days in the server time zone.",
+        description="Staff (session) holding the permission `wxmessages.view_stats` see everything, or one agent "
+        "with `?agent_id=`; an agent token sees its own numbers only. Real numbers from the database, days in the "
+        "server time zone.",
         parameters=[
             OpenApiParameter("days", {"type": "integer", "minimum": 1, "maximum": 90, "default": 7}),
             OpenApiParameter("agent_id", str, description="staff only: one agent"),

@@ -14,6 +14,7 @@ from django.conf import settings
 
 from apps.agents import auth
 from apps.core.db import run_db
+from apps.core.security import Posture
 from apps.messages import ingest, outbox, selectors
 from apps.messages.validation import Invalid, validate
 
@@ -22,21 +23,25 @@ Answer = tuple[int, dict, dict]  # status, JSON body, extra headers
 
 
 def with_ingest_endpoint(app):
-    """`app`, with POST /api/v1/messages answered here."""
+    """`app`, with POST /api/v1/messages answered here (with the Host check and security headers of the rest)."""
+    posture = Posture()
 
     async def http(scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in PATHS:
-            await endpoint(scope, receive, send)
+            await endpoint(scope, receive, send, posture)
         else:
             await app(scope, receive, send)
 
     return http
 
 
-async def endpoint(scope, receive, send) -> None:
+async def endpoint(scope, receive, send, posture: Posture) -> None:
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
     declared = headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > settings.INGEST_MAX_BODY_BYTES:
+    secure, refusal = posture.check(scope, headers)
+    if refusal is not None:
+        answer = refusal
+    elif declared.isdigit() and int(declared) > settings.INGEST_MAX_BODY_BYTES:
         answer = _too_large()
     else:
         body = await _read_body(receive)
@@ -48,6 +53,7 @@ async def endpoint(scope, receive, send) -> None:
     data = json.dumps(payload, ensure_ascii=False).encode()
     response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     response_headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in extra.items()]
+    response_headers += posture.headers(secure)
     await send({"type": "http.response.start", "status": status, "headers": response_headers})
     await send({"type": "http.response.body", "body": data})
 

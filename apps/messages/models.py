@@ -81,6 +81,8 @@ class Message(models.Model):
     class Meta:
         verbose_name = _("消息")
         verbose_name_plural = _("消息")
+        # GET /api/v1/stats for staff (all agents' numbers); an agent token sees its own without it.
+        permissions = [("view_stats", _("可以查看消息统计"))]
         constraints = [models.UniqueConstraint(fields=["agent", "client_msg_id"], name="message_agent_client_uniq")]
         indexes = [models.Index(fields=["conversation", "status", "id"], name="message_conv_status_idx")]
 

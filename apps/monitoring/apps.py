@@ -61,4 +61,8 @@ def serve_worker_metrics(**kwargs) -> None:
         if settings.PROMETHEUS_MULTIPROC_DIR:
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=settings.PROMETHEUS_MULTIPROC_DIR)
-        start_http_server(settings.METRICS_WORKER_PORT, addr="0.0.0.0", **({"registry": registry} if registry else {}))
+        start_http_server(
+            settings.METRICS_WORKER_PORT,
+            addr=settings.METRICS_WORKER_ADDR,
+            **({"registry": registry} if registry else {}),
+        )

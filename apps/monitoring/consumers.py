@@ -1,12 +1,12 @@
-"""/ws/dashboard/: staff only (session checked on connect and again every DASHBOARD_RECHECK seconds)."""
+"""/ws/dashboard/: staff with `monitoring.view_dashboard`, checked on connect and again before every snapshot
+sent (the session, the user, its staff flag and permissions read afresh: a logout or a revoked right stops
+the feed at the next frame)."""
 
-import time
-from importlib import import_module
-
-from channels.auth import get_user
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.conf import settings
 
+from apps.core.db import run_db
+from apps.core.permissions import session_allows
+from apps.monitoring.models import VIEW_DASHBOARD
 from apps.monitoring.producer import GROUP, cached_snapshot_text, producer
 
 CLOSE_FORBIDDEN = 4403
@@ -17,12 +17,11 @@ class DashboardConsumer(AsyncWebsocketConsumer):
 
     async def connect(self):
         await self.accept()
-        if not await self.is_staff():
+        if not await self.allowed():
             await self.close(code=CLOSE_FORBIDDEN)
             return
         await self.channel_layer.group_add(GROUP, self.channel_name)
         self.joined = True
-        self.checked_at = time.monotonic()
         producer.viewer_joined()
         text = await cached_snapshot_text()
         if text:
@@ -38,18 +37,11 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         """Viewers only listen; anything they send is ignored."""
 
     async def dashboard_snapshot(self, event):
-        if time.monotonic() - self.checked_at > settings.DASHBOARD_RECHECK:
-            self.checked_at = time.monotonic()
-            if not await self.is_staff():
-                await self.close(code=CLOSE_FORBIDDEN)
-                return
+        if not await self.allowed():
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
         await self.send(text_data=event["text"])
 
-    async def is_staff(self) -> bool:
-        """Re-reads the session and the user from their stores (a logout or a revoked staff flag takes effect)."""
+    async def allowed(self) -> bool:
         session = self.scope.get("session")
-        if session is None or not session.session_key:
-            return False
-        fresh = import_module(settings.SESSION_ENGINE).SessionStore(session_key=session.session_key)
-        user = await get_user({"session": fresh})
-        return bool(user.is_authenticated and user.is_active and user.is_staff)
+        return await run_db(session_allows, session.session_key if session is not None else None, VIEW_DASHBOARD)

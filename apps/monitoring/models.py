@@ -104,3 +104,24 @@ class AlertEvent(models.Model):
     @property
     def active(self) -> bool:
         return self.resolved_at is None
+
+
+VIEW_DASHBOARD = "monitoring.view_dashboard"
+VIEW_TRACE = "monitoring.view_trace"  # traces carry customers' words
+
+
+class MonitoringAccess(models.Model):
+    """No table: the holder of the monitoring pages' named permissions (Django attaches permissions to a model)."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        verbose_name = _("监控权限")
+        verbose_name_plural = _("监控权限")
+        permissions = [
+            ("view_dashboard", _("可以查看实时监控（/dashboard/ 及其实时推送）")),
+            ("view_trace", _("可以查看消息追踪（含客户消息原文）")),
+        ]
+
+    def __str__(self) -> str:
+        return str(self._meta.verbose_name)

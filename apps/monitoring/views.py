@@ -1,14 +1,15 @@
 from django.contrib import admin
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from apps.core.permissions import staff_permission_required
 from apps.messages import selectors as messages_selectors
 from apps.monitoring import services, tracing
 from apps.monitoring.metrics import exposition_registry
+from apps.monitoring.models import VIEW_DASHBOARD, VIEW_TRACE
 
 
 @require_GET
@@ -21,18 +22,18 @@ def metrics(request):
     return HttpResponse(generate_latest(exposition_registry()), content_type=CONTENT_TYPE_LATEST)
 
 
-@staff_member_required
+@staff_permission_required(VIEW_DASHBOARD)
 def dashboard(request):
     context = {**admin.site.each_context(request), "title": _("实时监控"), "snapshot": services.dashboard_snapshot()}
     return render(request, "monitoring/dashboard.html", context)
 
 
-@staff_member_required
+@staff_permission_required(VIEW_DASHBOARD)
 def snapshot(request):
     return JsonResponse(services.dashboard_snapshot())
 
 
-@staff_member_required
+@staff_permission_required(VIEW_TRACE)
 def trace(request, trace_id: str):
     context = {
         **admin.site.each_context(request),
@@ -42,7 +43,7 @@ def trace(request, trace_id: str):
     return render(request, "monitoring/trace.html", context)
 
 
-@staff_member_required
+@staff_permission_required(VIEW_TRACE)
 def conversation_trace(request, conversation_id: int):
     """The trace of each of the conversation's latest messages, newest first."""
     messages = messages_selectors.latest_messages(conversation_id, limit=20)

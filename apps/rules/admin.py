@@ -6,6 +6,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from apps.core import aio
+from apps.core.permissions import admin_page
 
 from . import services
 from .models import AdminNickname, ChatMute, RateLimit, Rule
@@ -77,7 +78,7 @@ class RuleAdmin(RulesConfigAdmin):
 
     def get_urls(self):
         return [
-            path("preview/", self.admin_site.admin_view(self.preview_view), name="rules_rule_preview"),
+            path("preview/", admin_page(self, self.preview_view), name="rules_rule_preview"),
             *super().get_urls(),
         ]
 

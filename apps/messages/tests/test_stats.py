@@ -7,7 +7,9 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from apps.core import aio
+from apps.core.tests.helpers import staff_user
 from apps.messages import pipeline, selectors
+from apps.messages.api import VIEW_STATS
 from apps.messages.models import Message, Reply
 from apps.messages.tests.factories import ConversationFactory, MessageFactory
 from apps.messages.tests.helpers import make_agent
@@ -39,7 +41,9 @@ def test_stats_are_real_numbers(fake_engine, client):
     assert client.get("/api/v1/stats").status_code == 401
     for bad in ("0", "91", "seven"):
         assert client.get(f"/api/v1/stats?days={bad}", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 400
-    client.force_login(get_user_model().objects.create_user("boss", password="x", is_staff=True))
+    client.force_login(get_user_model().objects.create_user("clerk", password="x", is_staff=True))
+    assert client.get("/api/v1/stats").status_code == 403  # staff, but not allowed to see the numbers
+    client.force_login(staff_user("boss", VIEW_STATS))
     assert client.get("/api/v1/stats").json()["totals"]["messages"] == 5
     Message.objects.update(received_at=timezone.now() - timedelta(days=1))
     assert selectors.stats(2)["per_day"][0]["messages"] == 5

@@ -2,6 +2,7 @@ import json
 import time
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -139,6 +140,13 @@ def test_metric_incremented_in_a_celery_worker_shows_on_daphne_metrics(live_env,
             # The worker's own exporter (docker: a worker in its own container) shows the same count.
             from_worker = families(httpx.get(f"http://127.0.0.1:{worker_port}/metrics", timeout=10).text)
             assert sample_value(from_worker["wxcs_alert_notifications"], channel="dingtalk", outcome="sent") == 1
+            # ...on loopback only (METRICS_WORKER_ADDR unset): it has no authentication.
+            listening = [
+                conn.laddr
+                for conn in psutil.Process(worker.popen.pid).net_connections(kind="inet")
+                if conn.status == psutil.CONN_LISTEN and conn.laddr.port == worker_port
+            ]
+            assert [address.ip for address in listening] == ["127.0.0.1"], listening
         # LOG_JSON=true: Daphne logged one JSON object per line, each with a trace_id field.
         for process in (daphne, worker):  # Celery's own logging setup adopted too (apps.adopt_celery_logger)
             logged = [json.loads(line) for line in process.log_path.read_text().splitlines() if line.startswith("{")]

@@ -5,12 +5,13 @@ import time
 import uuid
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 
 from apps.core import redis
+from apps.core.tests.helpers import staff_user
 from apps.core.tracing import JsonFormatter, TraceIdFilter, bind, current_trace_id
 from apps.monitoring import tracing
+from apps.monitoring.models import VIEW_TRACE
 from apps.monitoring.tests.factories import TimedReplyFactory
 from apps.monitoring.tests.live import worker_and_daphne
 
@@ -98,7 +99,7 @@ def test_admin_trace_views_show_a_conversations_log_lines(client, trace_logger):
 
     url = f"/dashboard/conversations/{message.conversation_id}/trace/"
     assert client.get(url).status_code == 302  # staff only
-    get_user_model().objects.create_user(username="ops", password="x-Pa55-word", is_staff=True)
+    staff_user("ops", VIEW_TRACE, password="x-Pa55-word")
     client.login(username="ops", password="x-Pa55-word")
     page = client.get(url).content.decode()
     assert "rules: no match" in page and f"delivered reply {reply.pk}" in page and message.trace_id.hex in page
@@ -181,7 +182,7 @@ def test_a_messages_trace_is_kept_from_the_real_pipeline_worker(live_env, tmp_pa
     assert any(f"message {stored.id} decided" in event["message"] for event in events), worker.log_tail()
     assert {event["trace_id"] for event in events} == {stored.trace_id.hex}
 
-    get_user_model().objects.create_user(username="ops", password="x-Pa55-word", is_staff=True)
+    staff_user("ops", VIEW_TRACE, password="x-Pa55-word")
     client = Client()
     client.login(username="ops", password="x-Pa55-word")
     page = client.get(f"/dashboard/conversations/{stored.conversation_id}/trace/").content.decode()
