@@ -1,6 +1,5 @@
 """Agent REST endpoints: login, refresh, heartbeat."""
 
-from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny, BasePermission
@@ -117,13 +116,7 @@ class RefreshView(APIView):
         responses={200: TokenSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 429: THROTTLED},
     )
     def post(self, request):
-        limit = ratelimit.Limit(
-            "agent-refresh:addr",
-            ratelimit.client_address(request) or "unknown",
-            settings.AGENT_REFRESH_LIMIT_PER_ADDRESS,
-            settings.AGENT_LOGIN_WINDOW,
-        )
-        retry_after = ratelimit.hit([limit])
+        retry_after = ratelimit.hit([auth.refresh_limit(ratelimit.client_address(request))])
         if retry_after:
             return _throttled(auth.Throttled(retry_after, "too many refresh attempts"))
         serializer = RefreshSerializer(data=request.data)

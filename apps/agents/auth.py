@@ -138,6 +138,14 @@ class _HashGate:
         self._lock = threading.Lock()
         self._semaphore: threading.BoundedSemaphore | None = None
         self._waiting = 0
+        self._hashing = 0
+
+    def full(self) -> bool:
+        """Every slot taken and the waiting room full: a login now would be refused (read without locking)."""
+        return (
+            self._hashing >= settings.AGENT_LOGIN_HASH_CONCURRENCY
+            and self._waiting >= settings.AGENT_LOGIN_MAX_WAITING
+        )
 
     @contextlib.contextmanager
     def slot(self):
@@ -156,9 +164,11 @@ class _HashGate:
                     self._waiting -= 1
             if not acquired:
                 raise Throttled(settings.AGENT_LOGIN_BUSY_RETRY_AFTER, "login service busy", "login_busy")
+        self._hashing += 1
         try:
             yield
         finally:
+            self._hashing -= 1
             self._semaphore.release()
 
 
@@ -330,6 +340,25 @@ def login_limits(agent_id: str, address: str | None) -> list[ratelimit.Limit]:
         ratelimit.Limit("agent-login:id", agent_key, settings.AGENT_LOGIN_LIMIT_PER_ID, window),
         ratelimit.Limit("agent-login:addr", address or "unknown", settings.AGENT_LOGIN_LIMIT_PER_ADDRESS, window),
     ]
+
+
+def refresh_limit(address: str | None) -> ratelimit.Limit:
+    return ratelimit.Limit(
+        "agent-refresh:addr", address or "unknown", settings.AGENT_REFRESH_LIMIT_PER_ADDRESS, settings.AGENT_LOGIN_WINDOW
+    )
+
+
+async def refused_early(path: str, address: str | None) -> Throttled | None:
+    """For the ASGI gate in front of Django (apps.agents.asgi): a login or refresh that would be refused anyway
+    (its address is over its limit, or no hashing slot is free), told without counting anything. The counting
+    and the decision stay in `login` / the refresh view."""
+    if path == "login":
+        if _HASHING.full():
+            return Throttled(settings.AGENT_LOGIN_BUSY_RETRY_AFTER, "login service busy", "login_busy")
+        wait = await ratelimit.retry_after(login_limits("", address)[1])
+    else:
+        wait = await ratelimit.retry_after(refresh_limit(address))
+    return Throttled(wait) if wait else None
 
 
 def login(agent_id: str, api_key: str, address: str | None) -> dict:

@@ -10,6 +10,7 @@ limit; `forgive(limits)` takes a successful attempt back. With Redis down nothin
 throttle outage must not lock every agent out.
 """
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -70,13 +71,30 @@ def forgive(limits: list[Limit]) -> None:
         logger.warning("could not take back a throttled attempt", exc_info=True)
 
 
+async def retry_after(limit: Limit) -> int:
+    """Seconds until `limit` lets an attempt through again (0: now), without counting one: for a cheap refusal
+    in front of the code that counts."""
+    if limit.limit <= 0:
+        return 0
+    try:
+        count, ttl = await asyncio.gather(redis.batched("GET", limit.key), redis.batched("TTL", limit.key))
+    except Exception:
+        return 0  # the counting path decides (and logs the outage)
+    return max(1, int(ttl)) if count is not None and int(count) >= limit.limit and int(ttl) > 0 else 0
+
+
 def client_address(request) -> str | None:
-    """The client's address: REMOTE_ADDR, or behind CLIENT_IP_PROXY_COUNT trusted reverse proxies the address
-    the outermost of them saw (X-Forwarded-For, counted from the right: what the client wrote is not trusted).
-    Also axes' AXES_CLIENT_IP_CALLABLE, so admin and agent logins are throttled by the same address."""
+    """The client's address of a Django request (see `address`). Also axes' AXES_CLIENT_IP_CALLABLE, so admin
+    and agent logins are throttled by the same address."""
+    return address(request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR", ""))
+
+
+def address(remote_addr: str | None, forwarded_for: str) -> str | None:
+    """REMOTE_ADDR, or behind CLIENT_IP_PROXY_COUNT trusted reverse proxies the address the outermost of them
+    saw (X-Forwarded-For, counted from the right: what the client wrote itself is not trusted)."""
     proxies = settings.CLIENT_IP_PROXY_COUNT
     if proxies > 0:
-        hops = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+        hops = [part.strip() for part in forwarded_for.split(",") if part.strip()]
         if len(hops) >= proxies:
             return hops[-proxies]
-    return request.META.get("REMOTE_ADDR") or None
+    return remote_addr or None

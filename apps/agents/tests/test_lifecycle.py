@@ -1,6 +1,7 @@
 """Credential lifecycle: refresh tokens rotate and a spent one revokes its family; rotating a secret (command or
 admin action) voids every token; logins are throttled (429 + Retry-After) and cost the same for unknown ids."""
 
+import asyncio
 import json
 import statistics
 import time
@@ -214,3 +215,29 @@ def test_a_login_beyond_the_waiting_room_is_refused_at_once(settings):
 def test_the_sync_bridge_still_authenticates():
     agent = AgentFactory()
     assert aio.run(auth.authenticate_token(auth.issue_tokens(agent.id)["access_token"])).agent_id == agent.id
+
+
+async def test_the_asgi_gate_refuses_an_address_over_its_limit_before_django(settings):
+    from apps.agents.asgi import with_login_gate
+    from apps.core import ratelimit
+
+    settings.AGENT_LOGIN_LIMIT_PER_ADDRESS = 1
+    reached_django, sent = [], []
+
+    async def django(scope, receive, send):
+        reached_django.append(scope["path"])
+
+    async def send(event):
+        sent.append(event)
+
+    gate = with_login_gate(django)
+    scope = {"type": "http", "method": "POST", "path": "/api/v1/auth/login", "headers": [], "client": ("10.4.0.1", 1)}
+    await gate(scope, None, send)
+    assert reached_django == ["/api/v1/auth/login"] and not sent  # under the limit: Django decides (and counts)
+    await asyncio.to_thread(ratelimit.hit, auth.login_limits("agt_x", "10.4.0.1"))  # the attempt Django counted
+    await gate(scope, None, send)
+    assert reached_django == ["/api/v1/auth/login"]
+    assert sent[0]["status"] == 429 and 0 < int(dict(sent[0]["headers"])[b"retry-after"]) <= 300
+    assert json.loads(sent[1]["body"]) == {"detail": "too many login attempts", "code": "throttled"}
+    await gate({**scope, "client": ("10.4.0.2", 1)}, None, send)  # another address
+    assert len(reached_django) == 2
