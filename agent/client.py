@@ -51,7 +51,7 @@ CLOSE_ACTIONS = {4401: "login", 4403: "stop", 4409: "login", 4419: "refresh"}
 
 
 def close_action(exc: BaseException) -> str | None:
-    """"refresh" / "login" / "stop" for a connection the server closed or refused over credentials, else None."""
+    """ "refresh" / "login" / "stop" for a connection the server closed or refused over credentials, else None."""
     close = getattr(exc, "rcvd", None)
     if close is not None and getattr(close, "code", None) in CLOSE_ACTIONS:
         return CLOSE_ACTIONS[close.code]

@@ -30,7 +30,9 @@ async def flood(url: str, total: int, concurrency: int, spoofed: bool) -> dict:
         if spoofed:
             agent_id, headers = f"agt_flood{i}", {"X-Forwarded-For": f"10.7.{i // 250}.{i % 250}"}
         async with gate:
-            response = await http.post("/api/v1/auth/login", json={"agent_id": agent_id, "api_key": f"k{i}"}, headers=headers)
+            response = await http.post(
+                "/api/v1/auth/login", json={"agent_id": agent_id, "api_key": f"k{i}"}, headers=headers
+            )
         statuses[response.status_code] += 1
         if response.status_code == 429 and not sample:
             sample.update(retry_after=response.headers.get("Retry-After"), body=response.json())

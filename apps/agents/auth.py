@@ -143,8 +143,7 @@ class _HashGate:
     def full(self) -> bool:
         """Every slot taken and the waiting room full: a login now would be refused (read without locking)."""
         return (
-            self._hashing >= settings.AGENT_LOGIN_HASH_CONCURRENCY
-            and self._waiting >= settings.AGENT_LOGIN_MAX_WAITING
+            self._hashing >= settings.AGENT_LOGIN_HASH_CONCURRENCY and self._waiting >= settings.AGENT_LOGIN_MAX_WAITING
         )
 
     @contextlib.contextmanager
@@ -344,7 +343,10 @@ def login_limits(agent_id: str, address: str | None) -> list[ratelimit.Limit]:
 
 def refresh_limit(address: str | None) -> ratelimit.Limit:
     return ratelimit.Limit(
-        "agent-refresh:addr", address or "unknown", settings.AGENT_REFRESH_LIMIT_PER_ADDRESS, settings.AGENT_LOGIN_WINDOW
+        "agent-refresh:addr",
+        address or "unknown",
+        settings.AGENT_REFRESH_LIMIT_PER_ADDRESS,
+        settings.AGENT_LOGIN_WINDOW,
     )
 
 

@@ -75,3 +75,6 @@ class RefreshTokenFamily(models.Model):
     class Meta:
         verbose_name = _("刷新令牌族")
         verbose_name_plural = _("刷新令牌族")
+
+    def __str__(self) -> str:
+        return f"{self.agent_id}/{self.id}"

@@ -52,7 +52,9 @@ def hit(limits: list[Limit]) -> int:
     if not limits:
         return 0
     try:
-        counts = redis.client().eval(_HIT, len(limits), *(l.key for l in limits), *(l.window for l in limits))
+        counts = redis.client().eval(
+            _HIT, len(limits), *(limit.key for limit in limits), *(limit.window for limit in limits)
+        )
     except Exception:
         logger.warning("login throttle unavailable (Redis); not throttling", exc_info=True)
         return 0

@@ -110,7 +110,9 @@ def test_an_access_token_expiring_on_an_open_socket_closes_it(live_env, tmp_path
 
         async def scenario():
             async with httpx.AsyncClient(base_url=base_url) as http:
-                tokens = (await http.post("/api/v1/auth/login", json={"agent_id": agent.id, "api_key": agent.secret})).json()
+                tokens = (
+                    await http.post("/api/v1/auth/login", json={"agent_id": agent.id, "api_key": agent.secret})
+                ).json()
             assert tokens["expires_in"] == 3
             ws = await _hello(base_url, tokens["access_token"])
             await ws.send(json.dumps({"type": "ping", "ts": 1}))
@@ -131,6 +133,12 @@ def test_an_access_token_expiring_on_an_open_socket_closes_it(live_env, tmp_path
 # --- login flood ----------------------------------------------------------------------------------------
 def _p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1]
+
+
+def _figures(latencies: list[float]) -> str:
+    return (
+        f"p95 {_p95(latencies) * 1000:.0f} ms, median {statistics.median(latencies) * 1000:.0f} ms, n={len(latencies)}"
+    )
 
 
 async def _outbox_latencies(http: httpx.AsyncClient, token: str, count: int) -> list[float]:
@@ -174,14 +182,15 @@ def test_a_login_flood_gets_429_while_another_agents_requests_keep_their_latency
         quiet, results = asyncio.run(scenario())
     finally:
         process.stop()
-    load = os.getloadavg()
-    print(f"\nother agent's GET /api/v1/replies: p95 quiet {_p95(quiet) * 1000:.0f} ms (median "
-          f"{statistics.median(quiet) * 1000:.0f} ms, n={len(quiet)}); load average {load[0]:.2f} {load[1]:.2f}")  # fmt: skip
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg()[:2])
+    print(f"\nother agent's GET /api/v1/replies, quiet: {_figures(quiet)}; load average {load}")
     for spoofed, (during, flood) in results.items():
         statuses = flood["statuses"]
-        print(f"  {'distributed' if spoofed else 'one id, one address'} flood of 300 wrong-key logins in "
-              f"{flood['seconds']} s: {statuses}; other agent's p95 {_p95(during) * 1000:.0f} ms (median "
-              f"{statistics.median(during) * 1000:.0f} ms, n={len(during)})")  # fmt: skip
+        kind = "distributed" if spoofed else "one id, one address"
+        print(
+            f"  {kind} flood of 300 wrong-key logins in {flood['seconds']} s: {statuses};"
+            f" other agent: {_figures(during)}"
+        )
         assert set(statuses) <= {"401", "429"} and statuses["429"] >= 250
         assert int(flood["sample_429"]["retry_after"]) > 0
         assert flood["sample_429"]["body"]["code"] in ("throttled", "login_busy")
