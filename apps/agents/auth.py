@@ -138,13 +138,6 @@ class _HashGate:
         self._lock = threading.Lock()
         self._semaphore: threading.BoundedSemaphore | None = None
         self._waiting = 0
-        self._hashing = 0
-
-    def full(self) -> bool:
-        """Every slot taken and the waiting room full: a login now would be refused (read without locking)."""
-        return (
-            self._hashing >= settings.AGENT_LOGIN_HASH_CONCURRENCY and self._waiting >= settings.AGENT_LOGIN_MAX_WAITING
-        )
 
     @contextlib.contextmanager
     def slot(self):
@@ -153,7 +146,7 @@ class _HashGate:
                 self._semaphore = threading.BoundedSemaphore(settings.AGENT_LOGIN_HASH_CONCURRENCY)
             acquired = self._semaphore.acquire(blocking=False)
             if not acquired and self._waiting >= settings.AGENT_LOGIN_MAX_WAITING:
-                raise Throttled(settings.AGENT_LOGIN_BUSY_RETRY_AFTER, "login service busy", "login_busy")
+                raise login_busy()
             self._waiting += not acquired
         if not acquired:
             try:
@@ -162,12 +155,10 @@ class _HashGate:
                 with self._lock:
                     self._waiting -= 1
             if not acquired:
-                raise Throttled(settings.AGENT_LOGIN_BUSY_RETRY_AFTER, "login service busy", "login_busy")
-        self._hashing += 1
+                raise login_busy()
         try:
             yield
         finally:
-            self._hashing -= 1
             self._semaphore.release()
 
 
@@ -350,16 +341,20 @@ def refresh_limit(address: str | None) -> ratelimit.Limit:
     )
 
 
+def login_capacity() -> int:
+    """Logins a web process works on at once: hashing, or waiting for a hashing slot. More are refused."""
+    return settings.AGENT_LOGIN_HASH_CONCURRENCY + settings.AGENT_LOGIN_MAX_WAITING
+
+
+def login_busy() -> Throttled:
+    return Throttled(settings.AGENT_LOGIN_BUSY_RETRY_AFTER, "login service busy", "login_busy")
+
+
 async def refused_early(path: str, address: str | None) -> Throttled | None:
-    """For the ASGI gate in front of Django (apps.agents.asgi): a login or refresh that would be refused anyway
-    (its address is over its limit, or no hashing slot is free), told without counting anything. The counting
-    and the decision stay in `login` / the refresh view."""
-    if path == "login":
-        if _HASHING.full():
-            return Throttled(settings.AGENT_LOGIN_BUSY_RETRY_AFTER, "login service busy", "login_busy")
-        wait = await ratelimit.retry_after(login_limits("", address)[1])
-    else:
-        wait = await ratelimit.retry_after(refresh_limit(address))
+    """For the ASGI gate in front of Django (apps.agents.asgi): a login or refresh whose address is over its
+    limit, told without counting anything. The counting and the decision stay in `login` / the refresh view."""
+    limit = login_limits("", address)[1] if path == "login" else refresh_limit(address)
+    wait = await ratelimit.retry_after(limit)
     return Throttled(wait) if wait else None
 
 

@@ -69,13 +69,14 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def _deny(self, detail: str, code: str = "unauthorized"):
         if self.agent_id is None:
-            await self._close_with(code, detail)
+            # An expired token at connect is 4401, as it always was (agents that predate 4419 log in again on it).
+            await self._close_with(code, detail, CLOSE_UNAUTHORIZED if code == "token_expired" else None)
 
-    async def _close_with(self, code: str, detail: str) -> None:
+    async def _close_with(self, code: str, detail: str, close_code: int | None = None) -> None:
         """An error frame `code`, then the close code for it (4401 for any token problem without its own)."""
         if self.closed_with is not None:
             return
-        self.closed_with = agent_services.CLOSE_CODES.get(code, CLOSE_UNAUTHORIZED)
+        self.closed_with = close_code or agent_services.CLOSE_CODES.get(code, CLOSE_UNAUTHORIZED)
         if self._recheck is not None and self._recheck is not asyncio.current_task():
             self._recheck.cancel()
         with contextlib.suppress(Exception):  # the client may be gone already

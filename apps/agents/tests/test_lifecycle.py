@@ -16,7 +16,6 @@ from rest_framework.test import APIClient
 from apps.agents import auth
 from apps.agents.models import Agent, RefreshTokenFamily
 from apps.agents.tests.factories import AgentFactory
-from apps.core import aio
 
 pytestmark = pytest.mark.django_db(transaction=True)  # token checks read the enabled agents on another thread
 
@@ -212,11 +211,6 @@ def test_a_login_beyond_the_waiting_room_is_refused_at_once(settings):
     assert login(agent.id, agent.secret).status_code == 200  # a free slot lets a login through
 
 
-def test_the_sync_bridge_still_authenticates():
-    agent = AgentFactory()
-    assert aio.run(auth.authenticate_token(auth.issue_tokens(agent.id)["access_token"])).agent_id == agent.id
-
-
 async def test_the_asgi_gate_refuses_an_address_over_its_limit_before_django(settings):
     from apps.agents.asgi import with_login_gate
     from apps.core import ratelimit
@@ -241,3 +235,39 @@ async def test_the_asgi_gate_refuses_an_address_over_its_limit_before_django(set
     assert json.loads(sent[1]["body"]) == {"detail": "too many login attempts", "code": "throttled"}
     await gate({**scope, "client": ("10.4.0.2", 1)}, None, send)  # another address
     assert len(reached_django) == 2
+
+
+async def test_the_asgi_gate_lets_no_more_logins_into_django_than_it_hashes_and_lets_wait(settings):
+    from apps.agents.asgi import with_login_gate
+
+    settings.AGENT_LOGIN_LIMIT_PER_ADDRESS = 100  # the address check awaits Redis: the burst must not slip past
+    settings.AGENT_LOGIN_HASH_CONCURRENCY, settings.AGENT_LOGIN_MAX_WAITING = 1, 2
+    release, inside, answers = asyncio.Event(), [], []
+
+    async def django(scope, receive, send):  # a login that hashes until released
+        inside.append(scope["client"][0])
+        await release.wait()
+
+    async def send(event):
+        if event["type"] == "http.response.start":
+            answers.append(event["status"])
+
+    gate = with_login_gate(django)
+
+    def login_from(i: int):
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/api/v1/auth/login",
+            "headers": [],
+            "client": (f"10.5.0.{i}", 1),
+        }
+        return gate(scope, None, send)
+
+    logins = [asyncio.ensure_future(login_from(i)) for i in range(10)]  # ten addresses at once
+    await asyncio.sleep(0.1)
+    assert len(inside) == 3 and answers == [429] * 7  # 1 hashing + 2 waiting; the rest refused at the door
+    release.set()
+    await asyncio.gather(*logins)
+    await login_from(99)
+    assert len(inside) == 4  # slots free again
