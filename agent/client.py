@@ -11,7 +11,13 @@ REST (under ``<url>/api/v1/``):
 - ``POST replies/<id>/ack`` ``{status: delivered | failed, error}``
 - ``POST heartbeat`` (the heartbeat fields)
 
-WebSocket ``<ws>/ws/agent/`` with ``Authorization: Bearer <access>`` (a bad token: close 4401); JSON
+Refresh tokens rotate: each refresh spends the one sent and returns the next, which must be kept (a spent
+one is refused and revokes all its successors: the agent then logs in again with its secret).
+
+WebSocket ``<ws>/ws/agent/`` with ``Authorization: Bearer <access>``; the server closes it with 4401 (bad
+token: log in again), 4419 (access token expired: refresh), 4409 (secret rotated: log in again; if the
+configured secret is the old one that fails and the agent waits) or 4403 (agent disabled: wait the longest
+reconnect delay between tries) — see ``close_action``. JSON
 frames with a ``type``. Agent → server: ``messages`` ``{messages: [item, ...]}``, ``ack`` ``{reply_id,
 status, error}``, ``heartbeat`` (the fields), ``takeover`` ``{chat_name, active}``. Server → agent:
 ``hello``, ``accepted_batch`` ``{accepted: [{client_id, status}], errors: [{client_id, detail}]}``,
@@ -37,6 +43,22 @@ log = logging.getLogger("agent.client")
 
 class AuthFailed(RuntimeError):
     """The server refused our credentials (HTTP 401): retrying will not help until they change."""
+
+
+# WebSocket close code → what to do before reconnecting (apps/messages/PROTOCOL.md, "Credentials: close codes
+# and login limits"): refresh the access token, log in again with the secret, or stop trying for a while.
+CLOSE_ACTIONS = {4401: "login", 4403: "stop", 4409: "login", 4419: "refresh"}
+
+
+def close_action(exc: BaseException) -> str | None:
+    """ "refresh" / "login" / "stop" for a connection the server closed or refused over credentials, else None."""
+    close = getattr(exc, "rcvd", None)
+    if close is not None and getattr(close, "code", None) in CLOSE_ACTIONS:
+        return CLOSE_ACTIONS[close.code]
+    response = getattr(exc, "response", None)
+    if getattr(response, "status_code", None) in (401, 403):
+        return "login"
+    return None
 
 
 class ServerUnavailable(RuntimeError):
@@ -101,6 +123,7 @@ class ServerClient:
         self._refresh = ""
         self._expires_at = 0.0
         self._ssl = None
+        self._token_lock: asyncio.Lock | None = None  # one login / refresh at a time: a refresh token is single-use
 
     # -- HTTP plumbing ---------------------------------------------------------------------------
     # The standard library's urllib (in a worker thread) rather than an async HTTP client: the agent
@@ -170,9 +193,15 @@ class ServerClient:
         log.info("logged in as agent %s", self.config.agent_id)
 
     async def refresh(self) -> None:
+        """New tokens for the current refresh token (spent by this call: the new one is kept); refused (spent,
+        revoked, secret rotated) or none: log in again."""
+        if not self._refresh:
+            await self.login()
+            return
         try:
             data = await self._request("POST", "auth/refresh", auth=False, body={"refresh_token": self._refresh})
         except AuthFailed:
+            self._refresh = ""
             await self.login()
             return
         self._store_tokens(data)
@@ -184,15 +213,23 @@ class ServerClient:
         SECRETS.add(self._access, self._refresh)
 
     async def access_token(self) -> str:
-        """A token valid for at least another minute (or 20 % of its lifetime): refresh or log in."""
-        if not self._access:
-            await self.login()
-        elif time.time() > self._expires_at - 60:
-            await self.refresh()
-        return self._access
+        """A token valid for at least another minute: refresh or log in (one caller at a time)."""
+        if self._token_lock is None:
+            self._token_lock = asyncio.Lock()
+        async with self._token_lock:
+            if not self._access:
+                await self.login()
+            elif time.time() > self._expires_at - 60:
+                await self.refresh()
+            return self._access
 
-    def forget_token(self) -> None:
-        self._access = ""
+    def prepare_reconnect(self, action: str) -> None:
+        """After the server closed the socket (``close_action``): "refresh" renews the access token before the
+        next connection, "login" / "stop" drop both tokens (the next connection logs in with the secret)."""
+        if action == "refresh":
+            self._expires_at = 0.0
+        else:
+            self._access = self._refresh = ""
 
     # -- WebSocket -------------------------------------------------------------------------------
     async def connect_ws(self):

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.client import AuthFailed, ServerClient, ServerUnavailable, accepted_ids, message_item
+from agent.client import AuthFailed, ServerClient, ServerUnavailable, accepted_ids, close_action, message_item
 from agent.config import AgentConfig
 from agent.drivers import create_driver
 from agent.drivers.base import DriverError, MentionError, SendTimeout, WeChatDriver
@@ -216,6 +216,7 @@ class AgentRuntime:
         rest_until = 0.0
         while not self._stop.is_set():
             started = time.monotonic()
+            wait_longest = False  # credentials refused / agent disabled: fast retries cannot help
             try:
                 use_rest = self.config.server.transport == "rest" or (
                     self.config.server.transport == "auto" and time.monotonic() < rest_until
@@ -227,7 +228,7 @@ class AgentRuntime:
                     try:
                         ws = await self.client.connect_ws()
                     except Exception as exc:
-                        if not _auth_refused(exc) and self.config.server.transport == "auto":
+                        if close_action(exc) is None and self.config.server.transport == "auto":
                             ws_failures += 1
                             if ws_failures >= 3:  # HTTP works, the WebSocket does not (proxy?)
                                 log.warning("WebSocket keeps failing (%s); using REST for 5 minutes", exc)
@@ -238,21 +239,32 @@ class AgentRuntime:
                     await self._ws_session(ws)
             except AuthFailed as exc:
                 log.error("server refused the agent's credentials: %s", exc)
-                backoff = rc.max_s
+                wait_longest = True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: back off and retry
-                if _auth_refused(exc):
-                    self.client.forget_token()  # log in again next time
-                log.warning("connection lost (%s: %s)", type(exc).__name__, exc)
+                wait_longest = self._after_close(exc)
             finally:
                 self.mode = "offline"
                 self._ws = None
             if time.monotonic() - started > 30:
                 backoff = rc.initial_s
+            if wait_longest:
+                backoff = rc.max_s
             delay = min(rc.max_s, backoff) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
             backoff = min(rc.max_s, backoff * 2)
             await self._sleep(delay)
+
+    def _after_close(self, exc: Exception) -> bool:
+        """Prepare the tokens for the next connection as the close code says; True: wait the longest delay."""
+        action = close_action(exc)
+        if action is not None:
+            self.client.prepare_reconnect(action)
+        if action == "stop":
+            log.error("the server disabled this agent (%s); retrying every %.0f s", exc, self.config.reconnect.max_s)
+            return True
+        log.warning("connection lost (%s: %s)%s", type(exc).__name__, exc, f"; next: {action}" if action else "")
+        return False
 
     async def _ws_session(self, ws) -> None:
         try:
@@ -578,15 +590,6 @@ class AgentRuntime:
             "pid": os.getpid(),
             "status": "ok" if wx_online else "degraded",
         }
-
-
-def _auth_refused(exc: Exception) -> bool:
-    """A WebSocket closed with 4401 / refused with HTTP 401 or 403: the token is no good."""
-    close = getattr(exc, "rcvd", None)
-    if close is not None and getattr(close, "code", None) in (4401, 4403):
-        return True
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None) in (401, 403)
 
 
 def _id(reply_id: str) -> int | str:

@@ -1,5 +1,5 @@
-"""ASGI entry point for Daphne: `POST /api/v1/messages` straight to ingest, other HTTP through Django,
-WebSocket through Channels."""
+"""ASGI entry point for Daphne: `POST /api/v1/messages` straight to ingest, hopeless agent logins refused before
+Django (apps.agents.asgi), other HTTP through Django, WebSocket through Channels."""
 
 import os
 
@@ -11,6 +11,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from apps.agents.asgi import with_login_gate  # noqa: E402
 from apps.messages.asgi import with_ingest_endpoint  # noqa: E402
 from wxcs.routing import websocket_urlpatterns  # noqa: E402
 
@@ -22,7 +23,7 @@ if settings.SERVE_STATIC:
 
 application = ProtocolTypeRouter(
     {
-        "http": with_ingest_endpoint(http_app),
+        "http": with_login_gate(with_ingest_endpoint(http_app)),
         "websocket": URLRouter(websocket_urlpatterns()),
     }
 )

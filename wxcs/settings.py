@@ -13,6 +13,7 @@ error instead of a fallback.
 import re
 import socket
 import sys
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -97,6 +98,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_prometheus",
     "csp",
+    "axes",
     "apps.core",
     "apps.agents",
     "apps.customers",
@@ -122,7 +124,11 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Last, as django-axes requires: turns its lockout into the response (429).
+    "axes.middleware.AxesMiddleware",
 ]
+# django-axes counts failed logins in the authentication backend chain.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 
 ROOT_URLCONF = "wxcs.urls"
 WSGI_APPLICATION = "wxcs.wsgi.application"
@@ -516,6 +522,41 @@ AGENT_REFRESH_TOKEN_TTL = env.int("AGENT_REFRESH_TOKEN_TTL", default=30 * 24 * 3
 AGENT_HEARTBEAT_INTERVAL = env.int("AGENT_HEARTBEAT_INTERVAL", default=30)
 # How often a process checks whether admin disabled or deleted an agent (its tokens are refused from then on).
 AGENT_ACTIVE_CHECK_SECONDS = env.float("AGENT_ACTIVE_CHECK_SECONDS", default=2.0)
+# An open agent WebSocket re-checks its agent (enabled, secret version) this often (s); disabling or rotating
+# also closes it at once by an event, this is the backstop. The access token's expiry closes it at that moment.
+AGENT_SOCKET_RECHECK_SECONDS = env.float("AGENT_SOCKET_RECHECK_SECONDS", default=15.0)
+# Login throttling (POST /api/v1/auth/login): attempts per agent id and per client address in a window of
+# AGENT_LOGIN_WINDOW seconds (a successful login is not counted); more get 429 + Retry-After. 0 = no limit.
+AGENT_LOGIN_WINDOW = env.int("AGENT_LOGIN_WINDOW", default=300)
+AGENT_LOGIN_LIMIT_PER_ID = env.int("AGENT_LOGIN_LIMIT_PER_ID", default=10)
+AGENT_LOGIN_LIMIT_PER_ADDRESS = env.int("AGENT_LOGIN_LIMIT_PER_ADDRESS", default=30)
+# POST /api/v1/auth/refresh per client address in the same window (refresh is hourly per agent).
+AGENT_REFRESH_LIMIT_PER_ADDRESS = env.int("AGENT_REFRESH_LIMIT_PER_ADDRESS", default=120)
+# Secret hashing (PBKDF2) per process: at most this many at once; a login waits up to AGENT_LOGIN_HASH_WAIT s
+# for a slot, and with AGENT_LOGIN_MAX_WAITING already waiting it gets 429 (Retry-After:
+# AGENT_LOGIN_BUSY_RETRY_AFTER) at once. Keeps a login flood from taking the CPU other agents' requests need.
+AGENT_LOGIN_HASH_CONCURRENCY = env.int("AGENT_LOGIN_HASH_CONCURRENCY", default=1)
+AGENT_LOGIN_HASH_WAIT = env.float("AGENT_LOGIN_HASH_WAIT", default=5.0)
+AGENT_LOGIN_MAX_WAITING = env.int("AGENT_LOGIN_MAX_WAITING", default=8)
+AGENT_LOGIN_BUSY_RETRY_AFTER = env.int("AGENT_LOGIN_BUSY_RETRY_AFTER", default=5)
+# Client address for throttling (agent and admin logins): the number of trusted reverse proxies in front of
+# the web processes (0: REMOTE_ADDR; n: the n-th address from the right of X-Forwarded-For).
+CLIENT_IP_PROXY_COUNT = env.int("CLIENT_IP_PROXY_COUNT", default=0)
+
+# --- admin login throttling (django-axes) ----------------------------------------------------------------
+# Failed admin logins per username and per client address before a lockout of AXES_COOLOFF_MINUTES
+# (answered 429 with Retry-After). Lockouts are listed (and can be deleted) in admin under Axes.
+# Off by default under pytest only: Django's test client logs in without a request, which axes refuses (the
+# throttling tests turn it on; live test servers run with it on).
+AXES_ENABLED = env.bool("AXES_ENABLED", default=not TESTING)
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_MINUTES = env.int("AXES_COOLOFF_MINUTES", default=15)
+AXES_COOLOFF_TIME = timedelta(minutes=AXES_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "apps.core.views.login_locked_out"
+AXES_CLIENT_IP_CALLABLE = "apps.core.ratelimit.client_address"
+AXES_SENSITIVE_PARAMETERS = ["password"]
 
 # --- message pipeline (apps.messages) -------------------------------------------------------------
 # Replies below this confidence wait for a supervisor instead of being sent.

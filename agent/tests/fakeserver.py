@@ -147,6 +147,13 @@ class FakeServer:
         for ws in list(self._sockets):
             asyncio.ensure_future(ws.send_json(frame))
 
+    async def close_sockets(self, close_code: int, error: str) -> None:
+        """What the server does when a token expires (4419), the secret is rotated (4409) or the agent is
+        disabled (4403): an error frame, then the close code."""
+        for ws in list(self._sockets):
+            await ws.send_json({"type": "error", "code": error, "detail": error})
+            await ws.close(code=close_code)
+
     # -- WebSocket -------------------------------------------------------------------------------
     async def websocket(self, request):
         if not self.ws_enabled:

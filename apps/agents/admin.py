@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
@@ -22,6 +23,7 @@ class AgentAdmin(admin.ModelAdmin):
         "is_active",
     )
     list_filter = ("is_active", "driver")
+    actions = ["rotate_secrets"]
     search_fields = ("id", "name", "wechat_account")
     readonly_fields = (
         "id",
@@ -59,6 +61,13 @@ class AgentAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request, queryset):
         services.delete_agents(queryset)
+
+    @admin.action(description=_("轮换密钥（旧密钥和全部令牌作废，断开在线连接）"), permissions=["change"])
+    def rotate_secrets(self, request, queryset):
+        """New secrets, shown once on the page this action answers with (never stored in the session/messages)."""
+        rotated = [(agent, services.rotate_secret(agent)) for agent in queryset]
+        context = {**self.admin_site.each_context(request), "title": _("新密钥"), "rotated": rotated}
+        return TemplateResponse(request, "admin/agents/agent/rotated_secrets.html", context)  # admin: no-store
 
     @admin.display(description=_("状态"))
     def presence_badge(self, obj):

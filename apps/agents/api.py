@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from apps.agents import auth, services
 from apps.agents.authentication import AgentJWTAuthentication
-from apps.core import aio
+from apps.core import ratelimit
 from apps.core.api import ErrorSerializer
 
 
@@ -23,7 +23,7 @@ class LoginSerializer(serializers.Serializer):
 
 
 class RefreshSerializer(serializers.Serializer):
-    refresh_token = serializers.CharField()
+    refresh_token = serializers.CharField(max_length=4096)
 
 
 class TokenSerializer(serializers.Serializer):
@@ -61,6 +61,17 @@ def _auth_error(exc: auth.AuthError) -> Response:
     )
 
 
+def _throttled(exc: auth.Throttled) -> Response:
+    return Response(
+        {"detail": exc.detail, "code": exc.code},
+        status=status.HTTP_429_TOO_MANY_REQUESTS,
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
+THROTTLED = OpenApiResponse(ErrorSerializer, description="too many attempts (`Retry-After` seconds)")
+
+
 class LoginView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -70,16 +81,20 @@ class LoginView(APIView):
         summary="Agent login",
         request=LoginSerializer,
         description="Exchange the agent id and API key (from `manage.py create_agent`) for an access token "
-        "(HS256 JWT, `expires_in` seconds) and a refresh token.",
-        responses={200: TokenSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
+        "(HS256 JWT, `expires_in` seconds) and a refresh token (a new token family). Throttled per agent id and "
+        "per client address: 429 with `Retry-After`.",
+        responses={200: TokenSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 429: THROTTLED},
     )
     def post(self, request):
         serializer = LoginSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
         try:
-            tokens = auth.login(serializer.validated_data["agent_id"], serializer.validated_data["api_key"])
+            tokens = auth.login(data["agent_id"], data["api_key"], ratelimit.client_address(request))
         except auth.AuthError as exc:
             return _auth_error(exc)
+        except auth.Throttled as exc:
+            return _throttled(exc)
         return Response(tokens)
 
 
@@ -91,14 +106,19 @@ class RefreshView(APIView):
         tags=["agents"],
         summary="Refresh tokens",
         request=RefreshSerializer,
-        description="A valid refresh token gives a new access + refresh pair.",
-        responses={200: TokenSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
+        description="The current refresh token of a family gives a new access + refresh pair and is spent: "
+        "keep the new refresh token. A spent one is refused (`token_reused`) and revokes its family. Throttled "
+        "per client address: 429 with `Retry-After`.",
+        responses={200: TokenSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 429: THROTTLED},
     )
     def post(self, request):
+        retry_after = ratelimit.hit([auth.refresh_limit(ratelimit.client_address(request))])
+        if retry_after:
+            return _throttled(auth.Throttled(retry_after, "too many refresh attempts"))
         serializer = RefreshSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            tokens = aio.run(auth.refresh(serializer.validated_data["refresh_token"]))
+            tokens = auth.refresh(serializer.validated_data["refresh_token"])
         except auth.AuthError as exc:
             return _auth_error(exc)
         return Response(tokens)

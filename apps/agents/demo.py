@@ -7,7 +7,7 @@ import os
 from django.conf import settings
 
 from apps.agents.models import Agent
-from apps.agents.services import create_agent, reset_secret
+from apps.agents.services import create_agent, rotate_secret
 
 DEMO_AGENT_ID = "agt_demo"
 
@@ -40,6 +40,6 @@ def seed(stdout) -> None:
     if agent is None:
         agent, secret = create_agent("演示终端", agent_id=DEMO_AGENT_ID, driver="simulator")
     else:  # the file is gone: the old secret cannot be recovered, issue a new one
-        secret = reset_secret(agent)
+        secret = rotate_secret(agent)
     _write(agent.id, secret)
     stdout.write(f"demo agent created — agent_id: {agent.id}  api_key: {secret}  (saved to {path})")

@@ -21,6 +21,8 @@ class Agent(models.Model):
     id = models.CharField(_("终端 ID"), max_length=64, primary_key=True, default=new_agent_id)
     name = models.CharField(_("名称"), max_length=100)
     secret_hash = models.CharField(_("密钥哈希"), max_length=256, editable=False)
+    # Carried in every token: rotating the secret bumps it, which invalidates every token issued before.
+    secret_version = models.PositiveIntegerField(_("密钥版本"), default=1, editable=False)
     is_active = models.BooleanField(_("启用"), default=True)
     wechat_account = models.CharField(_("微信账号"), max_length=100, blank=True)
     agent_version = models.CharField(_("终端版本"), max_length=50, blank=True)
@@ -54,3 +56,25 @@ class Agent(models.Model):
         from django.contrib.auth.hashers import make_password
 
         self.secret_hash = make_password(raw)
+
+
+class RefreshTokenFamily(models.Model):
+    """The refresh tokens descended from one login. Each refresh spends the current token and issues the next
+    (`current_jti`); presenting a spent one means a copy is in someone else's hands, so the whole family is
+    revoked. Kept in the database: a Redis flush must not log every agent out at once (a PBKDF2 login storm)."""
+
+    id = models.CharField(max_length=32, primary_key=True)
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="token_families")
+    current_jti = models.CharField(max_length=32)
+    created_at = models.DateTimeField(auto_now_add=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(db_index=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        verbose_name = _("刷新令牌族")
+        verbose_name_plural = _("刷新令牌族")
+
+    def __str__(self) -> str:
+        return f"{self.agent_id}/{self.id}"

@@ -1,16 +1,31 @@
 """Agent registration, credentials, enabling/disabling, heartbeats and presence.
 
-Every write that changes which agents are enabled bumps `auth.ACTIVE_AGENTS`, so token checks in every
-process follow it.
+Every write that changes which agents are enabled, or their secret versions, bumps `auth.ACTIVE_AGENTS`, so
+token checks in every process follow it; disabling, deleting or rotating also closes the agent's open
+WebSockets once the change commits (`close_sockets`: an event to the agent's socket group, on any process).
 """
 
+import logging
+
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from apps.agents import auth
-from apps.agents.models import Agent
+from apps.agents.models import Agent, RefreshTokenFamily
+from apps.core import aio
+
+logger = logging.getLogger("wxcs.agents")
+
+# WebSocket close codes of /ws/agent/ (apps/messages/PROTOCOL.md, "Credentials: close codes and login limits").
+CLOSE_CODES = {
+    "unauthorized": 4401,  # bad or missing token at connect, or no auth frame in time: log in again
+    "agent_disabled": 4403,  # disabled or deleted in admin: stop until re-enabled
+    "credentials_revoked": 4409,  # the secret was rotated: every token is void, log in with the (new) secret
+    "token_expired": 4419,  # the access token expired on the open socket: refresh, reconnect
+}
 
 HEARTBEAT_FIELDS = (
     "cpu",
@@ -45,25 +60,60 @@ def create_agent(name: str, *, agent_id: str | None = None, secret: str | None =
     return agent, secret
 
 
-def reset_secret(agent: Agent) -> str:
-    """A new secret for `agent` (returned in clear once, stored hashed); the old one stops working."""
+def socket_group(agent_id: str) -> str:
+    """The channel-layer group of the agent's open WebSockets (on every web process)."""
+    return f"agent.{agent_id}"
+
+
+def rotate_secret(agent: Agent) -> str:
+    """A new secret for `agent` (returned in clear once, stored hashed). The old secret and every access and
+    refresh token issued before stop working, and the agent's open sockets are closed (4409)."""
     secret = auth.new_secret()
-    agent.set_secret(secret)
-    agent.save(update_fields=["secret_hash"])
+    with transaction.atomic():
+        agent.set_secret(secret)
+        Agent.objects.filter(pk=agent.pk).update(secret_hash=agent.secret_hash, secret_version=F("secret_version") + 1)
+        agent.refresh_from_db(fields=["secret_version"])
+        RefreshTokenFamily.objects.filter(agent=agent, revoked_at__isnull=True).update(
+            revoked_at=timezone.now(), revoked_reason="secret_rotated"
+        )
+        auth.ACTIVE_AGENTS.bump()
+        close_sockets(agent.pk, "credentials_revoked", "the agent's secret was rotated")
+    logger.info("agent %s: secret rotated (version %s); its tokens are revoked", agent.pk, agent.secret_version)
     return secret
 
 
 def save_agent(agent: Agent) -> None:
-    """Admin's edit of an agent (name, enabled, heartbeat interval, …)."""
-    agent.save()
-    auth.ACTIVE_AGENTS.bump()
+    """Admin's edit of an agent (name, enabled, heartbeat interval, …); disabling it closes its sockets."""
+    with transaction.atomic():
+        was_active = Agent.objects.filter(pk=agent.pk).values_list("is_active", flat=True).first()
+        agent.save()
+        auth.ACTIVE_AGENTS.bump()
+        if was_active and not agent.is_active:
+            close_sockets(agent.pk, "agent_disabled", "the agent was disabled")
 
 
 def delete_agents(agents: QuerySet) -> int:
     with transaction.atomic():
+        agent_ids = list(agents.values_list("pk", flat=True))
         deleted, _ = agents.delete()
         auth.ACTIVE_AGENTS.bump()
+        for agent_id in agent_ids:
+            close_sockets(agent_id, "agent_disabled", "the agent was deleted")
     return deleted
+
+
+def close_sockets(agent_id: str, code: str, detail: str) -> None:
+    """Once the transaction commits: every open WebSocket of the agent gets an error frame `code` and is closed
+    with CLOSE_CODES[code] (the consumer's `agent_revoke`)."""
+    event = {"type": "agent.revoke", "code": code, "detail": detail}
+
+    def send() -> None:
+        try:
+            aio.run(get_channel_layer().group_send(socket_group(agent_id), event), timeout=10)
+        except Exception:  # the periodic re-check on the socket closes it within AGENT_SOCKET_RECHECK_SECONDS
+            logger.warning("could not tell agent %s's sockets to close", agent_id, exc_info=True)
+
+    transaction.on_commit(send)
 
 
 def record_heartbeat(agent_id: str, data: dict) -> dict:

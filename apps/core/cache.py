@@ -62,9 +62,12 @@ class VersionedCache(Generic[T]):
         """The value in memory, if any, without I/O (may be stale)."""
         return self._value
 
-    async def get(self) -> T:
+    async def get(self, *, fresh: bool = False) -> T:
+        """The value; `fresh`: ask Redis for the version now instead of trusting the last check for
+        check_seconds (a reader that has seen evidence of a newer version)."""
         value = self._value
-        if value is not None and not self._dirty and time.monotonic() - self._checked_at < self._check_seconds():
+        recent = time.monotonic() - self._checked_at < self._check_seconds()
+        if value is not None and not self._dirty and recent and not fresh:
             return value
         version = await self._remote_version()
         self._checked_at = time.monotonic()

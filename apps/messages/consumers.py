@@ -3,13 +3,18 @@ ingest, the outbox or the agents app.
 
 Auth: `Authorization: Bearer <access token>` on the handshake, or a first frame
 `{"type": "auth", "token": …}` within AUTH_TIMEOUT seconds (never the query string). A bad, expired
-or missing token closes the socket with code 4401.
+or missing token closes the socket with code 4401 (4403 for a disabled agent, 4409 for a rotated secret).
+While open, the socket is closed (an `error` frame, then the close code of `agents.services.CLOSE_CODES`)
+when its access token expires (4419), and when the agent is disabled (4403) or its secret rotated (4409):
+at once through an `agent.revoke` event from the service that made the change, and by a re-check every
+AGENT_SOCKET_RECHECK_SECONDS as a backstop (in memory: the versioned cache of enabled agents).
 """
 
 import asyncio
 import contextlib
 import json
 import logging
+import time
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -25,7 +30,7 @@ from apps.messages.validation import Invalid, validate
 logger = logging.getLogger("wxcs.ws")
 
 AUTH_TIMEOUT = 10
-CLOSE_UNAUTHORIZED = 4401
+CLOSE_UNAUTHORIZED = agent_services.CLOSE_CODES["unauthorized"]
 
 
 class FrameError(Exception):
@@ -37,6 +42,9 @@ class FrameError(Exception):
 class AgentConsumer(AsyncWebsocketConsumer):
     agent_id: str | None = None
     group: str | None = None
+    identity: auth.AgentIdentity | None = None
+    closed_with: int | None = None  # set once the server decided to close: later frames are dropped
+    _recheck: asyncio.Task | None = None
 
     async def dispatch(self, message):
         # Channels closes stale database connections around every event, a thread hop each (≈ a quarter of the
@@ -61,8 +69,19 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def _deny(self, detail: str, code: str = "unauthorized"):
         if self.agent_id is None:
+            # An expired token at connect is 4401, as it always was (agents that predate 4419 log in again on it).
+            await self._close_with(code, detail, CLOSE_UNAUTHORIZED if code == "token_expired" else None)
+
+    async def _close_with(self, code: str, detail: str, close_code: int | None = None) -> None:
+        """An error frame `code`, then the close code for it (4401 for any token problem without its own)."""
+        if self.closed_with is not None:
+            return
+        self.closed_with = close_code or agent_services.CLOSE_CODES.get(code, CLOSE_UNAUTHORIZED)
+        if self._recheck is not None and self._recheck is not asyncio.current_task():
+            self._recheck.cancel()
+        with contextlib.suppress(Exception):  # the client may be gone already
             await self._send({"type": "error", "code": code, "detail": detail})
-            await self.close(code=CLOSE_UNAUTHORIZED)
+        await self.close(code=self.closed_with)
 
     async def _authenticate(self, token: str) -> None:
         try:
@@ -72,6 +91,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         if self._auth_timer:
             self._auth_timer.cancel()
+        self.identity = identity
+        self._recheck = asyncio.get_running_loop().create_task(self._recheck_credentials())
         self.agent_id = identity.agent_id
         self.group = outbox.agent_group(self.agent_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -84,9 +105,29 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self._send(reply.frame())
         await outbox.mark_sent(self.agent_id, [reply.reply_id for reply in backlog])
 
+    async def _recheck_credentials(self) -> None:
+        """Until the socket closes: at the token's expiry close 4419; every AGENT_SOCKET_RECHECK_SECONDS check
+        that the agent is still enabled with the token's secret version (4403 / 4409)."""
+        identity = self.identity
+        while True:
+            until_expiry = identity.expires_at - time.time()
+            await asyncio.sleep(max(0.0, min(settings.AGENT_SOCKET_RECHECK_SECONDS, until_expiry)))
+            if time.time() >= identity.expires_at:
+                await self._close_with("token_expired", "access token expired; refresh it and reconnect")
+                return
+            try:
+                await auth.check_current(identity.agent_id, identity.secret_version)
+            except auth.AuthError as exc:
+                await self._close_with(exc.code, exc.detail)
+                return
+            except Exception:  # the database / Redis failed: keep the socket, check again next time
+                logger.warning("agent %s: credential re-check failed", identity.agent_id, exc_info=True)
+
     async def disconnect(self, code):
         if self._auth_timer:
             self._auth_timer.cancel()
+        if self._recheck is not None:
+            self._recheck.cancel()
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
             with contextlib.suppress(Exception):  # last-seen is best effort on the way out
@@ -97,6 +138,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     # --- inbound frames ---------------------------------------------------------------------------
     async def receive(self, text_data=None, bytes_data=None):
+        if self.closed_with is not None:
+            return
+        if self.identity is not None and time.time() >= self.identity.expires_at:  # between two re-checks
+            await self._close_with("token_expired", "access token expired; refresh it and reconnect")
+            return
         try:
             frame = self._parse(text_data if text_data is not None else (bytes_data or b"").decode("utf-8", "replace"))
             if self.agent_id is None:
@@ -189,6 +235,12 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await self._send({"type": "takeover_ok", "chat": chat, "active": active, "found": found})
 
     # --- channel-layer events ---------------------------------------------------------------------
+    async def agent_revoke(self, event):
+        """The agent was disabled / deleted or its secret rotated (agents.services.close_sockets)."""
+        await self._close_with(event["code"], event["detail"])
+        with contextlib.suppress(Exception):  # this process's token checks follow at once, not at the next check
+            await auth.ACTIVE_AGENTS.get(fresh=True)
+
     async def agent_frame(self, event):
         await self._send(event["frame"])
 

@@ -9,6 +9,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
+from apps.agents import services as agent_services
 from apps.core import aio
 from apps.core.tracing import bind as trace
 from apps.messages.models import Reply
@@ -24,7 +25,7 @@ class AckError(ValueError):
 
 
 def agent_group(agent_id: str) -> str:
-    return f"agent.{agent_id}"
+    return agent_services.socket_group(agent_id)
 
 
 def message_group(message_id: int) -> str:

@@ -27,7 +27,7 @@ def refresh(token: str):
 
 def test_access_token_opens_the_api_and_refresh_gives_a_new_pair():
     agent = AgentFactory()
-    tokens = auth.issue_tokens(agent.id)
+    tokens = auth.new_token_family(agent)
     assert heartbeat(tokens["access_token"]).status_code == 200
     renewed = refresh(tokens["refresh_token"])
     assert renewed.status_code == 200
@@ -59,7 +59,7 @@ def test_missing_malformed_expired_and_forged_tokens_are_401():
 
 def test_disabling_an_agent_in_admin_locks_out_its_tokens_at_once():
     agent = AgentFactory()
-    tokens = auth.issue_tokens(agent.id)
+    tokens = auth.new_token_family(agent)
     assert heartbeat(tokens["access_token"]).status_code == 200
     admin = APIClient()
     admin.force_login(get_user_model().objects.create_superuser("boss", password="x-Pa55-word"))
