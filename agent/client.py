@@ -213,15 +213,15 @@ class ServerClient:
         return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
     # -- REST fallback ---------------------------------------------------------------------------
-    async def post_messages(self, items: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
-        """POST each item in order; (ids the server has, ids it refused for good)."""
-        accepted, rejected = set(), set()
+    async def post_messages(self, items: list[dict[str, Any]]) -> tuple[set[str], dict[str, str]]:
+        """POST each item in order; (ids the server has, {id: reason} for those it refused for good)."""
+        accepted, rejected = set(), {}
         for item in items:
             try:
                 accepted |= accepted_ids(await self._request("POST", "messages", body={"message": item}))
             except Rejected as exc:
                 log.error("server refused message %s: %s", item["id"], exc)
-                rejected.add(item["id"])
+                rejected[item["id"]] = str(exc)
         return accepted, rejected
 
     async def fetch_outbox(self) -> list[dict[str, Any]]:
