@@ -40,7 +40,8 @@ def test_wechat_logged_out_shows_the_agent_degraded():
 def test_a_bad_heartbeat_is_refused_and_changes_nothing():
     agent = AgentFactory(queue_size=7)
     response = heartbeat(agent, {"queue_size": -1, "status": "exploded"})
-    assert response.status_code == 400 and set(response.json()) >= {"queue_size", "status"}
+    assert response.status_code == 400 and response.json()["code"] == "invalid"
+    assert set(response.json()["detail"]) >= {"queue_size", "status"}
     assert Agent.objects.get(pk=agent.pk).last_heartbeat == {"queue_size": 7}
 
 
