@@ -14,9 +14,10 @@ REST (under ``<url>/api/v1/``):
 WebSocket ``<ws>/ws/agent/`` with ``Authorization: Bearer <access>`` (a bad token: close 4401); JSON
 frames with a ``type``. Agent → server: ``messages`` ``{messages: [item, ...]}``, ``ack`` ``{reply_id,
 status, error}``, ``heartbeat`` (the fields), ``takeover`` ``{chat_name, active}``. Server → agent:
-``hello``, ``accepted_batch`` ``{accepted: [{client_id, status}], errors: [{client_id, detail}]}``,
-``reply`` ``{reply_id, chat, content, at}`` (every unacked one again on connect), ``acked``,
-``heartbeat_ok``, ``takeover_ok``, ``error`` ``{code, detail, client_id?, retry_after?}``.
+``hello`` ``{max_message_bytes, max_batch}``, ``accepted_batch`` ``{accepted: [{client_id, status}], errors:
+[{client_id, index, code, detail}]}``, ``reply`` ``{reply_id, chat, content, at}`` (every unacked one again on
+connect), ``acked``, ``heartbeat_ok``, ``takeover_ok``, ``error`` ``{code, detail, frame?, client_id?,
+retry_after?}``; a frame over ``max_message_bytes`` is answered ``too_large`` and the socket closed (4413).
 A message item: ``{id, chat_name, chat_type, sender, content, type, is_at_me, timestamp}``; ``id`` is
 the message fingerprint (the server keeps one message per agent + id, so a resend is a no-op).
 """
