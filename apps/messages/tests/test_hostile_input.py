@@ -277,3 +277,27 @@ def test_real_daphne_refuses_oversized_frames_with_a_close_code_and_keeps_the_re
     assert kept[-1]["type"] == "accepted_batch" and [e["index"] for e in kept[-1]["errors"]] == [1]
     assert stored_ids(agent) == {"keep-1", "keep-2"}
     assert metrics.status_code == 200 and dashboard.status_code == 200 and "实时监控" in dashboard.text
+
+
+def test_out_of_range_timestamps_stored_before_the_window_are_cleared_and_admin_shows_the_message():
+    from datetime import UTC, datetime
+    from importlib import import_module
+
+    from django.apps import apps
+
+    agent, token = make_agent()
+    for client_id in ("far", "early", "fine"):
+        assert post(token, {"message": message(client_id)}).status_code == 202
+    Message.objects.filter(client_msg_id="far").update(client_timestamp=datetime(9999, 12, 31, 23, 59, tzinfo=UTC))
+    Message.objects.filter(client_msg_id="early").update(client_timestamp=datetime(1, 1, 1, tzinfo=UTC))
+    staff = Client(raise_request_exception=False)
+    staff.force_login(get_user_model().objects.create_superuser("boss", password="x-Pa55-word"))
+    far = Message.objects.get(client_msg_id="far")
+    assert staff.get(f"/admin/wxmessages/message/{far.pk}/change/").status_code == 500  # what such a row did
+
+    import_module(
+        "apps.messages.migrations.0004_clear_out_of_range_client_timestamps"
+    ).clear_out_of_range_client_timestamps(apps, None)
+    stamps = dict(Message.objects.filter(agent=agent).values_list("client_msg_id", "client_timestamp"))
+    assert stamps["far"] is None and stamps["early"] is None and stamps["fine"].year == 2025
+    assert staff.get(f"/admin/wxmessages/message/{far.pk}/change/").status_code == 200
