@@ -341,14 +341,14 @@ class AgentRuntime:
     def _handle_error_frame(self, frame: dict[str, Any]) -> None:
         code = frame.get("code")
         log.warning("server error frame: %s %s", code, str(frame.get("detail"))[:300])
+        # `frame` names the frame type the error answers; without it the frame could not be read (or the server
+        # predates it): that is the batch, the only large frame the agent sends.
+        if frame.get("frame", "messages") not in ("messages", "message"):
+            return
         rejected = self._rejected(frame)
         if rejected:
             self._resolve_accepted(set(), rejected=rejected)
-        elif (
-            frame.get("frame") in ("messages", "message")
-            and code in REFUSED_FOR_GOOD
-            or ("frame" not in frame and code in PARSE_REFUSALS)
-        ):
+        elif code in REFUSED_FOR_GOOD and ("frame" in frame or code in PARSE_REFUSALS):
             self._fail_accept_waiter(BatchRefused(f"{code}: {str(frame.get('detail'))[:300]}"))
         elif code in ("throttled", "server_error", "invalid"):
             # about the batch as a whole, for now: retry it (after Retry-After when throttled)

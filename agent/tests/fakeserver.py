@@ -49,6 +49,8 @@ class FakeServer:
         self.errors_by_index = errors_by_index
         self.server_errors = server_errors
         self.frames_too_large = 0
+        self.duplicates = 0  # messages received again (the agent resent a batch)
+        self.refuse_heartbeats = False  # answer every heartbeat frame with an `invalid` error frame
         self.messages: dict[str, dict] = {}  # client id → item, insertion order = arrival order
         self.replies: dict[int, dict] = {}  # reply id → frame + status
         self.acks: list[dict] = []
@@ -120,6 +122,7 @@ class FakeServer:
         for item in items:
             cid = item["id"]
             if cid in self.messages:
+                self.duplicates += 1
                 results.append({"client_id": cid, "status": "duplicate"})
                 continue
             self.messages[cid] = item
@@ -218,6 +221,8 @@ class FakeServer:
                 elif kind == "ack":
                     self.ack(int(frame["reply_id"]), frame["status"], frame.get("error", ""))
                     await ws.send_json({"type": "acked", "reply_id": frame["reply_id"], "status": frame["status"]})
+                elif kind == "heartbeat" and self.refuse_heartbeats:
+                    await ws.send_json({"type": "error", "code": "invalid", "detail": {"cpu": ["bad"]}, "frame": kind})
                 elif kind == "heartbeat":
                     self.heartbeats.append(frame)
                 elif kind == "takeover":

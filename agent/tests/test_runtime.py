@@ -1,6 +1,7 @@
 """The agent runtime against the in-process fake server: the whole loop, offline queueing, restarts,
 never-twice sends, takeover, REST fallback, token refresh, secrets kept out of logs."""
 
+import asyncio
 import logging
 
 import pytest
@@ -316,3 +317,18 @@ async def test_transient_server_errors_are_retried_not_set_aside(tmp_path):
         await server.stop()
     assert server.server_errors == 0 and len(runtime.dead_letters) == 0
     assert [m["content"] for m in server.messages.values()] == ["你好"]
+
+
+async def test_an_error_frame_about_another_frame_leaves_the_batch_alone(tmp_path):
+    server = await FakeServer().start()
+    server.refuse_heartbeats = True
+    try:
+        config = agent_config(tmp_path, server.url, server={"transport": "ws"})
+        async with running_agent(config) as (runtime, sim):
+            for i in range(30):
+                sim.inject("张三", f"消息 {i}")
+                await asyncio.sleep(0.05)  # heartbeats (every second, refused) interleave with the batches
+            await wait_for(lambda: len(runtime.queue) == 0 and len(sim.outbox) == 30, timeout=20)
+    finally:
+        await server.stop()
+    assert len(runtime.dead_letters) == 0 and len(server.messages) == 30 and server.duplicates == 0  # no batch resent
