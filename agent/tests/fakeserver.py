@@ -198,26 +198,7 @@ class FakeServer:
                     self.server_errors -= 1
                     await ws.send_json({"type": "error", "code": "server_error", "detail": "retry", "frame": kind})
                 elif kind in ("messages", "message"):
-                    items = frame.get("messages") or [frame]
-                    results, replies = self.ingest(items)
-                    await ws.send_json(
-                        {
-                            "type": "accepted_batch",
-                            "accepted": [r for r in results if r["status"] != "invalid"],
-                            "errors": [
-                                {
-                                    "client_id": None if self.errors_by_index else r["client_id"],
-                                    "index": index,
-                                    "code": "invalid",
-                                    "detail": {"content": ["required"]},
-                                }
-                                for index, r in enumerate(results)
-                                if r["status"] == "invalid"
-                            ],
-                        }
-                    )
-                    for reply in replies:
-                        await ws.send_json(reply)
+                    await self._ws_messages(ws, frame.get("messages") or [frame])
                 elif kind == "ack":
                     self.ack(int(frame["reply_id"]), frame["status"], frame.get("error", ""))
                     await ws.send_json({"type": "acked", "reply_id": frame["reply_id"], "status": frame["status"]})
@@ -230,6 +211,27 @@ class FakeServer:
         finally:
             self._sockets.discard(ws)
         return ws
+
+    async def _ws_messages(self, ws, items: list[dict]) -> None:
+        results, replies = self.ingest(items)
+        await ws.send_json(
+            {
+                "type": "accepted_batch",
+                "accepted": [r for r in results if r["status"] != "invalid"],
+                "errors": [
+                    {
+                        "client_id": None if self.errors_by_index else r["client_id"],
+                        "index": index,
+                        "code": "invalid",
+                        "detail": {"content": ["required"]},
+                    }
+                    for index, r in enumerate(results)
+                    if r["status"] == "invalid"
+                ],
+            }
+        )
+        for reply in replies:
+            await ws.send_json(reply)
 
     # -- REST ------------------------------------------------------------------------------------
     async def rest_messages(self, request):

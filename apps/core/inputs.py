@@ -84,8 +84,7 @@ def _no_constants(name: str):
 
 def load_json(raw: bytes | str, max_bytes: int) -> Any:
     """Decode `raw` (a body or a frame) under the size and depth limits; InputRefused otherwise."""
-    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
-    if size > max_bytes:
+    if _size(raw, max_bytes) > max_bytes:
         raise TooLarge(f"larger than {max_bytes} bytes")
     try:
         data = json.loads(raw or b"", parse_constant=_no_constants)
@@ -100,6 +99,13 @@ def load_json(raw: bytes | str, max_bytes: int) -> Any:
     return data
 
 
+def _size(raw: bytes | str, max_bytes: int) -> int:
+    """Bytes of `raw` as UTF-8, encoding only when it matters (a character is 1 to 4 bytes)."""
+    if isinstance(raw, bytes) or len(raw) > max_bytes or 4 * len(raw) <= max_bytes:
+        return len(raw)
+    return len(raw.encode("utf-8", "surrogatepass"))
+
+
 def _deeper_than(data: Any, limit: int, raw: bytes | str) -> bool:
     opening = (b"[", b"{") if isinstance(raw, bytes) else ("[", "{")
     if not isinstance(data, dict | list) or raw.count(opening[0]) + raw.count(opening[1]) <= limit:
@@ -107,10 +113,11 @@ def _deeper_than(data: Any, limit: int, raw: bytes | str) -> bool:
     stack = [(data, 1)]
     while stack:
         value, depth = stack.pop()
-        if depth > limit:
-            return True
-        for child in value.values() if isinstance(value, dict) else value:
-            if isinstance(child, dict | list):
+        for child in value.values() if type(value) is dict else value:
+            kind = type(child)
+            if kind is dict or kind is list:
+                if depth >= limit:
+                    return True
                 stack.append((child, depth + 1))
     return False
 
