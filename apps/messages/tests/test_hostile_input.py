@@ -28,6 +28,14 @@ def stored_ids(agent) -> set[str]:
     return set(Message.objects.filter(agent=agent).values_list("client_msg_id", flat=True))
 
 
+def assert_pages_answer() -> None:
+    """/metrics and /dashboard/ (with its snapshot) still answer for everyone else."""
+    staff = Client()
+    staff.force_login(get_user_model().objects.create_superuser(f"boss{Agent.objects.count()}", password="x-Pa55"))
+    assert Client().get("/metrics").status_code == 200
+    assert staff.get("/dashboard/").status_code == 200 and staff.get("/dashboard/snapshot").status_code == 200
+
+
 # --- REST ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("body", [DEEP, json.dumps(NESTED_33)])
 @pytest.mark.parametrize(
@@ -102,6 +110,7 @@ def test_heartbeat_is_one_typed_schema_unknown_fields_dropped(settings):
     ok = post(token, {"queue_size": 5, "secret_stash": "x" * 1000, "wx_online": True}, path="/api/v1/heartbeat")
     assert ok.status_code == 200, ok.text
     assert Agent.objects.get(pk=agent.pk).last_heartbeat == {"queue_size": 5, "wx_online": True}
+    assert_pages_answer()
 
 
 # --- WebSocket ----------------------------------------------------------------------------------------------
@@ -135,6 +144,7 @@ def test_one_bad_message_in_a_ws_batch_is_refused_alone_and_named_by_index():
     ]
     assert "sender" in batch["errors"][0]["detail"] and "timestamp" in batch["errors"][2]["detail"]
     assert stored_ids(agent) == {"ok-1", "ok-2"}
+    assert_pages_answer()
 
 
 def test_hostile_frames_get_error_frames_and_the_socket_keeps_working():
@@ -172,6 +182,7 @@ def test_hostile_frames_get_error_frames_and_the_socket_keeps_working():
     assert "queue_size" in answers[3]["detail"] and "chat" in answers[6]["detail"]
     assert stored_ids(agent) == {"after"}
     assert Agent.objects.get(pk=agent.pk).last_heartbeat == {"queue_size": 4}
+    assert_pages_answer()
 
 
 def test_a_frame_over_the_documented_limit_gets_an_error_frame_and_close_4413(settings):
