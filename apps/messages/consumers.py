@@ -161,7 +161,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self._deny('authenticate first: {"type": "auth", "token": …}')
 
     async def on_ping(self, frame):
-        await self._send({"type": "pong", "ts": frame.get("ts")})
+        ts = frame.get("ts")
+        if not isinstance(ts, int | float) or isinstance(ts, bool):  # echo numbers only: nothing unsendable
+            ts = None
+        await self._send({"type": "pong", "ts": ts})
 
     async def on_auth(self, frame):
         raise FrameError("already_authenticated", "already authenticated")

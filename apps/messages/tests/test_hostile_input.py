@@ -161,6 +161,7 @@ def test_hostile_frames_get_error_frames_and_the_socket_keeps_working():
             json.dumps({"type": "heartbeat", "versions": {f"k{i}": "v" * 100 for i in range(150)}}),
             json.dumps({"type": "ack", "reply_id": 1, "status": "failed", "error": "\ud800"}),
             json.dumps({"type": "takeover", "chat": "王\x00五"}),
+            json.dumps({"type": "ping", "ts": "\ud800"}),  # echoed only when a number
         ):
             await ws.send_to(text_data=raw)
             answers.append(await ws.receive_json_from())
@@ -177,6 +178,7 @@ def test_hostile_frames_get_error_frames_and_the_socket_keeps_working():
         ("error", "too_large"),
         ("error", "invalid"),
         ("error", "invalid"),
+        ("pong", None),
         ("accepted_batch", None),
     ]
     assert "queue_size" in answers[3]["detail"] and "chat" in answers[6]["detail"]
