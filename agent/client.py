@@ -20,9 +20,10 @@ configured secret is the old one that fails and the agent waits) or 4403 (agent 
 reconnect delay between tries) — see ``close_action``. JSON
 frames with a ``type``. Agent → server: ``messages`` ``{messages: [item, ...]}``, ``ack`` ``{reply_id,
 status, error}``, ``heartbeat`` (the fields), ``takeover`` ``{chat_name, active}``. Server → agent:
-``hello``, ``accepted_batch`` ``{accepted: [{client_id, status}], errors: [{client_id, detail}]}``,
-``reply`` ``{reply_id, chat, content, at}`` (every unacked one again on connect), ``acked``,
-``heartbeat_ok``, ``takeover_ok``, ``error`` ``{code, detail, client_id?, retry_after?}``.
+``hello`` ``{max_message_bytes, max_batch}``, ``accepted_batch`` ``{accepted: [{client_id, status}], errors:
+[{client_id, index, code, detail}]}``, ``reply`` ``{reply_id, chat, content, at}`` (every unacked one again on
+connect), ``acked``, ``heartbeat_ok``, ``takeover_ok``, ``error`` ``{code, detail, frame?, client_id?,
+retry_after?}``; a frame over ``max_message_bytes`` is answered ``too_large`` and the socket closed (4413).
 A message item: ``{id, chat_name, chat_type, sender, content, type, is_at_me, timestamp}``; ``id`` is
 the message fingerprint (the server keeps one message per agent + id, so a resend is a no-op).
 """
@@ -250,15 +251,15 @@ class ServerClient:
         return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
     # -- REST fallback ---------------------------------------------------------------------------
-    async def post_messages(self, items: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
-        """POST each item in order; (ids the server has, ids it refused for good)."""
-        accepted, rejected = set(), set()
+    async def post_messages(self, items: list[dict[str, Any]]) -> tuple[set[str], dict[str, str]]:
+        """POST each item in order; (ids the server has, {id: reason} for those it refused for good)."""
+        accepted, rejected = set(), {}
         for item in items:
             try:
                 accepted |= accepted_ids(await self._request("POST", "messages", body={"message": item}))
             except Rejected as exc:
                 log.error("server refused message %s: %s", item["id"], exc)
-                rejected.add(item["id"])
+                rejected[item["id"]] = str(exc)
         return accepted, rejected
 
     async def fetch_outbox(self) -> list[dict[str, Any]]:

@@ -36,12 +36,30 @@ from agent.config import AgentConfig
 from agent.drivers import create_driver
 from agent.drivers.base import DriverError, MentionError, SendTimeout, WeChatDriver
 from agent.pacing import PacingPolicy
-from agent.store import OfflineQueue, SeenSet, SentLedger
+from agent.store import DeadLetters, OfflineQueue, SeenSet, SentLedger
 from agent.takeover import TakeoverDetector
 
 log = logging.getLogger("agent")
 
 ACK_DELIVERED, ACK_FAILED = "delivered", "failed"
+# What a server older than its `hello.max_message_bytes` accepted (Daphne's default frame limit).
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+# Error-frame codes by which the server refuses a `messages` frame for good (as opposed to throttled /
+# server_error: retry). Parse-level ones come without the `frame` the error answers.
+REFUSED_FOR_GOOD = {"invalid", "content_too_long", "too_large", "too_deep", "malformed"}
+PARSE_REFUSALS = {"too_large", "too_deep", "malformed"}
+
+
+class BatchRefused(Exception):
+    """The server (or the frame limit it announced) refuses a whole batch frame for good."""
+
+
+class _AcceptWaiter:
+    """A sent batch waiting for its `accepted_batch`: which ids are still unconfirmed, and the ones refused."""
+
+    def __init__(self, ids: list[str], future: asyncio.Future):
+        self.ids, self.waiting, self.future = ids, set(ids), future
+        self.rejected: dict[str, str] = {}  # client id → the server's reason
 
 
 class AgentRuntime:
@@ -54,6 +72,7 @@ class AgentRuntime:
         self.queue = OfflineQueue(state / "offline-queue.log", secret, capacity=config.queue.capacity, fsync=fsync)
         self.ledger = SentLedger(state / "sent-replies.log", secret, fsync=fsync)
         self.seen = SeenSet(state / "seen.log", secret, fsync=fsync)
+        self.dead_letters = DeadLetters(state / "dead-letters.log", secret, fsync=fsync)
         if driver is None:
             options = dict(config.driver.options)
             options.setdefault("watch_chats", config.driver.watch_chats)
@@ -86,7 +105,9 @@ class AgentRuntime:
         self._flush_wake = asyncio.Event()
         self._control_wake = asyncio.Event()
         self._stop = asyncio.Event()
-        self._accept_waiter: tuple[set[str], asyncio.Future] | None = None
+        self._accept_waiter: _AcceptWaiter | None = None
+        self._max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
+        self._batch_size = config.server.batch_size  # halved while a batch is refused whole, across reconnects
         self._wx_error = ""
         self._started_at = time.time()
         self._proc = None
@@ -134,7 +155,7 @@ class AgentRuntime:
             await asyncio.to_thread(self.driver.stop)
         with contextlib.suppress(Exception):
             await self.client.close()
-        for store in (self.queue, self.ledger, self.seen):
+        for store in (self.queue, self.ledger, self.seen, self.dead_letters):
             store.close()
         log.info("agent stopped")
 
@@ -160,6 +181,7 @@ class AgentRuntime:
             "mode": self.mode,
             "queue_size": len(self.queue),
             "dropped": self.queue.dropped,
+            "dead_letters": len(self.dead_letters),
             "paused_chats": self.takeover.paused_chats(),
             "wx_error": self._wx_error,
             **self.counters,
@@ -315,19 +337,12 @@ class AgentRuntime:
             for reply in frame.get("replies") or []:
                 self._enqueue_reply(reply)
         elif kind in ("accepted_batch", "accepted"):
-            self._resolve_accepted(accepted_ids(frame), rejected=self._rejected_ids(frame))
+            self._resolve_accepted(accepted_ids(frame), rejected=self._rejected(frame))
+        elif kind == "hello":
+            if isinstance(frame.get("max_message_bytes"), int) and frame["max_message_bytes"] > 0:
+                self._max_message_bytes = frame["max_message_bytes"]
         elif kind == "error":
-            rejected = self._rejected_ids(frame)
-            log.warning("server error frame: %s %s", frame.get("code"), frame.get("detail"))
-            if rejected:
-                self._resolve_accepted(set(), rejected=rejected)
-            elif frame.get("code") in ("throttled", "server_error", "too_large", "invalid", "malformed"):
-                # about the batch as a whole: retry it (after Retry-After when throttled)
-                self._fail_accept_waiter(
-                    ServerUnavailable(
-                        f"batch refused: {frame.get('code')}", retry_after=frame.get("retry_after") or 2.0
-                    )
-                )
+            self._handle_error_frame(frame)
         elif kind in ("resume", "hand_back"):
             chat = frame.get("chat") or frame.get("chat_name")
             if chat:
@@ -335,73 +350,126 @@ class AgentRuntime:
         else:
             log.debug("frame %s ignored", kind)
 
-    @staticmethod
-    def _rejected_ids(frame: dict[str, Any]) -> set[str]:
-        """Items the server will never accept (validation errors): retrying them would block the queue."""
-        out = {str(e["client_id"]) for e in frame.get("errors") or [] if isinstance(e, dict) and e.get("client_id")}
-        if frame.get("type") == "error" and frame.get("client_id") and frame.get("code") == "invalid":
-            out.add(str(frame["client_id"]))
+    def _handle_error_frame(self, frame: dict[str, Any]) -> None:
+        code = frame.get("code")
+        log.warning("server error frame: %s %s", code, str(frame.get("detail"))[:300])
+        # `frame` names the frame type the error answers; without it the frame could not be read (or the server
+        # predates it): that is the batch, the only large frame the agent sends.
+        if frame.get("frame", "messages") not in ("messages", "message"):
+            return
+        rejected = self._rejected(frame)
+        if rejected:
+            self._resolve_accepted(set(), rejected=rejected)
+        elif code in REFUSED_FOR_GOOD and ("frame" in frame or code in PARSE_REFUSALS):
+            self._fail_accept_waiter(BatchRefused(f"{code}: {str(frame.get('detail'))[:300]}"))
+        elif code in ("throttled", "server_error", "invalid"):
+            # about the batch as a whole, for now: retry it (after Retry-After when throttled)
+            self._fail_accept_waiter(
+                ServerUnavailable(f"batch refused: {code}", retry_after=frame.get("retry_after") or 2.0)
+            )
+
+    def _rejected(self, frame: dict[str, Any]) -> dict[str, str]:
+        """Items the server will never accept (validation errors), by client id (or by their index in the batch
+        when the server could not echo the id): retrying them would block the queue."""
+        ids = self._accept_waiter.ids if self._accept_waiter else []
+        out = {}
+        for error in frame.get("errors") or []:
+            if not isinstance(error, dict):
+                continue
+            index = error.get("index")
+            client_id = error.get("client_id")
+            if not client_id and isinstance(index, int) and 0 <= index < len(ids):
+                client_id = ids[index]
+            if client_id:
+                out[str(client_id)] = _reason(error.get("code", "invalid"), error.get("detail"))
+        if frame.get("type") == "error" and frame.get("client_id") and frame.get("code") in REFUSED_FOR_GOOD:
+            out[str(frame["client_id"])] = _reason(frame["code"], frame.get("detail"))
         return out
 
-    def _resolve_accepted(self, ids: set[str], rejected: set[str] = frozenset()) -> None:
-        if self._accept_waiter is None:
+    def _resolve_accepted(self, ids: set[str], rejected: dict[str, str] | None = None) -> None:
+        waiter = self._accept_waiter
+        if waiter is None:
             return
-        waiting, future = self._accept_waiter
-        if rejected & waiting:
-            self.counters["rejected"] += len(rejected & waiting)
-            log.error("server rejected %d message(s); they are dropped from the queue", len(rejected & waiting))
-        waiting -= ids | set(rejected)
-        if not waiting and not future.done():
-            future.set_result(True)
+        for client_id, reason in (rejected or {}).items():
+            if client_id in waiter.waiting:
+                waiter.rejected[client_id] = reason
+        waiter.waiting -= ids | set(rejected or ())
+        if not waiter.waiting and not waiter.future.done():
+            waiter.future.set_result(True)
 
     def _fail_accept_waiter(self, exc: Exception) -> None:
-        if self._accept_waiter is not None and not self._accept_waiter[1].done():
-            self._accept_waiter[1].set_exception(exc)
+        if self._accept_waiter is not None and not self._accept_waiter.future.done():
+            self._accept_waiter.future.set_exception(exc)
 
     async def _flush_queue(self) -> None:
-        """Send queued messages oldest first; each batch leaves the queue once the server has it."""
-        batch_size = self.config.server.batch_size
+        """Send queued messages oldest first; each batch leaves the queue once the server has it, or has refused
+        some of its messages for good (those go to the dead-letter file). A batch refused as a whole for good is
+        halved until the message at fault is alone, and that one is set aside."""
         while len(self.queue) and not self._stop.is_set():
-            batch = self.queue.peek(batch_size)
+            batch = self.queue.peek(self._batch_size)
             items = [message_item(item) for _, item in batch]
-            if self.mode == "ws":
-                future = asyncio.get_running_loop().create_future()
-                self._accept_waiter = ({i["id"] for i in items}, future)
-                try:
-                    await self._send_frame({"type": "messages", "messages": items})
-                    await asyncio.wait_for(future, timeout=self.config.server.timeout_s * 3)
-                except TimeoutError as exc:
-                    raise ServerUnavailable("no accepted frame for a batch") from exc
-                except ServerUnavailable as exc:
-                    if exc.retry_after is None:
-                        raise
-                    log.warning("%s; retrying in %.0f s", exc, exc.retry_after)
-                    await self._sleep(float(exc.retry_after))
+            try:
+                rejected = await (self._send_batch_ws(items) if self.mode == "ws" else self._send_batch_rest(items))
+            except BatchRefused as exc:
+                if len(batch) > 1:
+                    self._batch_size = max(1, len(batch) // 2)
                     continue
-                finally:
-                    self._accept_waiter = None
-            else:
-                try:
-                    ids, rejected = await self.client.post_messages(items)
-                except ServerUnavailable as exc:
-                    if exc.retry_after is None:
-                        raise
-                    await self._sleep(float(exc.retry_after))
-                    continue
-                if rejected:
-                    self.counters["rejected"] += len(rejected)
-                missing = {i["id"] for i in items} - ids - rejected
-                if missing:
-                    raise ServerUnavailable(f"{len(missing)} message(s) not confirmed")
+                rejected = {items[0]["id"]: str(exc)}
+            except ServerUnavailable as exc:
+                if exc.retry_after is None:
+                    raise
+                log.warning("%s; retrying in %.0f s", exc, exc.retry_after)
+                await self._sleep(float(exc.retry_after))
+                continue
+            self._set_aside(batch, rejected)
             self.queue.ack(batch[-1][0])
-            self.counters["processed"] += len(batch)
+            self.counters["processed"] += len(batch) - len(rejected)
+            self._batch_size = self.config.server.batch_size
+
+    async def _send_batch_ws(self, items: list[dict[str, Any]]) -> dict[str, str]:
+        """One `messages` frame; the ids the server refused for good, with its reasons."""
+        frame = self.client.encode({"type": "messages", "messages": items})
+        if len(frame.encode("utf-8")) > self._max_message_bytes:
+            raise BatchRefused(f"too_large: frame over the server's limit of {self._max_message_bytes} bytes")
+        waiter = _AcceptWaiter([i["id"] for i in items], asyncio.get_running_loop().create_future())
+        self._accept_waiter = waiter
+        try:
+            await self._send_encoded(frame)
+            await asyncio.wait_for(waiter.future, timeout=self.config.server.timeout_s * 3)
+        except TimeoutError as exc:
+            raise ServerUnavailable("no accepted frame for a batch") from exc
+        finally:
+            self._accept_waiter = None
+            if waiter.future.done() and not waiter.future.cancelled():
+                waiter.future.exception()  # failed by the reader while the send failed too: already handled
+        return waiter.rejected
+
+    async def _send_batch_rest(self, items: list[dict[str, Any]]) -> dict[str, str]:
+        ids, rejected = await self.client.post_messages(items)
+        missing = {i["id"] for i in items} - ids - set(rejected)
+        if missing:
+            raise ServerUnavailable(f"{len(missing)} message(s) not confirmed")
+        return rejected
+
+    def _set_aside(self, batch: list[tuple[int, dict]], rejected: dict[str, str]) -> None:
+        """Refused-for-good messages of a confirmed batch into the dead-letter file (before the queue lets go)."""
+        for _, item in batch:
+            reason = rejected.get(item["fingerprint"])
+            if reason is not None:
+                self.dead_letters.add(item, reason)
+                self.counters["rejected"] += 1
+                log.error("server refused message %s for good (%s); moved to the dead-letter file",
+                          item["fingerprint"], reason[:200])  # fmt: skip
 
     async def _send_frame(self, frame: dict[str, Any]) -> None:
+        await self._send_encoded(self.client.encode(frame))
+
+    async def _send_encoded(self, frame: str) -> None:
         ws = self._ws
         if ws is None:
             raise ServerUnavailable("not connected")
         async with self._ws_lock:
-            await ws.send(self.client.encode(frame))
+            await ws.send(frame)
 
     async def _on_connected(self) -> None:
         """Acks that could not be sent while offline, and takeovers seen meanwhile."""
@@ -581,6 +649,7 @@ class AgentRuntime:
             },
             "queue_size": len(self.queue),
             "dropped": self.queue.dropped,
+            "dead_letters": len(self.dead_letters),
             "processed": self.counters["processed"],
             "send_failures": self.counters["send_failures"],
             "ui_latency_ms": status.get("ui_latency_ms"),
@@ -590,6 +659,10 @@ class AgentRuntime:
             "pid": os.getpid(),
             "status": "ok" if wx_online else "degraded",
         }
+
+
+def _reason(code: str, detail: Any) -> str:
+    return f"{code}: {json.dumps(detail, ensure_ascii=False)}"
 
 
 def _id(reply_id: str) -> int | str:

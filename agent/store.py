@@ -362,3 +362,29 @@ class SeenSet(KeyedStateLog):
 
     def add(self, fingerprint: str) -> None:
         self.set(fingerprint)
+
+
+class DeadLetters:
+    """Messages the server refused for good (a 4xx, or a per-message rejection in a batch), moved out of the
+    offline queue so they cannot block it. Kept encrypted like the queue, one record per message: ``{"item",
+    "reason", "at"}``; `len()` is what the heartbeat reports as ``dead_letters``. Append-only: an operator reads
+    them with `entries()` (e.g. to fix and resend by hand) and deletes the file to start over."""
+
+    def __init__(self, path: str | os.PathLike, secret: str | bytes, *, fsync: bool = False):
+        self._log = RecordLog(path, secret, "dead-letters", fsync=fsync)
+        self._count = sum(1 for _ in self._log.replay())
+
+    def add(self, item: dict, reason: str) -> None:
+        """Durable when it returns (like `OfflineQueue.put`)."""
+        record = {"item": item, "reason": reason[:2000], "at": time.time()}
+        self._log.append(self._log.seal(json.dumps(record, ensure_ascii=False).encode("utf-8", "surrogatepass")))
+        self._count += 1
+
+    def entries(self) -> list[dict]:
+        return [json.loads(plain.decode("utf-8", "surrogatepass")) for plain in self._log.replay()]
+
+    def __len__(self) -> int:
+        return self._count
+
+    def close(self) -> None:
+        self._log.close()

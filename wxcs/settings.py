@@ -325,9 +325,19 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # The API speaks JSON only (PROTOCOL.md); anything else is a 415 {detail, code}.
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["apps.core.inputs.LimitedJSONParser"],
     "UNAUTHENTICATED_USER": None,
 }
+# Input limits (apps.core.inputs; apps/messages/PROTOCOL.md "Limits and errors"): JSON nesting depth (400
+# `too_deep`), body bytes of a DRF API call (413), how far ahead of the server's clock a timestamp may be (s;
+# the earliest is 2000-01-01), bytes of one WebSocket message from an agent (larger: `too_large` error frame,
+# close 4413; Daphne is started with twice this as its transport limit by apps.core.webserver), bytes of a
+# heartbeat as JSON (413 / `too_large`).
+JSON_MAX_DEPTH = env.int("JSON_MAX_DEPTH", default=32)
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
+TIMESTAMP_MAX_FUTURE = env.int("TIMESTAMP_MAX_FUTURE", default=86400)
+WS_MAX_MESSAGE_BYTES = env.int("WS_MAX_MESSAGE_BYTES", default=1024 * 1024)
+HEARTBEAT_MAX_BYTES = env.int("HEARTBEAT_MAX_BYTES", default=16 * 1024)
 SPECTACULAR_SETTINGS = {
     "TITLE": "wxcs API",
     "DESCRIPTION": "微信客服中台 REST API",

@@ -26,12 +26,31 @@ def free_port() -> int:
 
 
 class FakeServer:
-    def __init__(self, *, auto_reply: bool = True, ws_enabled: bool = True, access_ttl: int = 3600):
+    def __init__(
+        self,
+        *,
+        auto_reply: bool = True,
+        ws_enabled: bool = True,
+        access_ttl: int = 3600,
+        max_message_bytes: int | None = None,
+        errors_by_index: bool = False,
+        server_errors: int = 0,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.auto_reply = auto_reply
         self.ws_enabled = ws_enabled
         self.access_ttl = access_ttl
+        # Like the real server: frames over max_message_bytes get a `too_large` error frame (no `frame` key) and
+        # close 4413, announced in `hello` unless announce_limit is False; errors_by_index: per-message errors
+        # name the item by its index only; server_errors: that many `messages` frames answered `server_error`.
+        self.max_message_bytes = max_message_bytes
+        self.announce_limit = True
+        self.errors_by_index = errors_by_index
+        self.server_errors = server_errors
+        self.frames_too_large = 0
+        self.duplicates = 0  # messages received again (the agent resent a batch)
+        self.refuse_heartbeats = False  # answer every heartbeat frame with an `invalid` error frame
         self.messages: dict[str, dict] = {}  # client id → item, insertion order = arrival order
         self.replies: dict[int, dict] = {}  # reply id → frame + status
         self.acks: list[dict] = []
@@ -103,6 +122,7 @@ class FakeServer:
         for item in items:
             cid = item["id"]
             if cid in self.messages:
+                self.duplicates += 1
                 results.append({"client_id": cid, "status": "duplicate"})
                 continue
             self.messages[cid] = item
@@ -165,33 +185,32 @@ class FakeServer:
         self.ws_connections += 1
         self._sockets.add(ws)
         try:
-            await ws.send_json({"type": "hello", "agent_id": AGENT_ID, "heartbeat_interval": 30})
+            hello = {"type": "hello", "agent_id": AGENT_ID, "heartbeat_interval": 30}
+            if self.max_message_bytes and self.announce_limit:
+                hello["max_message_bytes"] = self.max_message_bytes
+            await ws.send_json(hello)
             for frame in self.outbox():
                 await ws.send_json(frame)
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
                     continue
+                if self.max_message_bytes and len(msg.data.encode()) > self.max_message_bytes:
+                    self.frames_too_large += 1
+                    await ws.send_json({"type": "error", "code": "too_large", "detail": "frame too large"})
+                    await ws.close(code=4413)
+                    break
                 frame = json.loads(msg.data)
                 kind = frame.get("type")
-                if kind in ("messages", "message"):
-                    items = frame.get("messages") or [frame]
-                    results, replies = self.ingest(items)
-                    await ws.send_json(
-                        {
-                            "type": "accepted_batch",
-                            "accepted": [r for r in results if r["status"] != "invalid"],
-                            "errors": [
-                                {"client_id": r["client_id"], "detail": {"content": ["required"]}}
-                                for r in results
-                                if r["status"] == "invalid"
-                            ],
-                        }
-                    )
-                    for reply in replies:
-                        await ws.send_json(reply)
+                if kind in ("messages", "message") and self.server_errors:
+                    self.server_errors -= 1
+                    await ws.send_json({"type": "error", "code": "server_error", "detail": "retry", "frame": kind})
+                elif kind in ("messages", "message"):
+                    await self._ws_messages(ws, frame.get("messages") or [frame])
                 elif kind == "ack":
                     self.ack(int(frame["reply_id"]), frame["status"], frame.get("error", ""))
                     await ws.send_json({"type": "acked", "reply_id": frame["reply_id"], "status": frame["status"]})
+                elif kind == "heartbeat" and self.refuse_heartbeats:
+                    await ws.send_json({"type": "error", "code": "invalid", "detail": {"cpu": ["bad"]}, "frame": kind})
                 elif kind == "heartbeat":
                     self.heartbeats.append(frame)
                 elif kind == "takeover":
@@ -199,6 +218,27 @@ class FakeServer:
         finally:
             self._sockets.discard(ws)
         return ws
+
+    async def _ws_messages(self, ws, items: list[dict]) -> None:
+        results, replies = self.ingest(items)
+        await ws.send_json(
+            {
+                "type": "accepted_batch",
+                "accepted": [r for r in results if r["status"] != "invalid"],
+                "errors": [
+                    {
+                        "client_id": None if self.errors_by_index else r["client_id"],
+                        "index": index,
+                        "code": "invalid",
+                        "detail": {"content": ["required"]},
+                    }
+                    for index, r in enumerate(results)
+                    if r["status"] == "invalid"
+                ],
+            }
+        )
+        for reply in replies:
+            await ws.send_json(reply)
 
     # -- REST ------------------------------------------------------------------------------------
     async def rest_messages(self, request):

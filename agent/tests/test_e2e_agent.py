@@ -366,3 +366,37 @@ def test_rest_fallback_against_the_real_server(live_server_stack, agent_account,
     assert by_chat["张三"]["text"] == "收到：走 REST 的消息"
     assert by_chat["渝A车友售后群"]["at"] == ["李四"]
     assert Agent.objects.get(pk=agent_id).last_heartbeat["driver"] == "simulator"
+
+
+def test_a_message_the_real_server_refuses_is_set_aside_and_counted_in_admin(
+    live_server_stack, agent_account, tmp_path
+):
+    """A NUL in a customer's text (refused per message by the server): the agent moves it to its dead-letter file,
+    the messages around it are answered, and the count reaches admin through the heartbeat."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from apps.agents.models import Agent
+
+    base_url, _ = live_server_stack
+    agent_id, secret = agent_account
+    agent = AgentProcess(tmp_path, base_url, agent_id, secret, transport="ws").start()
+    try:
+        agent.inject("张三", "第一条")
+        agent.inject("张三", "坏\x00消息")
+        agent.inject("张三", "第三条")
+        wait_for(lambda: len(agent.sent()) == 2, what="two replies in WeChat")
+        wait_for(lambda: agent.status().get("dead_letters") == 1 and agent.status().get("queue_size") == 0)
+        wait_for(
+            lambda: (Agent.objects.get(pk=agent_id).last_heartbeat or {}).get("dead_letters") == 1,
+            what="the count in the heartbeat",
+        )
+    finally:
+        agent.stop()
+    assert sorted(s["text"] for s in agent.sent()) == ["收到：第一条", "收到：第三条"]
+    assert "moved to the dead-letter file" in agent.log_text()
+    staff = Client()
+    staff.force_login(get_user_model().objects.create_superuser("boss", password="x-Pa55-word"))
+    listing = staff.get("/admin/agents/agent/").content.decode()
+    assert "被拒消息" in listing and 'class="field-dead_letters">1<' in listing
+    assert 'class="readonly">1<' in staff.get(f"/admin/agents/agent/{agent_id}/change/").content.decode()

@@ -1,11 +1,14 @@
 """The agent runtime against the in-process fake server: the whole loop, offline queueing, restarts,
 never-twice sends, takeover, REST fallback, token refresh, secrets kept out of logs."""
 
+import asyncio
 import logging
+
+import pytest
 
 from agent.drivers.simulator import SimulatorDriver
 from agent.runtime import AgentRuntime
-from agent.store import SentLedger
+from agent.store import DeadLetters, SentLedger
 from agent.tests.conftest import agent_config, running_agent, wait_for
 from agent.tests.fakeserver import SECRET, FakeServer
 
@@ -235,5 +238,97 @@ async def test_a_message_the_server_refuses_does_not_block_the_queue(server, tmp
         sim.inject("张三", "下一条")
         await wait_for(lambda: sim.outbox)
         await wait_for(lambda: len(runtime.queue) == 0)
+        await wait_for(lambda: server.heartbeats and server.heartbeats[-1].get("dead_letters") == 1)
     assert runtime.counters["rejected"] == 1
     assert [m["content"] for m in server.messages.values()] == ["下一条"]
+    (dead,) = runtime.dead_letters.entries()
+    assert dead["item"]["text"] == "" and dead["reason"].startswith("invalid") and "content" in dead["reason"]
+
+
+# -- dead letters: a message the server refuses for good is set aside, never retried forever ----------------------
+def dead_letters_file(tmp_path) -> DeadLetters:
+    return DeadLetters(tmp_path / "state" / "dead-letters.log", SECRET)
+
+
+@pytest.mark.parametrize("transport", ["ws", "rest"])
+async def test_refused_messages_go_to_the_dead_letter_file_and_survive_a_restart(tmp_path, transport):
+    server = await FakeServer(errors_by_index=True).start()  # WebSocket errors name the item by index only
+    try:
+        config = agent_config(tmp_path, server.url, server={"transport": transport})
+        async with running_agent(config) as (runtime, sim):
+            for text in ("第一条", "", "第三条", ""):
+                sim.inject("张三", text)
+            await wait_for(lambda: len(runtime.queue) == 0 and len(sim.outbox) == 2)
+            await wait_for(lambda: server.heartbeats and server.heartbeats[-1].get("dead_letters") == 2)
+        assert [m["content"] for m in server.messages.values()] == ["第一条", "第三条"]
+        assert runtime.status()["dead_letters"] == 2
+        async with running_agent(config) as (again, _):  # counted from the file after a restart
+            assert len(again.dead_letters) == 2 and again.heartbeat()["dead_letters"] == 2
+    finally:
+        await server.stop()
+    entries = dead_letters_file(tmp_path).entries()
+    assert [e["item"]["text"] for e in entries] == ["", ""] and all(e["reason"] for e in entries)
+    assert b"\xe7\xac\xac" not in (tmp_path / "state" / "dead-letters.log").read_bytes()  # encrypted at rest
+
+
+async def test_a_batch_refused_whole_is_halved_until_the_message_at_fault_is_set_aside(tmp_path):
+    """An older server that announces no frame limit answers a frame over it with `too_large` and closes."""
+    server = await FakeServer(max_message_bytes=6000).start()
+    server.announce_limit = False
+    try:
+        config = agent_config(tmp_path, server.url, server={"transport": "ws", "batch_size": 8})
+        async with running_agent(config) as (runtime, sim):
+            for i in range(6):
+                sim.inject("张三", f"短消息 {i}")
+            sim.inject("张三", "长" * 3000)  # 9 KB: over the limit even alone
+            sim.inject("张三", "最后一条")
+            await wait_for(lambda: len(runtime.queue) == 0 and len(sim.outbox) == 7, timeout=20)
+    finally:
+        await server.stop()
+    assert [m["content"] for m in server.messages.values()] == [*(f"短消息 {i}" for i in range(6)), "最后一条"]
+    (dead,) = dead_letters_file(tmp_path).entries()
+    assert dead["item"]["text"] == "长" * 3000 and dead["reason"].startswith("too_large")
+    assert server.frames_too_large >= 2
+
+
+async def test_an_announced_frame_limit_is_kept_without_sending_an_oversized_frame(tmp_path):
+    server = await FakeServer(max_message_bytes=6000).start()
+    try:
+        config = agent_config(tmp_path, server.url, server={"transport": "ws", "batch_size": 8})
+        async with running_agent(config) as (runtime, sim):
+            await wait_for(lambda: runtime.mode == "ws")
+            for i in range(3):
+                sim.inject("张三", "较长的消息" * 150 + str(i))  # 2.2 KB each: a batch of 3 does not fit
+            sim.inject("张三", "长" * 3000)
+            await wait_for(lambda: len(runtime.queue) == 0 and len(sim.outbox) == 3, timeout=20)
+            assert len(runtime.dead_letters) == 1
+    finally:
+        await server.stop()
+    assert server.frames_too_large == 0 and server.ws_connections == 1  # never refused, never reconnected
+
+
+async def test_transient_server_errors_are_retried_not_set_aside(tmp_path):
+    server = await FakeServer(server_errors=2).start()
+    try:
+        async with running_agent(agent_config(tmp_path, server.url, server={"transport": "ws"})) as (runtime, sim):
+            sim.inject("张三", "你好")
+            await wait_for(lambda: len(runtime.queue) == 0 and sim.outbox, timeout=20)
+    finally:
+        await server.stop()
+    assert server.server_errors == 0 and len(runtime.dead_letters) == 0
+    assert [m["content"] for m in server.messages.values()] == ["你好"]
+
+
+async def test_an_error_frame_about_another_frame_leaves_the_batch_alone(tmp_path):
+    server = await FakeServer().start()
+    server.refuse_heartbeats = True
+    try:
+        config = agent_config(tmp_path, server.url, server={"transport": "ws"})
+        async with running_agent(config) as (runtime, sim):
+            for i in range(30):
+                sim.inject("张三", f"消息 {i}")
+                await asyncio.sleep(0.05)  # heartbeats (every second, refused) interleave with the batches
+            await wait_for(lambda: len(runtime.queue) == 0 and len(sim.outbox) == 30, timeout=20)
+    finally:
+        await server.stop()
+    assert len(runtime.dead_letters) == 0 and len(server.messages) == 30 and server.duplicates == 0  # no batch resent

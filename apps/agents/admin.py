@@ -1,3 +1,5 @@
+import json
+
 from django.contrib import admin
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
@@ -5,6 +7,9 @@ from django.utils.translation import gettext_lazy as _
 
 from apps.agents import services
 from apps.agents.models import Agent
+from apps.agents.selectors import heartbeat_count
+
+HEARTBEAT_SHOWN_CHARS = 2000  # rows stored before heartbeats were validated may be megabytes
 
 PRESENCE_COLOURS = {"online": "#2e7d32", "degraded": "#ef6c00", "offline": "#9e9e9e"}
 
@@ -20,6 +25,7 @@ class AgentAdmin(admin.ModelAdmin):
         "driver",
         "agent_version",
         "queue_size",
+        "dead_letters",
         "is_active",
     )
     list_filter = ("is_active", "driver")
@@ -30,7 +36,8 @@ class AgentAdmin(admin.ModelAdmin):
         "presence_badge",
         "last_seen",
         "last_heartbeat_at",
-        "last_heartbeat",
+        "dead_letters",
+        "heartbeat_summary",
         "created_at",
         "reported_presence",
     )
@@ -46,7 +53,8 @@ class AgentAdmin(admin.ModelAdmin):
         "reported_presence",
         "last_seen",
         "last_heartbeat_at",
-        "last_heartbeat",
+        "dead_letters",
+        "heartbeat_summary",
         "created_at",
     )
 
@@ -78,4 +86,16 @@ class AgentAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("离线队列"))
     def queue_size(self, obj):
-        return (obj.last_heartbeat or {}).get("queue_size", "—")
+        return heartbeat_count(obj.last_heartbeat, "queue_size")
+
+    @admin.display(description=_("被拒消息"))
+    def dead_letters(self, obj):
+        """Messages the server refused for good, set aside by the agent in its dead-letter file."""
+        return heartbeat_count(obj.last_heartbeat, "dead_letters")
+
+    @admin.display(description=_("最后心跳内容"))
+    def heartbeat_summary(self, obj):
+        shown = json.dumps(obj.last_heartbeat, ensure_ascii=False, indent=1, default=str)
+        if len(shown) > HEARTBEAT_SHOWN_CHARS:
+            shown = shown[:HEARTBEAT_SHOWN_CHARS] + " …"
+        return format_html("<pre>{}</pre>", shown)

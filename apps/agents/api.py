@@ -6,10 +6,11 @@ from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.agents import auth, services
+from apps.agents import auth, heartbeat, services
 from apps.agents.authentication import AgentJWTAuthentication
 from apps.core import ratelimit
 from apps.core.api import ErrorSerializer
+from apps.core.inputs import TooLarge
 
 
 class IsAgent(BasePermission):
@@ -31,26 +32,6 @@ class TokenSerializer(serializers.Serializer):
     refresh_token = serializers.CharField()
     token_type = serializers.CharField(default="Bearer")
     expires_in = serializers.IntegerField(help_text="access token lifetime in seconds")
-
-
-class HeartbeatSerializer(serializers.Serializer):
-    cpu = serializers.FloatField(required=False, help_text="CPU %")
-    memory = serializers.FloatField(required=False, help_text="RSS MB or memory %")
-    disk = serializers.FloatField(required=False, help_text="disk used %")
-    wx_online = serializers.BooleanField(required=False, help_text="WeChat logged in and reachable")
-    queue_size = serializers.IntegerField(required=False, min_value=0, help_text="offline queue length")
-    dropped = serializers.IntegerField(required=False, min_value=0, help_text="offline-queue drops")
-    processed = serializers.IntegerField(required=False, min_value=0)
-    send_failures = serializers.IntegerField(required=False, min_value=0)
-    agent_version = serializers.CharField(required=False, allow_blank=True, max_length=50)
-    driver = serializers.CharField(required=False, allow_blank=True, max_length=30)
-    wechat_account = serializers.CharField(required=False, allow_blank=True, max_length=100)
-    versions = serializers.DictField(required=False, help_text="component versions, e.g. python, wechat")
-    status = serializers.ChoiceField(required=False, choices=["ok", "degraded"])
-    ui_latency_ms = serializers.FloatField(required=False, allow_null=True, help_text="WeChat UI round trip, ms")
-    takeovers = serializers.IntegerField(required=False, min_value=0, help_text="human takeovers seen")
-    paused_chats = serializers.IntegerField(required=False, min_value=0, help_text="chats paused by a takeover")
-    uptime_s = serializers.IntegerField(required=False, min_value=0)
 
 
 def _auth_error(exc: auth.AuthError) -> Response:
@@ -131,9 +112,10 @@ class HeartbeatView(APIView):
     @extend_schema(
         tags=["agents"],
         summary="Agent heartbeat",
-        request=HeartbeatSerializer,
+        request={"application/json": heartbeat.openapi_schema()},
         description="Latest agent state (resources, WeChat status, offline queue). An agent silent for three "
-        "heartbeat intervals is shown offline.",
+        "heartbeat intervals is shown offline. Every field is bounded; unknown fields are dropped; the whole is at "
+        "most HEARTBEAT_MAX_BYTES (413 `too_large`). Field errors: 400 `{detail: {field: [..]}, code: invalid}`.",
         responses={
             200: inline_serializer(
                 "HeartbeatAck",
@@ -145,9 +127,13 @@ class HeartbeatView(APIView):
             ),
             400: ErrorSerializer,
             401: OpenApiResponse(ErrorSerializer, description="bad or missing token"),
+            413: ErrorSerializer,
         },
     )
     def post(self, request):
-        serializer = HeartbeatSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        return Response(services.record_heartbeat(request.user.agent_id, serializer.validated_data))
+        try:
+            return Response(services.record_heartbeat(request.user.agent_id, request.data))
+        except heartbeat.Invalid as exc:
+            return Response({"detail": exc.errors, "code": "invalid"}, status=status.HTTP_400_BAD_REQUEST)
+        except TooLarge as exc:
+            return Response({"detail": str(exc), "code": exc.code}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)

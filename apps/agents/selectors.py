@@ -1,6 +1,22 @@
 """Reads of the agents app for other apps (monitoring)."""
 
+import math
+
+from apps.agents.heartbeat import COUNT_MAX
 from apps.agents.models import Agent
+
+
+def heartbeat_count(heartbeat, field: str) -> int:
+    """A counter from a stored heartbeat, 0 when absent or not a sane number: rows stored before heartbeats were
+    validated (apps.agents.heartbeat) may hold anything, and must not break a page or /metrics."""
+    value = heartbeat.get(field) if isinstance(heartbeat, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    try:
+        number = float(value)
+    except OverflowError:
+        return 0
+    return int(number) if math.isfinite(number) and 0 <= number <= COUNT_MAX else 0
 
 
 def enabled_agents() -> list[dict]:
@@ -11,7 +27,7 @@ def enabled_agents() -> list[dict]:
             "id": agent.id,
             "name": agent.name,
             "presence": str(agent.presence),
-            "queue_size": int((agent.last_heartbeat or {}).get("queue_size") or 0),
+            "queue_size": heartbeat_count(agent.last_heartbeat, "queue_size"),
         }
         for agent in Agent.objects.filter(is_active=True).only(
             "id", "name", "last_seen", "reported_presence", "heartbeat_interval", "last_heartbeat"

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from apps.agents import auth
+from apps.agents import auth, heartbeat
 from apps.agents.models import Agent, RefreshTokenFamily
 from apps.core import aio
 
@@ -26,26 +26,6 @@ CLOSE_CODES = {
     "credentials_revoked": 4409,  # the secret was rotated: every token is void, log in with the (new) secret
     "token_expired": 4419,  # the access token expired on the open socket: refresh, reconnect
 }
-
-HEARTBEAT_FIELDS = (
-    "cpu",
-    "memory",
-    "disk",
-    "wx_online",
-    "queue_size",
-    "dropped",
-    "processed",
-    "send_failures",
-    "agent_version",
-    "driver",
-    "wechat_account",
-    "versions",
-    "status",
-    "ui_latency_ms",
-    "takeovers",
-    "paused_chats",
-    "uptime_s",
-)
 
 
 def create_agent(name: str, *, agent_id: str | None = None, secret: str | None = None, **fields) -> tuple[Agent, str]:
@@ -116,17 +96,18 @@ def close_sockets(agent_id: str, code: str, detail: str) -> None:
     transaction.on_commit(send)
 
 
-def record_heartbeat(agent_id: str, data: dict) -> dict:
-    """Latest state + presence. degraded when WeChat is not logged in or sends keep failing."""
+def record_heartbeat(agent_id: str, received) -> dict:
+    """Latest state + presence from a heartbeat as received (decoded JSON), validated here for REST and WebSocket
+    alike (`heartbeat.Invalid`, `TooLarge`). degraded when WeChat is not logged in or sends keep failing."""
+    data = heartbeat.validate(received)
     now = timezone.now()
-    state = {key: data[key] for key in HEARTBEAT_FIELDS if key in data}
     presence = Agent.Presence.ONLINE
     if data.get("wx_online") is False or data.get("status") == "degraded":
         presence = Agent.Presence.DEGRADED
-    updates = {"last_seen": now, "last_heartbeat_at": now, "last_heartbeat": state, "reported_presence": presence}
+    updates = {"last_seen": now, "last_heartbeat_at": now, "last_heartbeat": data, "reported_presence": presence}
     for field in ("agent_version", "driver", "wechat_account"):
         if isinstance(data.get(field), str) and data[field]:
-            updates[field] = data[field][:100]
+            updates[field] = data[field]
     Agent.objects.filter(pk=agent_id).update(**updates)
     interval = Agent.objects.filter(pk=agent_id).values_list("heartbeat_interval", flat=True).first()
     return {"presence": presence, "server_time": now.isoformat(), "interval": interval or 30}

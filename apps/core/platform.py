@@ -10,7 +10,7 @@ import sys
 
 from django.conf import settings
 
-from apps.core import embedded_redis
+from apps.core import embedded_redis, webserver
 from apps.core.discovery import app_modules
 
 
@@ -32,7 +32,7 @@ def processes() -> dict[str, str]:
         else {f"worker{i}": f"{worker} -n worker{i}@%h" for i in range(1, count + 1)}  # node names must differ
     )
     return {
-        "web": f"{python} -m daphne -b {settings.WEB_HOST} -p {settings.WEB_PORT} wxcs.asgi:application",
+        "web": shlex.join(webserver.argv(settings.WEB_HOST, settings.WEB_PORT)),
         **workers,
         "beat": f"{celery} beat --loglevel INFO",
     }

@@ -16,6 +16,8 @@ import httpx
 from django.conf import settings
 from django.db import connection
 
+from apps.core import webserver
+
 BASE_DIR = Path(settings.BASE_DIR)
 
 
@@ -82,7 +84,7 @@ def start_daphne(env: dict[str, str], log_dir: Path, name: str = "daphne") -> tu
     port = free_port()
     process = Process(
         name,
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "wxcs.asgi:application"],
+        webserver.argv("127.0.0.1", port),
         env,
         log_dir,
     )

@@ -14,6 +14,7 @@ from django.conf import settings
 
 from apps.agents import auth
 from apps.core.db import run_db
+from apps.core.inputs import InputRefused, load_json
 from apps.core.security import Posture
 from apps.messages import ingest, outbox, selectors
 from apps.messages.validation import Invalid, validate
@@ -86,12 +87,10 @@ async def handle(authorization: str, body: bytes, wait_param: str | None) -> Ans
         identity = await auth.authenticate_token(auth.bearer(authorization))
     except auth.AuthError as exc:
         return _error(401, exc.detail, exc.code, {"WWW-Authenticate": 'Bearer realm="agent"'})
-    if len(body) > settings.INGEST_MAX_BODY_BYTES:
-        return _too_large()
     try:
-        data = json.loads(body or b"")
-    except ValueError:
-        return _error(400, "malformed JSON", "malformed")
+        data = load_json(body, settings.INGEST_MAX_BODY_BYTES)
+    except InputRefused as exc:
+        return _error(exc.status, str(exc), exc.code)
     if not isinstance(data, dict):
         return _error(400, {"non_field_errors": ["Expected a JSON object."]}, "invalid")
     item = data.get("message", data if "content" in data else None)

@@ -8,6 +8,11 @@ While open, the socket is closed (an `error` frame, then the close code of `agen
 when its access token expires (4419), and when the agent is disabled (4403) or its secret rotated (4409):
 at once through an `agent.revoke` event from the service that made the change, and by a re-check every
 AGENT_SOCKET_RECHECK_SECONDS as a backstop (in memory: the versioned cache of enabled agents).
+
+Input: every frame is decoded by apps.core.inputs.load_json under WS_MAX_MESSAGE_BYTES and JSON_MAX_DEPTH. A
+larger frame gets a `too_large` error frame and close code 4413 (Daphne's own limit is set above ours by
+apps.core.webserver, so the frame reaches us; beyond that limit Daphne closes with 1009 itself); anything else
+refused is an error frame on an open socket.
 """
 
 import asyncio
@@ -20,10 +25,11 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from apps.agents import auth
+from apps.agents import auth, heartbeat
 from apps.agents import selectors as agent_selectors
 from apps.agents import services as agent_services
 from apps.core.db import run_db
+from apps.core.inputs import InputRefused, TooLarge, load_json, printable
 from apps.messages import ingest, outbox, review
 from apps.messages.validation import Invalid, validate
 
@@ -31,12 +37,23 @@ logger = logging.getLogger("wxcs.ws")
 
 AUTH_TIMEOUT = 10
 CLOSE_UNAUTHORIZED = agent_services.CLOSE_CODES["unauthorized"]
+CLOSE_TOO_LARGE = 4413  # like HTTP 413; autobahn lets an application close only with 1000 or 3000-4999
+TAKEOVER_CHAT_MAX = 200
 
 
 class FrameError(Exception):
     def __init__(self, code: str, detail, **extra):
         super().__init__(code)
         self.frame = {"type": "error", "code": code, "detail": detail, **extra}
+
+
+def _client_id(item) -> str | None:
+    """The refused item's client id to echo, when it is a printable string (else the agent goes by `index`)."""
+    client_id = item.get("id") if isinstance(item, dict) else None
+    try:
+        return printable(client_id) if isinstance(client_id, str) else None
+    except ValueError:
+        return None
 
 
 class AgentConsumer(AsyncWebsocketConsumer):
@@ -98,7 +115,15 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await run_db(agent_services.touch, self.agent_id, "online")
         interval = await run_db(agent_selectors.heartbeat_interval, self.agent_id)
-        await self._send({"type": "hello", "agent_id": self.agent_id, "heartbeat_interval": interval})
+        await self._send(
+            {
+                "type": "hello",
+                "agent_id": self.agent_id,
+                "heartbeat_interval": interval,
+                "max_message_bytes": settings.WS_MAX_MESSAGE_BYTES,
+                "max_batch": settings.INGEST_MAX_BATCH,
+            }
+        )
         backlog = await outbox.pending(self.agent_id)  # every unacked reply, oldest first
         self.backlog_ids = {reply.reply_id for reply in backlog}
         for reply in backlog:
@@ -144,30 +169,35 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self._close_with("token_expired", "access token expired; refresh it and reconnect")
             return
         try:
-            frame = self._parse(text_data if text_data is not None else (bytes_data or b"").decode("utf-8", "replace"))
+            frame = self._parse(text_data if text_data is not None else bytes_data or b"")
+        except TooLarge as exc:
+            await self._send({"type": "error", "code": exc.code, "detail": str(exc)})
+            await self.close(code=CLOSE_TOO_LARGE)
+            return
+        except InputRefused as exc:
+            await self._send({"type": "error", "code": exc.code, "detail": str(exc)})
+            return
+        handler = None
+        try:
             if self.agent_id is None:
                 await self._before_auth(frame)
                 return
             kind = frame.get("type")
             handler = getattr(self, f"on_{kind}", None) if isinstance(kind, str) and kind.isidentifier() else None
             if handler is None:
-                raise FrameError("unknown_type", f"unknown frame type {kind!r}")
+                raise FrameError("unknown_type", f"unknown frame type {kind!r}"[:200])
             await handler(frame)
-        except FrameError as exc:
-            await self._send(exc.frame)
+        except FrameError as exc:  # `frame`: which frame type the error answers (null for an unknown type)
+            await self._send({**exc.frame, "frame": handler.__name__.removeprefix("on_") if handler else None})
         except Exception:
             logger.exception("agent %s: frame failed", self.agent_id)
             await self._send({"type": "error", "code": "server_error", "detail": "internal error, retry later"})
 
-    def _parse(self, raw: str) -> dict:
-        if len(raw.encode("utf-8")) > settings.INGEST_MAX_BODY_BYTES * 4:
-            raise FrameError("too_large", "frame too large")
-        try:
-            frame = json.loads(raw)
-        except ValueError as exc:
-            raise FrameError("malformed", "frame is not JSON") from exc
+    @staticmethod
+    def _parse(raw: str | bytes) -> dict:
+        frame = load_json(raw, settings.WS_MAX_MESSAGE_BYTES)
         if not isinstance(frame, dict):
-            raise FrameError("malformed", "frame must be an object")
+            raise InputRefused("frame must be an object")
         return frame
 
     async def _before_auth(self, frame: dict) -> None:
@@ -177,7 +207,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self._deny('authenticate first: {"type": "auth", "token": …}')
 
     async def on_ping(self, frame):
-        await self._send({"type": "pong", "ts": frame.get("ts")})
+        ts = frame.get("ts")
+        if not isinstance(ts, int | float) or isinstance(ts, bool):  # echo numbers only: nothing unsendable
+            ts = None
+        await self._send({"type": "pong", "ts": ts})
 
     async def on_auth(self, frame):
         raise FrameError("already_authenticated", "already authenticated")
@@ -187,8 +220,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         try:
             message = validate(item)
         except Invalid as exc:
-            client_id = item.get("id") if isinstance(item, dict) else None
-            raise FrameError(exc.code, exc.errors, client_id=client_id) from exc
+            raise FrameError(exc.code, exc.errors, client_id=_client_id(item)) from exc
         accepted = await self._ingest([message])
         await self._send({"type": "accepted", **accepted[0].as_dict()})
 
@@ -200,11 +232,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if len(items) > settings.INGEST_MAX_BATCH:
             raise FrameError("too_large", f"at most {settings.INGEST_MAX_BATCH} messages per batch")
         good, errors = [], []
-        for item in items:
+        for index, item in enumerate(items):
             try:
                 good.append(validate(item))
             except Invalid as exc:
-                errors.append({"client_id": (item.get("id") if isinstance(item, dict) else None), "detail": exc.errors})
+                errors.append({"client_id": _client_id(item), "index": index, "code": exc.code, "detail": exc.errors})
         accepted = await self._ingest(good) if good else []
         await self._send({"type": "accepted_batch", "accepted": [a.as_dict() for a in accepted], "errors": errors})
 
@@ -224,12 +256,23 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await self._send({"type": "acked", **result})
 
     async def on_heartbeat(self, frame):
-        data = frame.get("data", frame)
-        result = await run_db(agent_services.record_heartbeat, self.agent_id, data if isinstance(data, dict) else {})
+        data = frame.get("data", {key: value for key, value in frame.items() if key != "type"})
+        try:
+            result = await run_db(agent_services.record_heartbeat, self.agent_id, data)
+        except heartbeat.Invalid as exc:
+            raise FrameError("invalid", exc.errors) from exc
+        except TooLarge as exc:
+            raise FrameError(exc.code, str(exc)) from exc
         await self._send({"type": "heartbeat_ok", **result})
 
     async def on_takeover(self, frame):
         chat = str(frame.get("chat") or frame.get("chat_name") or "")
+        try:
+            if len(chat) > TAKEOVER_CHAT_MAX:
+                raise ValueError(f"at most {TAKEOVER_CHAT_MAX} characters")
+            printable(chat)
+        except ValueError as exc:
+            raise FrameError("invalid", {"chat": [str(exc)]}) from exc
         active = frame.get("active", True) is not False
         found = await run_db(review.agent_takeover, self.agent_id, chat, active)
         await self._send({"type": "takeover_ok", "chat": chat, "active": active, "found": found})

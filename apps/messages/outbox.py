@@ -11,6 +11,7 @@ from django.db import transaction
 
 from apps.agents import services as agent_services
 from apps.core import aio
+from apps.core.inputs import printable
 from apps.core.tracing import bind as trace
 from apps.messages.models import Reply
 from apps.messages.store import OutboxReply, store
@@ -80,7 +81,11 @@ async def ack(agent_id: str, reply_id, status, error="") -> dict:
     if isinstance(reply_id, bool) or not str(reply_id).isdigit():
         raise AckError("reply_id must be an integer")
     reply_id = int(reply_id)
-    error = str(error or "").replace("\x00", "")[:2000]
+    error = str(error or "")[:2000]
+    try:
+        printable(error)
+    except ValueError as exc:
+        raise AckError(f"error {exc}") from None
     acked = await store().ack(agent_id, reply_id, status, error)
     if acked is None:
         raise LookupError(reply_id)

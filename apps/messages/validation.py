@@ -9,44 +9,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from django.conf import settings
-from django.utils import timezone
-from pydantic import (
-    AfterValidator,
-    AliasChoices,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    model_validator,
-)
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-
-def _printable(value: str) -> str:
-    """PostgreSQL stores no NUL and UTF-8 has no lone surrogates: refuse them here, per message, instead of
-    failing the whole request or batch at the database."""
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError("must not contain unpaired surrogates") from exc
-    return value
-
-
-def _none_as_empty(value):
-    return "" if value is None else value
-
-
-def text(max_length: int, *, required: bool = False, strict: bool = False):
-    """A string field: bounded, printable; optional ones take null as empty."""
-    constrained = Annotated[
-        str, StringConstraints(min_length=1 if required else 0, max_length=max_length, strict=strict)
-    ]
-    if required:
-        return Annotated[constrained, AfterValidator(_printable)]
-    return Annotated[constrained, BeforeValidator(_none_as_empty), AfterValidator(_printable)]
+from apps.core.inputs import sane_timestamp, text
 
 
 class InboundMessage(BaseModel):
@@ -68,7 +33,11 @@ class InboundMessage(BaseModel):
         text(1_000_000, required=True, strict=True), Field(description="at most MESSAGE_MAX_CHARS characters")
     ]
     type: text(20) = "text"
-    timestamp: Annotated[datetime | None, Field(description="epoch seconds / milliseconds or ISO 8601")] = None
+    timestamp: Annotated[
+        datetime | None,
+        AfterValidator(sane_timestamp),
+        Field(description="epoch seconds / milliseconds or ISO 8601; from 2000-01-01 to TIMESTAMP_MAX_FUTURE s ahead"),
+    ] = None
     is_at_me: Annotated[bool, Field(strict=True)] = False
 
     @model_validator(mode="after")
@@ -79,8 +48,6 @@ class InboundMessage(BaseModel):
             self.chat_name = self.chat_id
         if len(self.content) > settings.MESSAGE_MAX_CHARS:
             raise ContentTooLong(settings.MESSAGE_MAX_CHARS, len(self.content))
-        if self.timestamp is not None and timezone.is_naive(self.timestamp):
-            self.timestamp = timezone.make_aware(self.timestamp)
         return self
 
 

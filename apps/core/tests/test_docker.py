@@ -14,7 +14,7 @@ def test_compose_file_has_the_production_services():
     assert {"postgres", "redis", "web", "worker", "beat"} <= set(spec["services"])
     assert spec["services"]["postgres"]["image"] == "postgres:15"
     assert "--appendonly" in spec["services"]["redis"]["command"]
-    assert "daphne" in spec["services"]["web"]["command"]
+    assert "apps.core.webserver" in spec["services"]["web"]["command"]  # Daphne with the project's WS limits
 
 
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose not installed")

@@ -64,7 +64,8 @@ def test_an_ack_is_conditional_idempotent_and_only_the_owners():
         await frames_until(ws, "reply")
         return [
             await ack(ws, status="sent"),
-            await ack(ws, status="delivered", error="\x00" * 3),
+            await ack(ws, status="delivered", error="\x00" * 3),  # the one text rule: refused, not stripped
+            await ack(ws, status="delivered"),
             await ack(ws, status="failed"),
         ]
 
@@ -73,9 +74,10 @@ def test_an_ack_is_conditional_idempotent_and_only_the_owners():
         "code": "not_found",
         "detail": "no such reply",
         "reply_id": reply.id,
+        "frame": "ack",
     }
-    refused, first, repeat = ws_session(token, owners)
-    assert refused["code"] == "invalid"
+    refused, nul, first, repeat = ws_session(token, owners)
+    assert refused["code"] == "invalid" and nul["code"] == "invalid" and "NUL" in nul["detail"]
     assert first == {"type": "acked", "reply_id": reply.id, "status": "delivered", "changed": True}
     assert repeat == {"type": "acked", "reply_id": reply.id, "status": "delivered", "changed": False}
     stored = Reply.objects.get(pk=reply.pk)

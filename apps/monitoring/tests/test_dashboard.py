@@ -1,7 +1,6 @@
 import asyncio
 import json
 import shutil
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -142,6 +141,7 @@ def test_websocket_one_producer_pushes_every_second_to_every_viewer(live_server_
 def test_dashboard_in_headless_chromium_shows_live_numbers(live_env, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
+    from apps.core import webserver
     from apps.core.testing import Process, running, start_daphne, wait_until_http_ok
 
     env = {**live_env, "SERVE_STATIC": "true"}
@@ -152,16 +152,7 @@ def test_dashboard_in_headless_chromium_shows_live_numbers(live_env, tmp_path):
         servers[-1].stop()
 
     def start_server_again():  # same address, so the page's reconnect finds it
-        argv = [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            base_url.rsplit(":", 1)[1],
-            "wxcs.asgi:application",
-        ]
+        argv = webserver.argv("127.0.0.1", base_url.rsplit(":", 1)[1])
         servers.append(Process("daphne-again", argv, env, tmp_path))
         wait_until_http_ok(f"{base_url}/healthz", servers[-1])
 
