@@ -49,6 +49,14 @@ MIN_CASES = 1_000
 STAFF_SECURITY = "cookieAuth"
 
 
+@pytest.fixture
+def live_env(live_env):
+    """Login throttling has its own tests (apps/agents/tests/test_lifecycle.py, the login flood): here every
+    generated login and refresh must reach its validation, not the per-address 429."""
+    limits = ("AGENT_LOGIN_LIMIT_PER_ID", "AGENT_LOGIN_LIMIT_PER_ADDRESS", "AGENT_REFRESH_LIMIT_PER_ADDRESS")
+    return {**live_env, **dict.fromkeys(limits, "1000000")}
+
+
 @dataclass
 class Tally:
     cases: int = 0

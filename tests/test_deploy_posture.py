@@ -69,7 +69,7 @@ def test_ingest_door_answers_with_the_same_host_check_and_headers_as_django(tmp_
     keep = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "FIELD_ENCRYPTION_KEY")
     host = production["ALLOWED_HOSTS"].split(",")[0]
     overrides = {name: value for name, value in production.items() if name not in keep}
-    env = child_environment(**overrides)
+    env = child_environment(**overrides, AGENT_LOGIN_LIMIT_PER_ADDRESS="1")
     daphne, base_url = start_daphne(env, tmp_path)
     with running(daphne), httpx.Client(base_url=base_url, timeout=10) as http:
         via_tls = {"Host": host, "X-Forwarded-Proto": "https"}
@@ -81,6 +81,13 @@ def test_ingest_door_answers_with_the_same_host_check_and_headers_as_django(tmp_
         assert None not in headers.values(), headers
         assert headers["strict-transport-security"] == "max-age=31536000; includeSubDomains; preload"
         assert "default-src 'self'" in headers["content-security-policy"]
+
+        # The login gate answers a flood's 429s before Django (apps.agents.asgi), with the same headers.
+        wrong = {"agent_id": "agt_nobody", "api_key": "wrong"}
+        logins = [http.post("/api/v1/auth/login", json=wrong, headers=via_tls) for _ in range(3)]
+        assert [login.status_code for login in logins] == [401, 429, 429]
+        assert {name: logins[-1].headers.get(name) for name in SECURITY_HEADERS} == headers
+        assert http.post("/api/v1/auth/login", json=wrong, headers={**via_tls, "Host": "x.example"}).status_code == 400
 
         # A Host outside ALLOWED_HOSTS: 400 on both doors.
         bad_host = {**via_tls, "Host": "attacker.example"}

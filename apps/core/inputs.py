@@ -127,7 +127,7 @@ class BodyRefused(APIException):
 
     def __init__(self, exc: InputRefused):
         self.status_code = exc.status
-        super().__init__({"detail": str(exc), "code": exc.code})
+        super().__init__(str(exc), code=exc.code)
 
 
 class LimitedJSONParser(JSONParser):

@@ -1,9 +1,11 @@
 """The HTTP security posture of an ASGI door that Django's middleware never sees (the ingest endpoint,
-apps.messages.asgi): the Host check, the HTTPS redirect and the security headers that SecurityMiddleware,
-XFrameOptionsMiddleware and django-csp's CSPMiddleware give every other response — computed once from the same
-settings when the door is mounted, with Django's own Host and scheme logic per request.
+apps.messages.asgi; the login gate, apps.agents.asgi): the Host check, the HTTPS redirect and the security
+headers that SecurityMiddleware, XFrameOptionsMiddleware and django-csp's CSPMiddleware give every other response
+— computed once from the same settings when the door is mounted, with Django's own Host and scheme logic per
+request.
 """
 
+import json
 import re
 
 from django.conf import settings
@@ -73,6 +75,14 @@ class Posture:
 
     def headers(self, secure: bool) -> Headers:
         return self.secure if secure else self.plain
+
+    async def answer(self, send, status: int, payload: dict, extra: dict, secure: bool) -> None:
+        """A JSON response from the door, with `extra` headers and the security headers."""
+        data = json.dumps(payload, ensure_ascii=False).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+        headers += encode(list(extra.items())) + self.headers(secure)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
 
 
 def encode(pairs: list[tuple[str, str]]) -> Headers:

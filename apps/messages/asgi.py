@@ -6,7 +6,6 @@ documented in the OpenAPI schema from the same validator models (apps.messages.o
 """
 
 import asyncio
-import json
 from urllib.parse import parse_qs
 
 from channels.layers import get_channel_layer
@@ -50,13 +49,7 @@ async def endpoint(scope, receive, send, posture: Posture) -> None:
             return  # the client went away
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         answer = await handle(headers.get("authorization", ""), body, (query.get("wait") or [None])[0])
-    status, payload, extra = answer
-    data = json.dumps(payload, ensure_ascii=False).encode()
-    response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    response_headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in extra.items()]
-    response_headers += posture.headers(secure)
-    await send({"type": "http.response.start", "status": status, "headers": response_headers})
-    await send({"type": "http.response.body", "body": data})
+    await posture.answer(send, *answer, secure)
 
 
 async def _read_body(receive) -> bytes | None:

@@ -211,6 +211,9 @@ def test_a_login_beyond_the_waiting_room_is_refused_at_once(settings):
     assert login(agent.id, agent.secret).status_code == 200  # a free slot lets a login through
 
 
+HOST = [(b"host", b"testserver")]  # Daphne's scope always has one; the gate leaves a bad Host to Django
+
+
 async def test_the_asgi_gate_refuses_an_address_over_its_limit_before_django(settings):
     from apps.agents.asgi import with_login_gate
     from apps.core import ratelimit
@@ -225,7 +228,7 @@ async def test_the_asgi_gate_refuses_an_address_over_its_limit_before_django(set
         sent.append(event)
 
     gate = with_login_gate(django)
-    scope = {"type": "http", "method": "POST", "path": "/api/v1/auth/login", "headers": [], "client": ("10.4.0.1", 1)}
+    scope = {"type": "http", "method": "POST", "path": "/api/v1/auth/login", "headers": HOST, "client": ("10.4.0.1", 1)}
     await gate(scope, None, send)
     assert reached_django == ["/api/v1/auth/login"] and not sent  # under the limit: Django decides (and counts)
     await asyncio.to_thread(ratelimit.hit, auth.login_limits("agt_x", "10.4.0.1"))  # the attempt Django counted
@@ -259,7 +262,7 @@ async def test_the_asgi_gate_lets_no_more_logins_into_django_than_it_hashes_and_
             "type": "http",
             "method": "POST",
             "path": "/api/v1/auth/login",
-            "headers": [],
+            "headers": HOST,
             "client": (f"10.5.0.{i}", 1),
         }
         return gate(scope, None, send)

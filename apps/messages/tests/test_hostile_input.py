@@ -309,7 +309,7 @@ def test_out_of_range_timestamps_stored_before_the_window_are_cleared_and_admin_
     assert staff.get(f"/admin/wxmessages/message/{far.pk}/change/").status_code == 500  # what such a row did
 
     import_module(
-        "apps.messages.migrations.0004_clear_out_of_range_client_timestamps"
+        "apps.messages.migrations.0005_clear_out_of_range_client_timestamps"
     ).clear_out_of_range_client_timestamps(apps, None)
     stamps = dict(Message.objects.filter(agent=agent).values_list("client_msg_id", "client_timestamp"))
     assert stamps["far"] is None and stamps["early"] is None and stamps["fine"].year == 2025

@@ -18,6 +18,6 @@ def clear_out_of_range_client_timestamps(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("wxmessages", "0003_sweep_beat_schedule")]
+    dependencies = [("wxmessages", "0004_named_permissions")]
 
     operations = [migrations.RunPython(clear_out_of_range_client_timestamps, migrations.RunPython.noop)]
