@@ -26,7 +26,10 @@ if "%WXCS_AGENT_SECRET%"=="" (
 )
 
 ".venv-agent\Scripts\python.exe" -m agent --config agent.yaml %*
-exit /b %errorlevel%
+set rc=%errorlevel%
+rem 3: another agent already runs from this folder; keep the window open so its message can be read.
+if "%rc%"=="3" pause
+exit /b %rc%
 
 :nopython
 echo Python 3.11 was not found. Install it from python.org (tick "Add python.exe to PATH") and run again.

@@ -3,6 +3,9 @@
 --simulate uses the simulator driver with scripted customers; without --config it reads the demo
 agent's credentials from var/demo_agent.json (written by `manage.py seed_demo`) and talks to
 http://127.0.0.1:8000.
+
+Exit codes: 0 stopped, 2 invalid config, 3 another agent process already holds the state directory
+(agent/instance.py).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from pathlib import Path
 
 from agent import config as config_mod
 from agent import logs
+from agent.instance import AlreadyRunning, StateDirLock
 
 log = logging.getLogger("agent")
 
 DEMO_CREDENTIALS = "var/demo_agent.json"
+EXIT_ALREADY_RUNNING = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print("config OK")
         return 0
+    try:  # before the log file (in the state directory too) is opened: the first process owns both
+        lock = StateDirLock(cfg.state_dir).acquire()
+    except AlreadyRunning as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
     logs.setup(cfg.log.file, cfg.log.level, cfg.log.max_bytes, cfg.log.backups)
     logs.SECRETS.add(cfg.server.secret)
     from agent.runtime import AgentRuntime
@@ -111,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run())
     except KeyboardInterrupt:
         pass
+    finally:
+        lock.release()
     return 0
 
 

@@ -17,7 +17,9 @@ one is refused and revokes all its successors: the agent then logs in again with
 WebSocket ``<ws>/ws/agent/`` with ``Authorization: Bearer <access>``; the server closes it with 4401 (bad
 token: log in again), 4419 (access token expired: refresh), 4409 (secret rotated: log in again; if the
 configured secret is the old one that fails and the agent waits) or 4403 (agent disabled: wait the longest
-reconnect delay between tries) — see ``close_action``. JSON
+reconnect delay between tries); 4423 (another installation of this agent is connected: stand by, retry at the
+longest delay) and 4408 (a newer socket of this installation took over: the same) — see ``close_action``. The
+handshake names this installation (``X-Agent-Instance``, agent/instance.py). JSON
 frames with a ``type``. Agent → server: ``messages`` ``{messages: [item, ...]}``, ``ack`` ``{reply_id,
 status, error}``, ``heartbeat`` (the fields), ``takeover`` ``{chat_name, active}``. Server → agent:
 ``hello`` ``{max_message_bytes, max_batch}``, ``accepted_batch`` ``{accepted: [{client_id, status}], errors:
@@ -47,12 +49,14 @@ class AuthFailed(RuntimeError):
 
 
 # WebSocket close code → what to do before reconnecting (apps/messages/PROTOCOL.md, "Credentials: close codes
-# and login limits"): refresh the access token, log in again with the secret, or stop trying for a while.
-CLOSE_ACTIONS = {4401: "login", 4403: "stop", 4409: "login", 4419: "refresh"}
+# and login limits"): refresh the access token, log in again with the secret, stop trying for a while, or stand
+# by (another process holds the agent's one sending socket: keep the tokens, retry at the longest delay).
+CLOSE_ACTIONS = {4401: "login", 4403: "stop", 4408: "standby", 4409: "login", 4419: "refresh", 4423: "standby"}
 
 
 def close_action(exc: BaseException) -> str | None:
-    """ "refresh" / "login" / "stop" for a connection the server closed or refused over credentials, else None."""
+    """ "refresh" / "login" / "stop" / "standby" for a connection the server closed or refused over credentials or
+    over the agent's one sending socket, else None."""
     close = getattr(exc, "rcvd", None)
     if close is not None and getattr(close, "code", None) in CLOSE_ACTIONS:
         return CLOSE_ACTIONS[close.code]
@@ -114,8 +118,9 @@ def accepted_ids(frame: dict[str, Any]) -> set[str]:
 
 
 class ServerClient:
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerConfig, *, instance: str = ""):
         self.config = config
+        self.instance = instance  # agent/instance.py installation_id: the handshake's X-Agent-Instance
         base = config.url.rstrip("/")
         self.api = f"{base}/api/v1"
         self.ws_url = config.ws_url or ("ws" + base[4:] if base.startswith("http") else base) + "/ws/agent/"
@@ -226,10 +231,11 @@ class ServerClient:
 
     def prepare_reconnect(self, action: str) -> None:
         """After the server closed the socket (``close_action``): "refresh" renews the access token before the
-        next connection, "login" / "stop" drop both tokens (the next connection logs in with the secret)."""
+        next connection, "login" / "stop" drop both tokens (the next connection logs in with the secret),
+        "standby" keeps them."""
         if action == "refresh":
             self._expires_at = 0.0
-        else:
+        elif action != "standby":
             self._access = self._refresh = ""
 
     # -- WebSocket -------------------------------------------------------------------------------
@@ -237,9 +243,12 @@ class ServerClient:
         import websockets
 
         token = await self.access_token()
+        headers = {"Authorization": f"Bearer {token}"}
+        if self.instance:
+            headers["X-Agent-Instance"] = self.instance
         return await websockets.connect(
             self.ws_url,
-            additional_headers={"Authorization": f"Bearer {token}"},
+            additional_headers=headers,
             open_timeout=self.config.timeout_s,
             ping_interval=20,
             ping_timeout=20,

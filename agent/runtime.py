@@ -35,6 +35,7 @@ from agent.client import AuthFailed, ServerClient, ServerUnavailable, accepted_i
 from agent.config import AgentConfig
 from agent.drivers import create_driver
 from agent.drivers.base import DriverError, MentionError, SendTimeout, WeChatDriver
+from agent.instance import installation_id
 from agent.pacing import PacingPolicy
 from agent.store import DeadLetters, OfflineQueue, SeenSet, SentLedger
 from agent.takeover import TakeoverDetector
@@ -87,7 +88,7 @@ class AgentRuntime:
         self.takeover = TakeoverDetector(
             bot_echo_window_s=config.takeover.bot_echo_window_s, pause_s=config.takeover.pause_s
         )
-        self.client = client or ServerClient(config.server)
+        self.client = client or ServerClient(config.server, instance=installation_id(state))
         self.counters = {
             "processed": 0,
             "send_failures": 0,
@@ -97,6 +98,7 @@ class AgentRuntime:
             "rejected": 0,
         }
         self.mode = "offline"  # offline | ws | rest
+        self.standby = False  # the server refused our socket: another process with these credentials sends
         self._ws = None
         self._ws_lock = asyncio.Lock()
         self._replies: asyncio.Queue[dict] = asyncio.Queue()
@@ -184,6 +186,7 @@ class AgentRuntime:
             "dead_letters": len(self.dead_letters),
             "paused_chats": self.takeover.paused_chats(),
             "wx_error": self._wx_error,
+            "standby": self.standby,
             **self.counters,
         }
 
@@ -282,6 +285,17 @@ class AgentRuntime:
         action = close_action(exc)
         if action is not None:
             self.client.prepare_reconnect(action)
+        self.standby = action == "standby"
+        if self.standby:
+            log.error(
+                "服务器拒绝了本连接：另一个使用相同凭据的客服终端进程（另一个文件夹或另一台电脑）正在发送回复；本进程待命，"
+                "每 %.0f 秒重试一次。 / The server refused this connection: another agent process with the same "
+                "credentials (another folder or PC) is sending replies; standing by, retrying every %.0f s (%s).",
+                self.config.reconnect.max_s,
+                self.config.reconnect.max_s,
+                exc,
+            )
+            return True
         if action == "stop":
             log.error("the server disabled this agent (%s); retrying every %.0f s", exc, self.config.reconnect.max_s)
             return True
@@ -338,7 +352,8 @@ class AgentRuntime:
                 self._enqueue_reply(reply)
         elif kind in ("accepted_batch", "accepted"):
             self._resolve_accepted(accepted_ids(frame), rejected=self._rejected(frame))
-        elif kind == "hello":
+        elif kind == "hello":  # sent once this socket is the agent's current one
+            self.standby = False
             if isinstance(frame.get("max_message_bytes"), int) and frame["max_message_bytes"] > 0:
                 self._max_message_bytes = frame["max_message_bytes"]
         elif kind == "error":
@@ -498,6 +513,7 @@ class AgentRuntime:
     async def _rest_session(self, deadline: float | None) -> None:
         await self.client.access_token()
         self.mode = "rest"
+        self.standby = False
         log.info("connected (REST fallback)")
         await self._on_connected()
         while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):

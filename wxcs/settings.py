@@ -535,6 +535,10 @@ AGENT_ACTIVE_CHECK_SECONDS = env.float("AGENT_ACTIVE_CHECK_SECONDS", default=2.0
 # An open agent WebSocket re-checks its agent (enabled, secret version) this often (s); disabling or rotating
 # also closes it at once by an event, this is the backstop. The access token's expiry closes it at that moment.
 AGENT_SOCKET_RECHECK_SECONDS = env.float("AGENT_SOCKET_RECHECK_SECONDS", default=15.0)
+# One sending socket per agent (apps/agents/sockets.py): the current socket's lease in Redis lives this long (s)
+# and is renewed every third of it. A web process that dies without closing its sockets blocks another
+# installation of the agent for at most this long; the same installation takes over at once.
+AGENT_SOCKET_LEASE_SECONDS = env.float("AGENT_SOCKET_LEASE_SECONDS", default=30.0)
 # Login throttling (POST /api/v1/auth/login): attempts per agent id and per client address in a window of
 # AGENT_LOGIN_WINDOW seconds (a successful login is not counted); more get 429 + Retry-After. 0 = no limit.
 AGENT_LOGIN_WINDOW = env.int("AGENT_LOGIN_WINDOW", default=300)

@@ -400,3 +400,40 @@ def test_a_message_the_real_server_refuses_is_set_aside_and_counted_in_admin(
     listing = staff.get("/admin/agents/agent/").content.decode()
     assert "被拒消息" in listing and 'class="field-dead_letters">1<' in listing
     assert 'class="readonly">1<' in staff.get(f"/admin/agents/agent/{agent_id}/change/").content.decode()
+
+
+@pytest.mark.timeout(300)
+def test_two_processes_with_one_credential_never_send_a_reply_twice(live_server_stack, agent_account, tmp_path):
+    """A copied folder started beside the original (its own state directory, the same WeChat and credentials):
+    the server keeps the first process's socket and refuses the second (4423), which stands by; when the first
+    stops, the second takes over. Every reply reaches WeChat once in total, whichever process sent it."""
+    base_url, _ = live_server_stack
+    agent_id, secret = agent_account
+    (tmp_path / "original").mkdir()
+    (tmp_path / "copy").mkdir()
+    original = AgentProcess(tmp_path / "original", base_url, agent_id, secret, transport="ws").start()
+    copy = None
+    try:
+        wait_for(lambda: original.status().get("mode") == "ws", what="the original connected")
+        copy = AgentProcess(tmp_path / "copy", base_url, agent_id, secret, transport="ws").start()
+        wait_for(lambda: copy.status().get("standby") is True, 30, what="the copy refused and standing by")
+        for i in range(30):  # both see the same WeChat: the same messages, the same fingerprints
+            for process in (original, copy):
+                process.inject(f"客户{i % 5}", f"问题 {i:02d}", msg_id=f"same-{i}")
+        wait_for(lambda: replies_of(agent_id).filter(status="delivered").count() == 30, 90, what="30 delivered")
+        time.sleep(2.0)  # a second send would show up now
+        assert copy.sent() == [] and copy.status().get("standby") is True
+        original.stop()  # the original ends: the copy takes over within its reconnect delay
+        wait_for(lambda: copy.status().get("mode") == "ws", 30, what="the copy took over")
+        for i in range(30, 40):
+            copy.inject(f"客户{i % 5}", f"问题 {i:02d}", msg_id=f"same-{i}")
+        wait_for(lambda: replies_of(agent_id).filter(status="delivered").count() == 40, 90, what="40 delivered")
+        time.sleep(2.0)
+    finally:
+        original.stop()
+        if copy is not None:
+            copy.stop()
+    sent = Counter(s["text"] for s in original.sent() + copy.sent())
+    assert sent == Counter({f"收到：问题 {i:02d}": 1 for i in range(40)})  # every reply once in total
+    assert len(original.sent()) == 30 and len(copy.sent()) == 10
+    assert "另一个使用相同凭据的客服终端进程" in copy.log_text() and "standing by" in copy.log_text()

@@ -25,6 +25,8 @@ CLOSE_CODES = {
     "agent_disabled": 4403,  # disabled or deleted in admin: stop until re-enabled
     "credentials_revoked": 4409,  # the secret was rotated: every token is void, log in with the (new) secret
     "token_expired": 4419,  # the access token expired on the open socket: refresh, reconnect
+    "replaced": 4408,  # a newer socket of the same installation took over (apps/agents/sockets.py)
+    "already_connected": 4423,  # another installation of the agent holds its socket: stand by, retry slowly
 }
 
 

@@ -9,6 +9,10 @@ when its access token expires (4419), and when the agent is disabled (4403) or i
 at once through an `agent.revoke` event from the service that made the change, and by a re-check every
 AGENT_SOCKET_RECHECK_SECONDS as a backstop (in memory: the versioned cache of enabled agents).
 
+One sending socket per agent (apps/agents/sockets.py): after auth the socket claims the agent's lease. Another
+installation's socket holding it: close 4423 (`already_connected`). The same installation: this socket takes
+over, every older one closes 4408 (`replaced`) and from that event on passes no reply on.
+
 Input: every frame is decoded by apps.core.inputs.load_json under WS_MAX_MESSAGE_BYTES and JSON_MAX_DEPTH. A
 larger frame gets a `too_large` error frame and close code 4413 (Daphne's own limit is set above ours by
 apps.core.webserver, so the frame reaches us; beyond that limit Daphne closes with 1009 itself); anything else
@@ -25,7 +29,7 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from apps.agents import auth, heartbeat
+from apps.agents import auth, heartbeat, sockets
 from apps.agents import selectors as agent_selectors
 from apps.agents import services as agent_services
 from apps.core.db import run_db
@@ -61,7 +65,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
     group: str | None = None
     identity: auth.AgentIdentity | None = None
     closed_with: int | None = None  # set once the server decided to close: later frames are dropped
+    lease: sockets.Lease | None = None  # this socket is the agent's current one (the only one replies go to)
     _recheck: asyncio.Task | None = None
+    _renew: asyncio.Task | None = None
 
     async def dispatch(self, message):
         # Channels closes stale database connections around every event, a thread hop each (≈ a quarter of the
@@ -94,8 +100,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if self.closed_with is not None:
             return
         self.closed_with = close_code or agent_services.CLOSE_CODES.get(code, CLOSE_UNAUTHORIZED)
-        if self._recheck is not None and self._recheck is not asyncio.current_task():
-            self._recheck.cancel()
+        for task in (self._recheck, self._renew):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
         with contextlib.suppress(Exception):  # the client may be gone already
             await self._send({"type": "error", "code": code, "detail": detail})
         await self.close(code=self.closed_with)
@@ -109,10 +116,14 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if self._auth_timer:
             self._auth_timer.cancel()
         self.identity = identity
-        self._recheck = asyncio.get_running_loop().create_task(self._recheck_credentials())
         self.agent_id = identity.agent_id
+        if not await self._claim_lease():
+            return
+        self._recheck = asyncio.get_running_loop().create_task(self._recheck_credentials())
         self.group = outbox.agent_group(self.agent_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        # every older socket of the agent (on any process) closes on this; this one ignores its own generation
+        await self.channel_layer.group_send(self.group, {"type": "agent.replaced", "generation": self.lease.generation})
         await run_db(agent_services.touch, self.agent_id, "online")
         interval = await run_db(agent_selectors.heartbeat_interval, self.agent_id)
         await self._send(
@@ -129,6 +140,39 @@ class AgentConsumer(AsyncWebsocketConsumer):
         for reply in backlog:
             await self._send(reply.frame())
         await outbox.mark_sent(self.agent_id, [reply.reply_id for reply in backlog])
+
+    async def _claim_lease(self) -> bool:
+        """Become the agent's current socket, or close: 4423 while another installation's socket is current."""
+        instance = sockets.installation(dict(self.scope.get("headers") or []), self.channel_name)
+        try:
+            self.lease = await sockets.claim(self.agent_id, instance, self.channel_name)
+        except Exception:  # Redis is down: no way to know who sends; the agent reconnects (1011 = server failed)
+            logger.warning("agent %s: socket lease not claimed", self.agent_id, exc_info=True)
+            await self._close_with("server_error", "internal error, retry later", 1011)
+            return False
+        if self.lease is None:
+            logger.warning("agent %s: second installation refused, another one is connected", self.agent_id)
+            await self._close_with(
+                "already_connected",
+                "another agent process with these credentials is connected (another state directory or PC); "
+                "only one may send replies",
+            )
+            return False
+        self._renew = asyncio.get_running_loop().create_task(self._renew_lease())
+        return True
+
+    async def _renew_lease(self) -> None:
+        """Until the socket closes: renew the lease every third of its TTL; lost to another socket: close 4408."""
+        while True:
+            await asyncio.sleep(settings.AGENT_SOCKET_LEASE_SECONDS / 3)
+            try:
+                current = await sockets.renew(self.lease)
+            except Exception:  # a Redis outage: keep the socket, try again next time
+                logger.warning("agent %s: socket lease not renewed", self.agent_id, exc_info=True)
+                continue
+            if not current:
+                await self._close_with("replaced", "another connection of this agent took over")
+                return
 
     async def _recheck_credentials(self) -> None:
         """Until the socket closes: at the token's expiry close 4419; every AGENT_SOCKET_RECHECK_SECONDS check
@@ -151,8 +195,12 @@ class AgentConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code):
         if self._auth_timer:
             self._auth_timer.cancel()
-        if self._recheck is not None:
-            self._recheck.cancel()
+        for task in (self._recheck, self._renew):
+            if task is not None:
+                task.cancel()
+        if self.lease is not None:
+            with contextlib.suppress(Exception):  # else it expires after AGENT_SOCKET_LEASE_SECONDS
+                await sockets.release(self.lease)
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
             with contextlib.suppress(Exception):  # last-seen is best effort on the way out
@@ -284,11 +332,19 @@ class AgentConsumer(AsyncWebsocketConsumer):
         with contextlib.suppress(Exception):  # this process's token checks follow at once, not at the next check
             await auth.ACTIVE_AGENTS.get(fresh=True)
 
+    async def agent_replaced(self, event):
+        """A newer socket of the agent claimed its lease (sockets.claim): an older one closes 4408."""
+        if self.lease is not None and event["generation"] > self.lease.generation:
+            logger.info("agent %s: socket replaced by a newer one", self.agent_id)
+            await self._close_with("replaced", "a newer connection of this agent took over")
+
     async def agent_frame(self, event):
-        await self._send(event["frame"])
+        if self.closed_with is None:
+            await self._send(event["frame"])
 
     async def reply_push(self, event):
-        """A new reply (stored as `sent` by the worker that pushed it): to this socket."""
+        """A new reply (stored as `sent` by the worker that pushed it): to this socket, while it is the current one
+        (after `agent.replaced` it is closing; the newer socket, in the same group, gets the reply itself)."""
         frame = event["frame"]
-        if frame["reply_id"] not in self.backlog_ids:  # else already sent with the backlog on connect
+        if self.closed_with is None and frame["reply_id"] not in self.backlog_ids:  # else sent with the backlog
             await self._send(frame)
