@@ -323,6 +323,10 @@ class AgentRuntime:
                     if reader in done:
                         reader.result()  # raises the connection error
                         return  # closed cleanly by the server
+            except ServerUnavailable:  # a batch cut short by the close: the close code says what to do next
+                if reader.done() and not reader.cancelled() and close_action(reader.exception() or Exception()):
+                    raise reader.exception() from None
+                raise
             finally:
                 reader.cancel()
                 with contextlib.suppress(BaseException):

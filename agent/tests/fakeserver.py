@@ -51,6 +51,10 @@ class FakeServer:
         self.frames_too_large = 0
         self.duplicates = 0  # messages received again (the agent resent a batch)
         self.refuse_heartbeats = False  # answer every heartbeat frame with an `invalid` error frame
+        # close every socket with this code (an `error` frame first) when its first `messages` frame arrives: another
+        # installation holds the agent's socket (4423) — the agent's batch is cut short by the close
+        self.refuse_batches_with: int | None = None
+        self.instances: list[str | None] = []  # X-Agent-Instance of each WebSocket handshake
         self.messages: dict[str, dict] = {}  # client id → item, insertion order = arrival order
         self.replies: dict[int, dict] = {}  # reply id → frame + status
         self.acks: list[dict] = []
@@ -183,6 +187,7 @@ class FakeServer:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self.ws_connections += 1
+        self.instances.append(request.headers.get("X-Agent-Instance"))
         self._sockets.add(ws)
         try:
             hello = {"type": "hello", "agent_id": AGENT_ID, "heartbeat_interval": 30}
@@ -201,6 +206,10 @@ class FakeServer:
                     break
                 frame = json.loads(msg.data)
                 kind = frame.get("type")
+                if kind in ("messages", "message") and self.refuse_batches_with:
+                    await ws.send_json({"type": "error", "code": "already_connected", "detail": "another one"})
+                    await ws.close(code=self.refuse_batches_with)
+                    break
                 if kind in ("messages", "message") and self.server_errors:
                     self.server_errors -= 1
                     await ws.send_json({"type": "error", "code": "server_error", "detail": "retry", "frame": kind})

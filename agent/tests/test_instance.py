@@ -1,6 +1,8 @@
 """One agent process per state directory (a real second `python -m agent`), the installation id, and what the
 agent does on the one-sender close codes."""
 
+import asyncio
+import logging
 import shutil
 import signal
 import subprocess
@@ -14,6 +16,7 @@ import yaml
 from agent.client import ServerClient, close_action
 from agent.config import ServerConfig
 from agent.instance import AlreadyRunning, StateDirLock, installation_id
+from agent.tests.conftest import agent_config, running_agent, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,3 +106,22 @@ def test_replaced_and_refused_sockets_stand_by_keeping_the_tokens():
     client._access, client._refresh = "access", "refresh"
     client.prepare_reconnect("standby")
     assert (client._access, client._refresh) == ("access", "refresh")
+
+
+async def test_refused_as_a_second_installation_mid_batch_the_agent_stands_by_and_keeps_its_tokens(
+    server, tmp_path, caplog
+):
+    server.refuse_batches_with = 4423
+    config = agent_config(tmp_path, server.url, reconnect={"initial_s": 0.05, "max_s": 2.0})
+    with caplog.at_level(logging.ERROR):
+        async with running_agent(config) as (runtime, driver):
+            driver.inject("张三", "在吗")
+            await wait_for(lambda: runtime.standby)
+            await asyncio.sleep(0.8)  # fast backoff would have reconnected several times by now
+            assert server.ws_connections == 1 and runtime.status()["standby"] is True
+            server.refuse_batches_with = None  # the other process stopped: this one takes over
+            await wait_for(lambda: "在吗" in [m["content"] for m in server.messages.values()], timeout=5)
+            assert runtime.standby is False
+    assert server.logins == 1  # the tokens were kept
+    assert len(set(server.instances)) == 1 and len(server.instances[0]) == 32
+    assert "another agent process with the same credentials" in caplog.text and "另一个使用相同凭据" in caplog.text

@@ -17,6 +17,7 @@ from apps.core import redis
 
 INSTANCE_HEADER = b"x-agent-instance"
 _INSTANCE = re.compile(r"[A-Za-z0-9_-]{8,64}")
+UNNAMED = "unnamed"  # shorter than a valid name: no agent can claim to be it
 
 _CLAIM = """
 local current = redis.call('GET', KEYS[1])
@@ -45,11 +46,11 @@ class Lease:
     value: str
 
 
-def installation(headers: dict[bytes, bytes], channel_name: str) -> str:
-    """The agent installation a handshake names (`X-Agent-Instance`); without a valid one, the socket is its own
-    installation (an agent that predates the header takes over nothing: it waits until the current socket ends)."""
+def installation(headers: dict[bytes, bytes]) -> str:
+    """The agent installation a handshake names (`X-Agent-Instance`). Sockets without a valid one (an agent that
+    predates the header) count as one installation, "unnamed": the newest takes over, as such an agent reconnects."""
     raw = (headers.get(INSTANCE_HEADER) or b"").decode("latin-1")
-    return raw if _INSTANCE.fullmatch(raw) else f"socket-{channel_name.replace('|', '')}"
+    return raw if _INSTANCE.fullmatch(raw) else UNNAMED
 
 
 def _keys(agent_id: str) -> list[str]:

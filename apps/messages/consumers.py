@@ -143,7 +143,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def _claim_lease(self) -> bool:
         """Become the agent's current socket, or close: 4423 while another installation's socket is current."""
-        instance = sockets.installation(dict(self.scope.get("headers") or []), self.channel_name)
+        instance = sockets.installation(dict(self.scope.get("headers") or []))
         try:
             self.lease = await sockets.claim(self.agent_id, instance, self.channel_name)
         except Exception:  # Redis is down: no way to know who sends; the agent reconnects (1011 = server failed)

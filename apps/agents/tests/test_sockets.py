@@ -52,7 +52,8 @@ def test_a_lease_that_expired_during_an_outage_is_taken_back_if_nobody_else_hold
     assert _run(sockets.claim(agent_id, "installation-b", "chan-2")) is None
 
 
-def test_the_handshake_names_the_installation_or_the_socket_is_its_own():
-    assert sockets.installation({b"x-agent-instance": b"0123456789abcdef"}, "chan!x") == "0123456789abcdef"
-    assert sockets.installation({b"x-agent-instance": b"a|b"}, "chan!x") == "socket-chan!x"
-    assert sockets.installation({}, "chan!x") == "socket-chan!x"
+def test_the_handshake_names_the_installation_else_it_is_the_unnamed_one():
+    assert sockets.installation({b"x-agent-instance": b"0123456789abcdef"}) == "0123456789abcdef"
+    assert sockets.installation({b"x-agent-instance": b"unnamed|x"}) == sockets.UNNAMED
+    assert sockets.installation({b"x-agent-instance": b"short"}) == sockets.UNNAMED
+    assert sockets.installation({}) == sockets.UNNAMED

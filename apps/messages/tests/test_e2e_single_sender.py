@@ -68,18 +68,18 @@ def test_a_second_installation_is_refused_with_4423_and_gets_in_once_the_first_l
         current = await _hello(first_url, token, "installation-a-0001")
         refused = await _connect(second_url, token, "installation-b-0002")  # the other Daphne process
         refused_frames, refused_code = await _closed(refused)
-        without_header = await _connect(second_url, token, None)  # an agent predating X-Agent-Instance
-        _, without_header_code = await _closed(without_header)
+        unnamed = await _connect(second_url, token, None)  # an agent predating X-Agent-Instance
+        _, unnamed_code = await _closed(unnamed)
         reply = await _reply_for(current, "c-1", "还在吗？")
         await current.close()
         await asyncio.sleep(0.5)  # the first socket's disconnect releases the lease
         successor = await _hello(second_url, token, "installation-b-0002")
         successor_reply = await _reply_for(successor, "c-2", "换我来了")
         await successor.close()
-        return refused_frames, refused_code, without_header_code, reply, successor_reply
+        return refused_frames, refused_code, unnamed_code, reply, successor_reply
 
-    refused_frames, refused_code, without_header_code, reply, successor_reply = asyncio.run(scenario())
-    assert refused_code == 4423 and without_header_code == 4423
+    refused_frames, refused_code, unnamed_code, reply, successor_reply = asyncio.run(scenario())
+    assert refused_code == 4423 and unnamed_code == 4423
     assert [f["type"] for f in refused_frames] == ["error"]  # no hello, no reply: it never became a sender
     assert refused_frames[0]["code"] == "already_connected"
     assert reply["content"] == "收到：还在吗？"
