@@ -55,8 +55,12 @@ async def _hello(base_url: str, token: str, instance: str | None):
 
 
 async def _reply_for(ws, client_id: str, text: str) -> dict:
+    """Send a customer's message, wait for its reply and ack it (as the agent does once WeChat sent it)."""
     await ws.send(json.dumps({"type": "message", "message": message(client_id, text)}, ensure_ascii=False))
-    return await recv_until(ws, lambda f: f["type"] == "reply", within=30)
+    reply = await recv_until(ws, lambda f: f["type"] == "reply", within=30)
+    await ws.send(json.dumps({"type": "ack", "reply_id": reply["reply_id"], "status": "delivered"}))
+    await recv_until(ws, lambda f: f["type"] == "acked", within=10)
+    return reply
 
 
 def test_a_second_installation_is_refused_with_4423_and_gets_in_once_the_first_leaves(two_daphnes):
