@@ -32,6 +32,10 @@ def beat_schedule() -> dict:
     schedule = {
         "成本：写入调用记录": {"task": "costs.flush_usage", "schedule": timedelta(seconds=5)},
         "消息：重新投递卡住的消息": {"task": "apps.messages.tasks.sweep_stuck", "schedule": timedelta(seconds=30)},
+        "消息：重新推送未确认的回复": {
+            "task": "apps.messages.tasks.redeliver_replies",
+            "schedule": timedelta(seconds=settings.OUTBOX_SWEEP_INTERVAL),
+        },
         "监控：评估告警规则": {"task": "monitoring.evaluate_alerts", "schedule": timedelta(seconds=30)},
     }
     if settings.ERP_SYNC_INTERVAL_MINUTES > 0:

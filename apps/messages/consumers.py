@@ -124,11 +124,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 "max_batch": settings.INGEST_MAX_BATCH,
             }
         )
-        backlog = await outbox.pending(self.agent_id)  # every unacked reply, oldest first
-        self.backlog_ids = {reply.reply_id for reply in backlog}
-        for reply in backlog:
-            await self._send(reply.frame())
-        await outbox.mark_sent(self.agent_id, [reply.reply_id for reply in backlog])
+        async for page in outbox.backlog(self.agent_id):  # every unacked reply, oldest first, a page at a time
+            self.backlog_ids.update(reply.reply_id for reply in page)
+            for reply in page:
+                await self._send(reply.frame())
+            await outbox.mark_sent(self.agent_id, [reply.reply_id for reply in page])
 
     async def _recheck_credentials(self) -> None:
         """Until the socket closes: at the token's expiry close 4419; every AGENT_SOCKET_RECHECK_SECONDS check
@@ -288,7 +288,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await self._send(event["frame"])
 
     async def reply_push(self, event):
-        """A new reply (stored as `sent` by the worker that pushed it): to this socket."""
+        """A new reply (stored as `sent` by the worker that pushed it), or one pushed again by beat's outbox sweep
+        (`redelivery`): to this socket."""
         frame = event["frame"]
-        if frame["reply_id"] not in self.backlog_ids:  # else already sent with the backlog on connect
+        if event.get("redelivery") or frame["reply_id"] not in self.backlog_ids:  # else sent with the backlog
             await self._send(frame)
