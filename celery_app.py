@@ -35,6 +35,7 @@ def beat_schedule() -> dict:
         "消息：重新推送未确认的回复": {
             "task": "apps.messages.tasks.redeliver_replies",
             "schedule": timedelta(seconds=settings.OUTBOX_SWEEP_INTERVAL),
+            "options": {"expires": settings.OUTBOX_SWEEP_INTERVAL},  # a run nobody took in time: the next one will do
         },
         "监控：评估告警规则": {"task": "monitoring.evaluate_alerts", "schedule": timedelta(seconds=30)},
     }

@@ -74,8 +74,10 @@ def own_redis(tmp_path):
 
 @pytest.fixture
 def stack(live_env, tmp_path, own_redis):
-    """Daphne, a worker and beat on the own Redis; beat's outbox sweep runs every second."""
+    """Daphne, a worker and beat on the own Redis (beat's outbox sweep every second), and an agent made before
+    they start (its creation bumps the enabled-agents cache version on the test's Redis, not on theirs)."""
     client, url = own_redis
+    agent, token = make_agent()
     env = {**live_env, "REDIS_URL": url, "OUTBOX_REDELIVER_AFTER": str(REDELIVER_AFTER), "OUTBOX_SWEEP_INTERVAL": "1"}
     worker = start_worker(env, tmp_path)
     beat_argv = [sys.executable, "-m", "celery", "-A", "celery_app", "beat", "--loglevel", "INFO"]
@@ -87,7 +89,7 @@ def stack(live_env, tmp_path, own_redis):
         beat.stop()
         raise
     with running(daphne, worker, beat):
-        yield base_url, {"daphne": daphne, "worker": worker, "beat": beat}, client, env
+        yield base_url, {"daphne": daphne, "worker": worker, "beat": beat}, client, env, (agent, token)
 
 
 async def wait_for_log(process: Process, text: str, within: float = 15) -> None:
@@ -114,8 +116,7 @@ def drop_subscriptions_of(process: Process, redis_client) -> int:
 
 
 def test_an_open_socket_keeps_getting_replies_after_redis_drops_its_group_subscription(stack):
-    base_url, processes, redis_client, env = stack
-    agent, token = make_agent()
+    base_url, processes, redis_client, env, (agent, token) = stack
     group_channel = f"{env['CACHE_KEY_PREFIX']}:asgi__group__{socket_group(agent.id)}"
 
     async def scenario():
@@ -143,8 +144,7 @@ def test_an_open_socket_keeps_getting_replies_after_redis_drops_its_group_subscr
 
 
 def test_a_push_redis_refuses_is_sent_again_within_seconds_on_the_same_socket(stack):
-    base_url, processes, redis_client, _ = stack
-    agent, token = make_agent()
+    base_url, processes, redis_client, _, (_, token) = stack
 
     async def scenario():
         ws = await ws_connect(base_url, token)
