@@ -32,6 +32,11 @@ def beat_schedule() -> dict:
     schedule = {
         "成本：写入调用记录": {"task": "costs.flush_usage", "schedule": timedelta(seconds=5)},
         "消息：重新投递卡住的消息": {"task": "apps.messages.tasks.sweep_stuck", "schedule": timedelta(seconds=30)},
+        "消息：重新推送未确认的回复": {
+            "task": "apps.messages.tasks.redeliver_replies",
+            "schedule": timedelta(seconds=settings.OUTBOX_SWEEP_INTERVAL),
+            "options": {"expires": settings.OUTBOX_SWEEP_INTERVAL},  # a run nobody took in time: the next one will do
+        },
         "监控：评估告警规则": {"task": "monitoring.evaluate_alerts", "schedule": timedelta(seconds=30)},
     }
     if settings.ERP_SYNC_INTERVAL_MINUTES > 0:

@@ -601,6 +601,11 @@ PIPELINE_CONCURRENCY = env.int("PIPELINE_CONCURRENCY", default=256)
 PIPELINE_POP_BATCH = env.int("PIPELINE_POP_BATCH", default=50)
 # Unacked replies pushed again on each (re)connect of an agent (and listed by GET /api/v1/replies).
 OUTBOX_PAGE = env.int("OUTBOX_PAGE", default=500)
+# While its agent is connected, an unacked reply last pushed this many seconds ago is pushed again by beat's
+# outbox sweep (every OUTBOX_SWEEP_INTERVAL s): a push is a fire-and-forget publish that can be lost. Such replies
+# are counted on /metrics (wxcs_outbox_stuck_replies, wxcs_outbox_stuck_oldest_seconds per agent).
+OUTBOX_REDELIVER_AFTER = env.int("OUTBOX_REDELIVER_AFTER", default=10)
+OUTBOX_SWEEP_INTERVAL = env.int("OUTBOX_SWEEP_INTERVAL", default=5)
 
 # --- knowledge base (apps.knowledge) --------------------------------------------------------------
 # How often a process compares its index with the Redis version key (ms); edits in this process are seen

@@ -135,11 +135,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 "max_batch": settings.INGEST_MAX_BATCH,
             }
         )
-        backlog = await outbox.pending(self.agent_id)  # every unacked reply, oldest first
-        self.backlog_ids = {reply.reply_id for reply in backlog}
-        for reply in backlog:
-            await self._send(reply.frame())
-        await outbox.mark_sent(self.agent_id, [reply.reply_id for reply in backlog])
+        async for page in outbox.backlog(self.agent_id):  # every unacked reply, oldest first, a page at a time
+            self.backlog_ids.update(reply.reply_id for reply in page)
+            for reply in page:
+                await self._send(reply.frame())
+            await outbox.mark_sent(self.agent_id, [reply.reply_id for reply in page])
 
     async def _claim_lease(self) -> bool:
         """Become the agent's current socket, or close: 4423 while another installation's socket is current."""
@@ -343,8 +343,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self._send(event["frame"])
 
     async def reply_push(self, event):
-        """A new reply (stored as `sent` by the worker that pushed it): to this socket, while it is the current one
-        (after `agent.replaced` it is closing; the newer socket, in the same group, gets the reply itself)."""
+        """A new reply (stored as `sent` by the worker that pushed it), or one pushed again by beat's outbox sweep
+        (`redelivery`): to this socket, while it is the current one (after `agent.replaced` it is closing; the
+        newer socket, in the same group, gets the reply itself)."""
         frame = event["frame"]
-        if self.closed_with is None and frame["reply_id"] not in self.backlog_ids:  # else sent with the backlog
+        if self.closed_with is None and (event.get("redelivery") or frame["reply_id"] not in self.backlog_ids):
             await self._send(frame)

@@ -1,18 +1,29 @@
 """The outbox: replies on their way to the agent. Push (to every socket of the agent, on any web process,
-through the channel layer), redeliver (every unacked reply again on each (re)connect, oldest first), mark
-pushed, ack. A reply stays in the outbox (`queued` / `sent`) until its agent acks it.
+through the channel layer), redeliver (the whole unacked backlog on each (re)connect, in pages, oldest first;
+and, while the agent is connected, every reply whose last push is older than OUTBOX_REDELIVER_AFTER, by beat's
+sweep), mark pushed, ack. A reply stays in the outbox (`queued` / `sent`) until its agent acks it.
+
+Why the sweep: a push is one PUBLISH on the channel layer; nobody answers it. A publish that fails (Redis away,
+a stale connection) or that finds no subscriber (the web process's subscription is being re-made after its
+Redis connection dropped) loses the frame, and only an ack proves it arrived. The agent never sends a reply
+twice (its ledger), so pushing one again is safe.
 """
 
 import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from apps.agents import services as agent_services
 from apps.core import aio
+from apps.core.db import run_db
 from apps.core.inputs import printable
 from apps.core.tracing import bind as trace
+from apps.messages import selectors
 from apps.messages.models import Reply
 from apps.messages.store import OutboxReply, store
 
@@ -33,12 +44,17 @@ def message_group(message_id: int) -> str:
     return f"msg.{message_id}"
 
 
-async def push(agent_id: str, reply: OutboxReply) -> None:
-    """To the agent's sockets now; a failure leaves it in the outbox for the next (re)connect."""
+async def push(agent_id: str, reply: OutboxReply, *, redelivery: bool = False) -> bool:
+    """To the agent's sockets now; False when the publish failed (it stays in the outbox: beat's sweep pushes it
+    again while the agent is connected, and so does its next (re)connect). `redelivery`: the sockets send it even
+    if it was in their connect backlog."""
+    event = {"type": "reply.push", "frame": reply.frame(), "redelivery": redelivery}
     try:
-        await get_channel_layer().group_send(agent_group(agent_id), {"type": "reply.push", "frame": reply.frame()})
+        await get_channel_layer().group_send(agent_group(agent_id), event)
     except Exception:
         logger.warning("push of reply %s failed; it stays in the outbox", reply.reply_id, exc_info=True)
+        return False
+    return True
 
 
 async def announce_decision(message_id: int) -> None:
@@ -64,8 +80,39 @@ def push_on_commit(reply: Reply, chat: str) -> None:
 
 
 async def pending(agent_id: str) -> list[OutboxReply]:
-    """Every unacked reply of the agent, oldest first (OUTBOX_PAGE at most)."""
+    """The agent's oldest unacked replies, oldest first (OUTBOX_PAGE at most: the REST fallback's page)."""
     return await store().outbox(agent_id, settings.OUTBOX_PAGE)
+
+
+async def backlog(agent_id: str) -> AsyncIterator[list[OutboxReply]]:
+    """Every unacked reply of the agent, oldest first, OUTBOX_PAGE at a time (keyset pages: a reply acked
+    meanwhile never shifts the next page)."""
+    after_id = 0
+    while page := await store().outbox(agent_id, settings.OUTBOX_PAGE, after_id):
+        yield page
+        if len(page) < settings.OUTBOX_PAGE:
+            return
+        after_id = page[-1].reply_id
+
+
+async def redeliver_stale() -> int:
+    """Push again every unacked reply of a connected agent whose last push is older than OUTBOX_REDELIVER_AFTER
+    (OUTBOX_PAGE per agent per run, oldest first), and mark them pushed. Idempotent: a reply just pushed is not
+    due again for OUTBOX_REDELIVER_AFTER seconds; a reply whose publish failed stays due. Returns how many."""
+    before = timezone.now() - timedelta(seconds=settings.OUTBOX_REDELIVER_AFTER)
+    pushed = 0
+    for agent_id in await run_db(selectors.agents_with_stale_outbox, before):
+        due = await run_db(selectors.stale_outbox, agent_id, before, settings.OUTBOX_PAGE)
+        done = []
+        for reply in due:
+            if not await push(agent_id, reply, redelivery=True):
+                break  # Redis refuses: the rest stays due for the next run
+            done.append(reply.reply_id)
+        await mark_sent(agent_id, done)
+        if done:
+            logger.warning("agent %s: %d unacked replies pushed again", agent_id, len(done))
+        pushed += len(done)
+    return pushed
 
 
 async def mark_sent(agent_id: str, reply_ids: list[int]) -> None:

@@ -2,11 +2,13 @@
 
 from datetime import datetime, timedelta
 
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
-from django.db.models.functions import TruncDate, TruncMinute
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
+from django.db.models.functions import Coalesce, TruncDate, TruncMinute
 from django.utils import timezone
 
+from apps.agents.models import Agent
 from apps.messages.models import Conversation, Message, Reply
+from apps.messages.store import OutboxReply
 
 
 # --- monitoring: dashboard, alert rules, /metrics, trace views -------------------------------------
@@ -210,3 +212,60 @@ def _p95(sorted_values: list[float]) -> float | None:
         return None
     index = min(len(sorted_values) - 1, max(0, int(round(0.95 * (len(sorted_values) - 1)))))
     return round(sorted_values[index], 2)
+
+
+# --- the outbox: unacked replies of connected agents (beat's redelivery sweep, /metrics, alert rules) -----------
+def _connected(agent_ids) -> dict[str, Agent]:
+    """Those of the agents that are enabled and not offline (presence from last_seen and heartbeats)."""
+    agents = Agent.objects.filter(pk__in=set(agent_ids), is_active=True).only(
+        "id", "name", "last_seen", "reported_presence", "heartbeat_interval"
+    )
+    return {agent.id: agent for agent in agents if agent.presence != Agent.Presence.OFFLINE}
+
+
+def agents_with_stale_outbox(before: datetime) -> list[str]:
+    """Connected agents with an unacked reply last pushed (or queued, or made) before `before`."""
+    stale = (
+        Reply.objects.filter(status__in=Reply.OUTBOX)
+        .alias(last_push=Coalesce("pushed_at", "queued_at", "created_at"))
+        .filter(last_push__lt=before)
+    )
+    return sorted(_connected(stale.values_list("agent_id", flat=True).distinct()))
+
+
+def stale_outbox(agent_id: str, before: datetime, limit: int) -> list[OutboxReply]:
+    """The agent's unacked replies last pushed before `before`, oldest first."""
+    rows = (
+        Reply.objects.filter(agent_id=agent_id, status__in=Reply.OUTBOX)
+        .alias(last_push=Coalesce("pushed_at", "queued_at", "created_at"))
+        .filter(last_push__lt=before)
+        .order_by("id")
+        .values_list("id", "message_id", "conversation__chat_name", "content", "at", "created_at")[:limit]
+    )
+    return [OutboxReply(*row) for row in rows]
+
+
+def stuck_replies(older_than: datetime) -> list[dict]:
+    """Per connected agent: its unacked replies on their way (queued or decided) since before `older_than` —
+    `count`, and `oldest_seconds`, the age of the oldest. Offline agents are left out: their replies wait for the
+    reconnect, and their absence is an alert of its own."""
+    now = timezone.now()
+    rows = (
+        Reply.objects.filter(status__in=Reply.OUTBOX)
+        .alias(since=Coalesce("queued_at", "created_at"))
+        .filter(since__lt=older_than)
+        .values("agent_id")
+        .annotate(count=Count("id"), oldest=Min(Coalesce("queued_at", "created_at")))
+    )
+    rows = list(rows)
+    connected = _connected(row["agent_id"] for row in rows)
+    return [
+        {
+            "agent_id": row["agent_id"],
+            "agent_name": connected[row["agent_id"]].name,
+            "count": row["count"],
+            "oldest_seconds": max(0.0, (now - row["oldest"]).total_seconds()),
+        }
+        for row in sorted(rows, key=lambda row: row["oldest"])
+        if row["agent_id"] in connected
+    ]

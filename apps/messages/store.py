@@ -169,8 +169,8 @@ class MessageStore(Protocol):
         """Store the reply and mark its message decided (decided_at: when stored), unless it already had one;
         and say whether the conversation has other undecided messages."""
 
-    async def outbox(self, agent_id: str, limit: int) -> list[OutboxReply]:
-        """The agent's unacked replies, oldest first."""
+    async def outbox(self, agent_id: str, limit: int, after_id: int = 0) -> list[OutboxReply]:
+        """The agent's unacked replies with an id above `after_id`, oldest first (a page of the backlog)."""
 
     async def mark_sent(self, agent_id: str, reply_ids: list[int]) -> None:
         """Those of the agent's outbox replies were pushed to a socket."""
@@ -238,7 +238,7 @@ _RELEASE = "UPDATE wxmessages_message SET status = %s WHERE id = %s AND status =
 _OUTBOX = """
 SELECT r.id, r.message_id, c.chat_name, r.content, r.at, r.created_at
 FROM wxmessages_reply r JOIN wxmessages_conversation c ON c.id = r.conversation_id
-WHERE r.agent_id = %s AND r.status = ANY(%s) ORDER BY r.id LIMIT %s
+WHERE r.agent_id = %s AND r.status = ANY(%s) AND r.id > %s ORDER BY r.id LIMIT %s
 """
 _MARK_SENT = """
 UPDATE wxmessages_reply SET status = %s, pushed_at = %s, delivery_attempts = delivery_attempts + 1
@@ -323,9 +323,9 @@ class PostgresStore:
             reply_id, more = await (await conn.execute(_INSERT_REPLY, params)).fetchone()
         return Stored(reply_id, more)
 
-    async def outbox(self, agent_id: str, limit: int) -> list[OutboxReply]:
+    async def outbox(self, agent_id: str, limit: int, after_id: int = 0) -> list[OutboxReply]:
         async with db.pg() as conn:
-            rows = await (await conn.execute(_OUTBOX, [agent_id, list(OUTBOX), limit])).fetchall()
+            rows = await (await conn.execute(_OUTBOX, [agent_id, list(OUTBOX), after_id, limit])).fetchall()
         return [OutboxReply(*row) for row in rows]
 
     async def mark_sent(self, agent_id: str, reply_ids: list[int]) -> None:
@@ -477,10 +477,10 @@ class OrmStore:
         others = Message.objects.filter(conversation_id=reply.conversation_id, status__in=UNDECIDED)
         return Stored(row.pk, others.exclude(pk=reply.message_id).exists())
 
-    async def outbox(self, agent_id: str, limit: int) -> list[OutboxReply]:
+    async def outbox(self, agent_id: str, limit: int, after_id: int = 0) -> list[OutboxReply]:
         rows = await db.run_db(
             lambda: list(
-                Reply.objects.filter(agent_id=agent_id, status__in=OUTBOX)
+                Reply.objects.filter(agent_id=agent_id, status__in=OUTBOX, id__gt=after_id)
                 .order_by("id")
                 .values_list("id", "message_id", "conversation__chat_name", "content", "at", "created_at")[:limit]
             )

@@ -8,7 +8,7 @@ from celery import shared_task
 from django.conf import settings
 
 from apps.core import aio
-from apps.messages import pipeline
+from apps.messages import outbox, pipeline
 
 logger = logging.getLogger("wxcs.pipeline")
 
@@ -36,3 +36,9 @@ def process_message(self, message_id: int, conversation_id: int, attempt: int = 
 @shared_task(name="apps.messages.tasks.sweep_stuck")
 def sweep_stuck() -> int:
     return len(pipeline.sweep_stuck())
+
+
+@shared_task(name="apps.messages.tasks.redeliver_replies", ignore_result=True)
+def redeliver_replies() -> int:
+    """Beat's outbox sweep: unacked replies of connected agents pushed again (apps.messages.outbox)."""
+    return aio.run(outbox.redeliver_stale(), timeout=60)

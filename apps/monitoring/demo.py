@@ -11,6 +11,7 @@ STARTER_RULES = [
     ("离线队列积压 > 500", Metric.OFFLINE_QUEUE, "gt", 500, 60, "warning"),
     ("模型熔断", Metric.CIRCUIT_OPEN, "gt", 0, 60, "critical"),
     ("ERP 同步失败", Metric.ERP_SYNC_FAILURES, "gt", 0, 3600, "warning"),
+    ("回复未送达（在线终端 > 120 秒未确认）", Metric.STUCK_REPLY_AGE, "gt", 120, 60, "critical"),
 ]
 
 

@@ -82,6 +82,8 @@ class ProductCollector:
             queue.add_metric([agent["id"]], agent["queue_size"])
         yield queue
 
+        yield from _stuck_reply_metrics(sources.stuck_replies())
+
         budget = sources.budget()
         if budget["used_ratio"] is not None:
             yield GaugeMetricFamily(
@@ -103,6 +105,22 @@ class ProductCollector:
         yield GaugeMetricFamily(
             "wxcs_metrics_scrape_timestamp_seconds", "When this exposition was produced", value=time.time()
         )
+
+
+def _stuck_reply_metrics(stuck: list[dict]):
+    count = GaugeMetricFamily(
+        "wxcs_outbox_stuck_replies",
+        "Unacked replies of a connected agent older than OUTBOX_REDELIVER_AFTER (pushed again by beat)",
+        labels=["agent"],
+    )
+    oldest = GaugeMetricFamily(
+        "wxcs_outbox_stuck_oldest_seconds", "Age of a connected agent's oldest stuck unacked reply", labels=["agent"]
+    )
+    for row in stuck:
+        count.add_metric([row["agent_id"]], row["count"])
+        oldest.add_metric([row["agent_id"]], row["oldest_seconds"])
+    yield count
+    yield oldest
 
 
 class _Chain:

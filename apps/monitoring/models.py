@@ -35,6 +35,7 @@ class AlertRule(models.Model):
         OFFLINE_QUEUE = "offline_queue_size", _("离线队列长度（最大）")
         CIRCUIT_OPEN = "circuit_open", _("熔断中的模型数")
         ERP_SYNC_FAILURES = "erp_sync_failures", _("ERP 同步失败次数")
+        STUCK_REPLY_AGE = "stuck_reply_age_seconds", _("在线终端未确认回复的最长等待（秒）")
 
     class Comparison(models.TextChoices):
         GT = "gt", ">"

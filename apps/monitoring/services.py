@@ -90,6 +90,8 @@ def metric_value(metric: str, window_seconds: int) -> float:
         return float(sum(1 for state in sources.circuit_states().values() if state == "open"))
     if metric == Metric.ERP_SYNC_FAILURES:
         return float(sources.erp_sync_failures(since))
+    if metric == Metric.STUCK_REPLY_AGE:
+        return max((row["oldest_seconds"] for row in sources.stuck_replies()), default=0.0)
     raise ValueError(f"unknown alert metric {metric!r}")
 
 
@@ -166,13 +168,25 @@ def alert_message(event: AlertEvent, kind: str) -> tuple[str, str]:
         return (
             f"告警触发：{rule.name}",
             f"{condition}（当前值 {event.value:.2f}，窗口 {rule.window_seconds} 秒）\n\n"
-            f"触发时间：{timezone.localtime(event.fired_at):%Y-%m-%d %H:%M:%S}",
+            f"{_subjects(rule)}触发时间：{timezone.localtime(event.fired_at):%Y-%m-%d %H:%M:%S}",
         )
     return (
         f"告警恢复：{rule.name}",
         f"{condition} 已不再满足（当前值 {(event.resolved_value or 0):.2f}）\n\n"
         f"恢复时间：{timezone.localtime(event.resolved_at):%Y-%m-%d %H:%M:%S}",
     )
+
+
+def _subjects(rule: AlertRule) -> str:
+    """Which agents a per-agent reading is about, named, for the notification ('' for the other metrics)."""
+    if rule.metric != AlertRule.Metric.STUCK_REPLY_AGE:
+        return ""
+    lines = [
+        f"终端 {row['agent_name']}（{row['agent_id']}）：{row['count']} 条未确认，最久 {row['oldest_seconds']:.0f} 秒"
+        for row in sources.stuck_replies()
+        if rule.breached(row["oldest_seconds"])
+    ]
+    return "".join(f"{line}\n" for line in lines) + "\n" if lines else ""
 
 
 def active_alerts(limit: int = 20) -> list[dict]:

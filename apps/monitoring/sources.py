@@ -8,8 +8,10 @@ import functools
 import logging
 import math
 from contextlib import nullcontext
+from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
@@ -82,3 +84,10 @@ def budget() -> dict:
 def circuit_states() -> dict[str, str]:
     """{"provider/model": "closed"|"open"|"half_open"} from the gateway's cross-process circuit breaker."""
     return {str(key): str(value) for key, value in gateway_circuit_states().items()}
+
+
+@_safe(list)
+def stuck_replies() -> list[dict]:
+    """Per connected agent (oldest first): unacked replies older than OUTBOX_REDELIVER_AFTER, their count and the
+    oldest's age in seconds — what beat's outbox sweep keeps pushing again."""
+    return messages_selectors.stuck_replies(timezone.now() - timedelta(seconds=settings.OUTBOX_REDELIVER_AFTER))
