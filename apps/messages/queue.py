@@ -71,10 +71,6 @@ def hold(entries: list[Entry]) -> None:
         _pushers[loop] = loop.create_task(_push_held(loop))
 
 
-def held_count() -> int:
-    return len(_held.get(asyncio.get_running_loop(), ()))
-
-
 async def _push_held(loop: asyncio.AbstractEventLoop) -> None:
     while _held.get(loop):
         await asyncio.sleep(HOLD_RETRY_SECONDS)
