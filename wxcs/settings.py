@@ -210,6 +210,10 @@ REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=1.0)
 # of a loop turn's commands from hundreds of concurrent callers is longer than one command).
 REDIS_ASYNC_MAX_CONNECTIONS = env.int("REDIS_ASYNC_MAX_CONNECTIONS", default=64)
 REDIS_ASYNC_SOCKET_TIMEOUT = env.float("REDIS_ASYNC_SOCKET_TIMEOUT", default=5.0)
+# How long a request waits for Redis work it can do without (ingest's throttle count and decision-queue push,
+# the versioned caches' version check, e.g. token verification) before carrying on: during a Redis outage ingest
+# still stores and answers 202 within about this time; the message is queued once Redis answers again.
+REDIS_OPTIONAL_TIMEOUT = env.float("REDIS_OPTIONAL_TIMEOUT", default=1.0)
 
 if REDIS_URL:
     cache_location, channel_host, broker_url = REDIS_URL, REDIS_URL, REDIS_URL

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from django.conf import settings
 from django.db import connection, transaction
 
 from apps.core import redis
@@ -69,8 +70,8 @@ class VersionedCache(Generic[T]):
         recent = time.monotonic() - self._checked_at < self._check_seconds()
         if value is not None and not self._dirty and recent and not fresh:
             return value
+        self._checked_at = time.monotonic()  # one check at a time: readers meanwhile take the value in memory
         version = await self._remote_version()
-        self._checked_at = time.monotonic()
         if value is not None and not self._dirty and version in (self._version, UNKNOWN_VERSION):
             return value
         self._dirty = False
@@ -104,16 +105,20 @@ class VersionedCache(Generic[T]):
 
     async def _remote_version(self) -> str:
         try:
-            if self._unpublished:
-                await redis.batched("SET", self.version_key, uuid.uuid4().hex)
-                self._unpublished = False
-            version = await redis.batched("GET", self.version_key)
-            if version is None:  # first use, or Redis was flushed: every process must reload
-                await redis.batched("SET", self.version_key, uuid.uuid4().hex, "NX")
-                version = await redis.batched("GET", self.version_key)
+            async with asyncio.timeout(settings.REDIS_OPTIONAL_TIMEOUT):  # a hung Redis must not hold the reader
+                return await self._ask_version()
         except Exception:
             logger.warning("version check of %s failed; serving what this process has", self.name, exc_info=True)
             return UNKNOWN_VERSION
+
+    async def _ask_version(self) -> str:
+        if self._unpublished:
+            await redis.batched("SET", self.version_key, uuid.uuid4().hex)
+            self._unpublished = False
+        version = await redis.batched("GET", self.version_key)
+        if version is None:  # first use, or Redis was flushed: every process must reload
+            await redis.batched("SET", self.version_key, uuid.uuid4().hex, "NX")
+            version = await redis.batched("GET", self.version_key)
         return version or UNKNOWN_VERSION
 
     def bump(self) -> None:

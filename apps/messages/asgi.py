@@ -6,6 +6,7 @@ documented in the OpenAPI schema from the same validator models (apps.messages.o
 """
 
 import asyncio
+import contextlib
 from urllib.parse import parse_qs
 
 from channels.layers import get_channel_layer
@@ -119,10 +120,15 @@ def _wait_seconds(value: str | None) -> float:
 
 
 async def wait_for_decision(message_id: int, seconds: float) -> dict:
-    """Listen first, then look, then wait: no thread is held while waiting."""
+    """Listen first, then look, then wait: no thread is held while waiting. Redis (the channel layer) away: look
+    once and answer (the message is queued once Redis is back)."""
     layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(outbox.message_group(message_id), channel)
+    try:
+        async with asyncio.timeout(settings.REDIS_OPTIONAL_TIMEOUT):
+            channel = await layer.new_channel()
+            await layer.group_add(outbox.message_group(message_id), channel)
+    except Exception:
+        return await run_db(selectors.decision, message_id)
     announced = asyncio.ensure_future(layer.receive(channel))
     try:
         decided = await run_db(selectors.decision, message_id)
@@ -132,4 +138,6 @@ async def wait_for_decision(message_id: int, seconds: float) -> dict:
         return decided
     finally:
         announced.cancel()  # also ends the channel's subscription
-        await layer.group_discard(outbox.message_group(message_id), channel)
+        with contextlib.suppress(Exception):  # Redis away: the membership ends with the subscription anyway
+            async with asyncio.timeout(settings.REDIS_OPTIONAL_TIMEOUT):
+                await layer.group_discard(outbox.message_group(message_id), channel)

@@ -6,8 +6,12 @@ in Redis across every web process. The request that uses the window up is still 
 process that has seen it used up refuses the agent's requests whole (429 / a `throttled` error frame, with the
 seconds until the window ends) without storing or counting anything. So a window takes at most one request more
 than the limit per web process. The count rides on the same Redis round trip as the queueing (a separate check
-before the insert would cost ≈ 0.3 ms of CPU per request: bench/README.md, issue 14). A Redis outage lets
-messages through (ingest never stops for the throttle).
+before the insert would cost ≈ 0.3 ms of CPU per request: bench/README.md, issue 14).
+
+A Redis outage never fails ingest: the message is stored and acknowledged as usual; the Redis round trip is
+given up after REDIS_OPTIONAL_TIMEOUT seconds, the new messages are held and queued by this process as soon
+as Redis answers again (apps.messages.queue.hold), and the throttle fails open (nothing is counted while Redis
+is away: a throttle outage must not stop every agent's ingest).
 """
 
 import asyncio
@@ -71,7 +75,9 @@ async def ingest(agent_id: str, items: list[InboundMessage], *, announce: bool =
     accepted = await store().insert_messages(agent_id, items)
     new = [queue.Entry(a.message_id, a.conversation_id, announce) for a in accepted if a.created]
     try:
-        await _count_and_queue(agent_id, len(items), new)
-    except Exception:  # stored, so not lost: beat's sweep queues it once it has waited PIPELINE_SWEEP_AFTER
-        logger.warning("%d stored messages not counted or queued; the sweep will queue them", len(new), exc_info=True)
+        async with asyncio.timeout(settings.REDIS_OPTIONAL_TIMEOUT):
+            await _count_and_queue(agent_id, len(items), new)
+    except Exception as exc:  # stored, so not lost: queued from here once Redis answers again
+        logger.warning("%d stored messages not counted or queued (%r); held until Redis answers", len(new), exc)
+        queue.hold(new)
     return accepted

@@ -7,12 +7,16 @@ message may cost the server. Here a message costs one RPUSH (shared by the reque
 and a share of one BLPOP / LPOP. Redis hands the entries out across the worker processes blocked on the list.
 
 Nothing is lost when a worker dies or Redis is away: the database is the record (a message is `received`
-until decided), and beat's `sweep_stuck` puts messages left undecided back on the list. Decisions that fail
-on a transient error continue as the Celery task `process_message` (retry with backoff).
+until decided). Entries a web process could not push (Redis away) are held in its memory and pushed again
+every second until Redis answers (`hold`), so they are decided within seconds of Redis's return; beat's
+`sweep_stuck` puts anything else left undecided back on the list (a web process that died holding entries, a
+Redis restarted without its data). Decisions that fail on a transient error continue as the Celery task
+`process_message` (retry with backoff).
 """
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -45,6 +49,40 @@ class Entry:
 async def enqueue(entries: list[Entry]) -> None:
     if entries:
         await redis.batched("RPUSH", pending_key(), *(entry.encode() for entry in entries))
+
+
+# --- entries whose push failed, pushed again by this process once Redis answers --------------------------
+HOLD_RETRY_SECONDS = 1.0
+HOLD_MAX = 100_000  # beyond that the oldest are forgotten here; beat's sweep queues them from the database
+_held: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Entry]]" = weakref.WeakKeyDictionary()
+_pushers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = weakref.WeakKeyDictionary()
+
+
+def hold(entries: list[Entry]) -> None:
+    """Push `entries` later (their push failed): every HOLD_RETRY_SECONDS until Redis takes them."""
+    if not entries:
+        return
+    loop = asyncio.get_running_loop()
+    held = _held.setdefault(loop, [])
+    held.extend(entries)
+    del held[:-HOLD_MAX]
+    pusher = _pushers.get(loop)
+    if pusher is None or pusher.done():
+        _pushers[loop] = loop.create_task(_push_held(loop))
+
+
+async def _push_held(loop: asyncio.AbstractEventLoop) -> None:
+    while _held.get(loop):
+        await asyncio.sleep(HOLD_RETRY_SECONDS)
+        entries = _held.pop(loop, [])
+        try:
+            async with asyncio.timeout(settings.REDIS_OPTIONAL_TIMEOUT):
+                await enqueue(entries)
+        except Exception:  # Redis still away: keep them, oldest first
+            _held.setdefault(loop, [])[:0] = entries
+            del _held[loop][:-HOLD_MAX]
+        else:
+            logger.warning("queued %d messages held back while Redis was unavailable", len(entries))
 
 
 class Consumer:

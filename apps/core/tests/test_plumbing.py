@@ -71,6 +71,25 @@ def test_a_big_value_keeps_answering_while_it_reloads():
     assert aio.run(cache.get()) == {"generation": 2}
 
 
+def test_a_hung_redis_is_given_up_on_and_the_value_in_memory_served(monkeypatch, settings):
+    """E.g. token verification (auth.ACTIVE_AGENTS) during a Redis outage: the last known value, in about
+    REDIS_OPTIONAL_TIMEOUT, not an error and not a request that hangs."""
+    import time
+
+    settings.REDIS_OPTIONAL_TIMEOUT = 0.2
+    load, loads = loader()
+    cache = VersionedCache("test.hung", load, check_seconds=lambda: 0)
+    assert aio.run(cache.get()) == {"generation": 1}
+
+    async def hangs(*args):
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(redis, "batched", hangs)
+    started = time.monotonic()
+    assert aio.run(cache.get(fresh=True)) == {"generation": 1} and len(loads) == 1
+    assert time.monotonic() - started < 1.0
+
+
 def test_the_commands_of_one_loop_turn_share_one_pipeline(monkeypatch):
     pipelines = []
     original = redis._execute

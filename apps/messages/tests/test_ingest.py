@@ -1,6 +1,7 @@
 """Ingest, through the real ASGI application: REST (`POST /api/v1/messages`) and the agent's WebSocket store
 the same way, refuse the same hostile input the same way, and lose nothing else. (No worker runs here.)"""
 
+import asyncio
 import time
 
 import jwt
@@ -152,16 +153,40 @@ def test_throttle_over_ws_takes_the_frame_that_uses_the_window_up_then_refuses(s
     assert set(Message.objects.filter(agent=agent).values_list("client_msg_id", flat=True)) == {"w-1", "w-2", "w-3"}
 
 
-def test_ingest_goes_on_when_redis_is_away(settings, monkeypatch):
+def wait_queued(count: int, within: float = 5.0) -> list[queue.Entry]:
+    deadline = time.monotonic() + within
+    while len(queued()) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return queued()
+
+
+@pytest.mark.parametrize("failure", ["refused", "hangs"])
+def test_ingest_goes_on_when_redis_is_away_and_queues_once_it_is_back(settings, monkeypatch, failure):
+    """Stored and 202 (the throttle fails open) within about REDIS_OPTIONAL_TIMEOUT, and queued by this process
+    as soon as Redis answers again: no sweep needed."""
     settings.INGEST_RATE_LIMIT = 1
+    settings.REDIS_OPTIONAL_TIMEOUT = 0.3
+    real_batched = redis.batched
 
     async def redis_down(*args):
+        if failure == "hangs":
+            await asyncio.sleep(3600)
         raise ConnectionError("Redis is away")
 
     _, token = make_agent()
     monkeypatch.setattr(redis, "batched", redis_down)
+    started = time.monotonic()
     assert [post(token, message(f"r-{i}")).status_code for i in range(3)] == [202, 202, 202]
-    assert Message.objects.filter(status="received").count() == 3  # stored; beat's sweep queues them
+    assert time.monotonic() - started < 3 * 0.3 + 1.0  # nobody waits on Redis longer than the timeout
+    stored = list(Message.objects.filter(status="received").order_by("id").values_list("id", flat=True))
+    assert len(stored) == 3
+    time.sleep(1.5)  # Redis still away: the held entries are retried, and kept
+    assert queued() == []
+
+    monkeypatch.setattr(redis, "batched", real_batched)
+    assert [entry.message_id for entry in wait_queued(3)] == stored  # oldest first, each once
+    time.sleep(1.5)
+    assert len(queued()) == 3
 
 
 def test_missing_bad_expired_and_disabled_tokens_are_401():
