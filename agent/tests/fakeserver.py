@@ -51,6 +51,7 @@ class FakeServer:
         self.frames_too_large = 0
         self.duplicates = 0  # messages received again (the agent resent a batch)
         self.refuse_heartbeats = False  # answer every heartbeat frame with an `invalid` error frame
+        self.heartbeat_interval = 1  # announced in `hello` and every heartbeat answer, as admin's setting is
         self.messages: dict[str, dict] = {}  # client id → item, insertion order = arrival order
         self.replies: dict[int, dict] = {}  # reply id → frame + status
         self.acks: list[dict] = []
@@ -185,7 +186,7 @@ class FakeServer:
         self.ws_connections += 1
         self._sockets.add(ws)
         try:
-            hello = {"type": "hello", "agent_id": AGENT_ID, "heartbeat_interval": 30}
+            hello = {"type": "hello", "agent_id": AGENT_ID, "heartbeat_interval": self.heartbeat_interval}
             if self.max_message_bytes and self.announce_limit:
                 hello["max_message_bytes"] = self.max_message_bytes
             await ws.send_json(hello)
@@ -213,6 +214,9 @@ class FakeServer:
                     await ws.send_json({"type": "error", "code": "invalid", "detail": {"cpu": ["bad"]}, "frame": kind})
                 elif kind == "heartbeat":
                     self.heartbeats.append(frame)
+                    await ws.send_json(
+                        {"type": "heartbeat_ok", "presence": "online", "interval": self.heartbeat_interval}
+                    )
                 elif kind == "takeover":
                     self.takeovers.append(frame)
         finally:
@@ -280,4 +284,4 @@ class FakeServer:
         if not self._authorised(request):
             return web.json_response({"detail": "unauthorised"}, status=401)
         self.heartbeats.append(await request.json())
-        return web.json_response({"presence": "online"})
+        return web.json_response({"presence": "online", "interval": self.heartbeat_interval})

@@ -6,6 +6,7 @@ WebSockets once the change commits (`close_sockets`: an event to the agent's soc
 """
 
 import logging
+import time
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -15,7 +16,7 @@ from django.utils import timezone
 
 from apps.agents import auth, heartbeat
 from apps.agents.models import Agent, RefreshTokenFamily
-from apps.core import aio
+from apps.core import aio, redis
 
 logger = logging.getLogger("wxcs.agents")
 
@@ -118,3 +119,44 @@ def touch(agent_id: str, presence: str | None = None) -> None:
     if presence:
         updates["reported_presence"] = presence
     Agent.objects.filter(pk=agent_id).update(**updates)
+
+
+# --- presence of WebSocket agents ---------------------------------------------------------------------
+# The agent's open sockets, on every web process: a Redis sorted set of socket ids scored by the time until
+# which each may be open at most (its access token's expiry: the server closes it then, 4419). A web process
+# killed outright cannot remove its sockets; their entries lapse at that time instead of counting for ever.
+
+
+def _sockets_key(agent_id: str) -> str:
+    return redis.key("agents", "sockets", agent_id)
+
+
+def socket_opened(agent_id: str, socket_id: str, open_until: float) -> None:
+    """An authenticated socket of the agent: counted among its open sockets, and the agent is online."""
+    key = _sockets_key(agent_id)
+    with redis.client().pipeline() as pipe:
+        pipe.zadd(key, {socket_id: open_until})
+        pipe.expireat(key, int(max(open_until, time.time())) + 1)
+        pipe.execute()
+    touch(agent_id, Agent.Presence.ONLINE)
+
+
+def socket_closed(agent_id: str, socket_id: str) -> bool:
+    """The socket closed: when it was the agent's last open one, the agent is offline now (not 3 heartbeat
+    intervals later). True when it went offline. A socket that opened meanwhile set `last_seen` after
+    `closed_at`, so the conditional update leaves that agent online."""
+    closed_at = timezone.now()
+    key = _sockets_key(agent_id)
+    with redis.client().pipeline() as pipe:  # MULTI: the removal and the count see the same set
+        pipe.zrem(key, socket_id)
+        pipe.zremrangebyscore(key, "-inf", time.time())
+        pipe.zcard(key)
+        still_open = pipe.execute()[-1]
+    if still_open:
+        touch(agent_id)
+        return False
+    return bool(
+        Agent.objects.filter(pk=agent_id, last_seen__lte=closed_at).update(
+            last_seen=closed_at, reported_presence=Agent.Presence.OFFLINE
+        )
+    )

@@ -113,7 +113,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         self.agent_id = identity.agent_id
         self.group = outbox.agent_group(self.agent_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await run_db(agent_services.touch, self.agent_id, "online")
+        await run_db(agent_services.socket_opened, self.agent_id, self.channel_name, identity.expires_at)
         interval = await run_db(agent_selectors.heartbeat_interval, self.agent_id)
         await self._send(
             {
@@ -155,8 +155,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
             self._recheck.cancel()
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
-            with contextlib.suppress(Exception):  # last-seen is best effort on the way out
-                await run_db(agent_services.touch, self.agent_id)
+            try:  # offline now if it was the agent's last socket
+                await run_db(agent_services.socket_closed, self.agent_id, self.channel_name)
+            except Exception:  # Redis / the database down: presence falls back to 3 silent heartbeat intervals
+                logger.warning("agent %s: presence not updated on disconnect", self.agent_id, exc_info=True)
 
     async def _send(self, frame: dict) -> None:
         await self.send(text_data=json.dumps(frame, ensure_ascii=False))

@@ -8,7 +8,9 @@ STARTER_RULES = [
     ("回复发送失败率 > 5%", Metric.ERROR_RATE, "gt", 5, 600, "warning"),
     ("预算使用 ≥ 80%", Metric.BUDGET, "gte", 80, 60, "warning"),
     ("客服终端离线", Metric.AGENTS_OFFLINE, "gt", 0, 60, "critical"),
+    ("微信未登录", Metric.AGENT_DEGRADED, "gt", 0, 60, "critical"),
     ("离线队列积压 > 500", Metric.OFFLINE_QUEUE, "gt", 500, 60, "warning"),
+    ("终端发送失败（10 分钟内 ≥ 3 次）", Metric.AGENT_SEND_FAILURES, "gte", 3, 600, "warning"),
     ("模型熔断", Metric.CIRCUIT_OPEN, "gt", 0, 60, "critical"),
     ("ERP 同步失败", Metric.ERP_SYNC_FAILURES, "gt", 0, 3600, "warning"),
 ]
