@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from apps.agents import auth, heartbeat
 from apps.agents.models import Agent, RefreshTokenFamily
@@ -132,26 +133,33 @@ def _sockets_key(agent_id: str) -> str:
 
 
 def socket_opened(agent_id: str, socket_id: str, open_until: float) -> None:
-    """An authenticated socket of the agent: counted among its open sockets, and the agent is online."""
+    """An authenticated socket of the agent: counted among its open sockets, and the agent is online. Not
+    counted when Redis fails (the login goes on): its close then leaves presence to the heartbeat timeout."""
     key = _sockets_key(agent_id)
-    with redis.client().pipeline() as pipe:
-        pipe.zadd(key, {socket_id: open_until})
-        pipe.expireat(key, int(max(open_until, time.time())) + 1)
-        pipe.execute()
+    try:
+        with redis.client().pipeline() as pipe:
+            pipe.zadd(key, {socket_id: open_until})
+            pipe.expire(key, settings.AGENT_ACCESS_TOKEN_TTL + 1)  # no member can be open longer than that
+            pipe.execute()
+    except RedisError:
+        logger.warning("agent %s: socket not counted for presence", agent_id, exc_info=True)
     touch(agent_id, Agent.Presence.ONLINE)
 
 
 def socket_closed(agent_id: str, socket_id: str) -> bool:
     """The socket closed: when it was the agent's last open one, the agent is offline now (not 3 heartbeat
     intervals later). True when it went offline. A socket that opened meanwhile set `last_seen` after
-    `closed_at`, so the conditional update leaves that agent online."""
+    `closed_at`, so the conditional update leaves that agent online; a socket that was not counted (closed
+    twice, or its entry lost with Redis's data) changes nothing: the heartbeat timeout decides then."""
     closed_at = timezone.now()
     key = _sockets_key(agent_id)
     with redis.client().pipeline() as pipe:  # MULTI: the removal and the count see the same set
         pipe.zrem(key, socket_id)
         pipe.zremrangebyscore(key, "-inf", time.time())
         pipe.zcard(key)
-        still_open = pipe.execute()[-1]
+        removed, _, still_open = pipe.execute()
+    if not removed:
+        return False
     if still_open:
         touch(agent_id)
         return False
