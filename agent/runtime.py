@@ -46,8 +46,9 @@ log = logging.getLogger("agent")
 ACK_DELIVERED, ACK_FAILED = "delivered", "failed"
 # What a server older than its `hello.max_message_bytes` accepted (Daphne's default frame limit).
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
-# Bounds of a heartbeat interval the server asks for: never a busy loop, never silent for hours.
-HEARTBEAT_MIN_S, HEARTBEAT_MAX_S = 1.0, 3600.0
+# Bounds of a heartbeat interval the server asks for: never a busy loop, and the beat also keeps the access token
+# fresh (refreshed before it expires, AGENT_ACCESS_TOKEN_TTL 1 h by default).
+HEARTBEAT_MIN_S, HEARTBEAT_MAX_S = 1.0, 600.0
 # Error-frame codes by which the server refuses a `messages` frame for good (as opposed to throttled /
 # server_error: retry). Parse-level ones come without the `frame` the error answers.
 REFUSED_FOR_GOOD = {"invalid", "content_too_long", "too_large", "too_deep", "malformed"}
