@@ -9,7 +9,9 @@ Four asyncio tasks:
   reply frames. Reconnects with exponential backoff and jitter.
 - replies: one reply at a time, paced like a person; ``sending`` is persisted before the UI send and
   ``sent`` after it, then the outcome is acked. A reply id already in the ledger is never sent again.
-- heartbeat: every `heartbeat_s`, resources + WeChat state + queue figures (never a secret).
+- heartbeat: resources + WeChat state + queue figures (never a secret), every `heartbeat_s` until the server
+  says otherwise (the admin's interval, in `hello` and every heartbeat answer), and once a flush emptied the queue
+  (so the server's backlog reading does not stay at the last figure before the flush).
 
 Delivery guarantees: messages reach the server at least once (the server keeps one per agent +
 fingerprint, so a retry is a no-op); a reply is sent at most once — a reply found ``sending`` after
@@ -45,6 +47,9 @@ log = logging.getLogger("agent")
 ACK_DELIVERED, ACK_FAILED = "delivered", "failed"
 # What a server older than its `hello.max_message_bytes` accepted (Daphne's default frame limit).
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+# Bounds of a heartbeat interval the server asks for: never a busy loop, and the beat also keeps the access token
+# fresh (refreshed before it expires, AGENT_ACCESS_TOKEN_TTL 1 h by default).
+HEARTBEAT_MIN_S, HEARTBEAT_MAX_S = 1.0, 600.0
 # Error-frame codes by which the server refuses a `messages` frame for good (as opposed to throttled /
 # server_error: retry). Parse-level ones come without the `frame` the error answers.
 REFUSED_FOR_GOOD = {"invalid", "content_too_long", "too_large", "too_deep", "malformed"}
@@ -105,6 +110,8 @@ class AgentRuntime:
         self._inflight: set[str] = set()
         self._pending_takeovers: list[str] = []
         self._flush_wake = asyncio.Event()
+        self.heartbeat_s = config.heartbeat_s  # the server's interval once it has told us
+        self._heartbeat_wake = asyncio.Event()
         self._control_wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._accept_waiter: _AcceptWaiter | None = None
@@ -360,6 +367,9 @@ class AgentRuntime:
             self.standby = False
             if isinstance(frame.get("max_message_bytes"), int) and frame["max_message_bytes"] > 0:
                 self._max_message_bytes = frame["max_message_bytes"]
+            self._adopt_heartbeat_interval(frame.get("heartbeat_interval"))
+        elif kind == "heartbeat_ok":
+            self._adopt_heartbeat_interval(frame.get("interval"))
         elif kind == "error":
             self._handle_error_frame(frame)
         elif kind in ("resume", "hand_back"):
@@ -424,6 +434,7 @@ class AgentRuntime:
         """Send queued messages oldest first; each batch leaves the queue once the server has it, or has refused
         some of its messages for good (those go to the dead-letter file). A batch refused as a whole for good is
         halved until the message at fault is alone, and that one is set aside."""
+        flushed = False
         while len(self.queue) and not self._stop.is_set():
             batch = self.queue.peek(self._batch_size)
             items = [message_item(item) for _, item in batch]
@@ -444,6 +455,9 @@ class AgentRuntime:
             self.queue.ack(batch[-1][0])
             self.counters["processed"] += len(batch) - len(rejected)
             self._batch_size = self.config.server.batch_size
+            flushed = True
+        if flushed and not len(self.queue):
+            await self._send_heartbeat()  # the backlog the server last heard of is gone
 
     async def _send_batch_ws(self, items: list[dict[str, Any]]) -> dict[str, str]:
         """One `messages` frame; the ids the server refused for good, with its reasons."""
@@ -618,9 +632,22 @@ class AgentRuntime:
         self.ledger.set(reply_id, SentLedger.ACKED_DELIVERED if status == ACK_DELIVERED else SentLedger.ACKED_FAILED)
 
     # -- heartbeat -------------------------------------------------------------------------------
+    def _adopt_heartbeat_interval(self, seconds: Any) -> None:
+        """The interval set in admin for this agent (the server's presence timeout is 3 of them)."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+            return
+        seconds = min(HEARTBEAT_MAX_S, max(HEARTBEAT_MIN_S, float(seconds)))
+        if seconds != self.heartbeat_s:
+            log.info("heartbeat every %g s (was %g s), as the server asks", seconds, self.heartbeat_s)
+            self.heartbeat_s = seconds
+            self._heartbeat_wake.set()  # a shorter interval applies now, not after the current wait
+
     async def _heartbeat_loop(self) -> None:
         while not self._stop.is_set():
-            await self._sleep(self.config.heartbeat_s)
+            self._heartbeat_wake.clear()
+            await self._sleep(self.heartbeat_s, self._heartbeat_wake)
+            if self._heartbeat_wake.is_set():
+                continue
             if self.mode != "offline":
                 try:
                     await self.client.access_token()  # keep the JWT fresh: refreshed before it expires
@@ -634,7 +661,8 @@ class AgentRuntime:
             if self.mode == "ws":
                 await self._send_frame({"type": "heartbeat", **data})
             elif self.mode == "rest":
-                await self.client.post_heartbeat(data)
+                answer = await self.client.post_heartbeat(data)
+                self._adopt_heartbeat_interval(answer.get("interval") if isinstance(answer, dict) else None)
         except Exception as exc:  # noqa: BLE001
             log.info("heartbeat not sent: %s", exc)
 

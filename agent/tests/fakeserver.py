@@ -55,6 +55,7 @@ class FakeServer:
         # installation holds the agent's socket (4423) — the agent's batch is cut short by the close
         self.refuse_batches_with: int | None = None
         self.instances: list[str | None] = []  # X-Agent-Instance of each WebSocket handshake
+        self.heartbeat_interval = 1  # announced in `hello` and every heartbeat answer, as admin's setting is
         self.messages: dict[str, dict] = {}  # client id → item, insertion order = arrival order
         self.replies: dict[int, dict] = {}  # reply id → frame + status
         self.acks: list[dict] = []
@@ -190,7 +191,7 @@ class FakeServer:
         self.instances.append(request.headers.get("X-Agent-Instance"))
         self._sockets.add(ws)
         try:
-            hello = {"type": "hello", "agent_id": AGENT_ID, "heartbeat_interval": 30}
+            hello = {"type": "hello", "agent_id": AGENT_ID, "heartbeat_interval": self.heartbeat_interval}
             if self.max_message_bytes and self.announce_limit:
                 hello["max_message_bytes"] = self.max_message_bytes
             await ws.send_json(hello)
@@ -222,6 +223,9 @@ class FakeServer:
                     await ws.send_json({"type": "error", "code": "invalid", "detail": {"cpu": ["bad"]}, "frame": kind})
                 elif kind == "heartbeat":
                     self.heartbeats.append(frame)
+                    await ws.send_json(
+                        {"type": "heartbeat_ok", "presence": "online", "interval": self.heartbeat_interval}
+                    )
                 elif kind == "takeover":
                     self.takeovers.append(frame)
         finally:
@@ -289,4 +293,4 @@ class FakeServer:
         if not self._authorised(request):
             return web.json_response({"detail": "unauthorised"}, status=401)
         self.heartbeats.append(await request.json())
-        return web.json_response({"presence": "online"})
+        return web.json_response({"presence": "online", "interval": self.heartbeat_interval})

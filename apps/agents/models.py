@@ -47,10 +47,11 @@ class Agent(models.Model):
 
     @property
     def presence(self) -> str:
-        """online / degraded / offline: silent for 3 heartbeat intervals means offline."""
+        """online / degraded / offline: offline once its last WebSocket closed (agents.services.socket_closed),
+        or when silent for 3 heartbeat intervals (a lost network, a REST agent gone)."""
         if not self.last_seen or timezone.now() - self.last_seen > timedelta(seconds=3 * self.heartbeat_interval):
             return self.Presence.OFFLINE
-        return self.reported_presence if self.reported_presence != self.Presence.OFFLINE else self.Presence.ONLINE
+        return self.reported_presence
 
     def set_secret(self, raw: str) -> None:
         from django.contrib.auth.hashers import make_password

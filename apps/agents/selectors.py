@@ -20,19 +20,17 @@ def heartbeat_count(heartbeat, field: str) -> int:
 
 
 def enabled_agents() -> list[dict]:
-    """Every enabled agent: id, name, presence (online / degraded / offline) and the offline-queue size
-    from its last heartbeat."""
-    return [
-        {
-            "id": agent.id,
-            "name": agent.name,
-            "presence": str(agent.presence),
-            "queue_size": heartbeat_count(agent.last_heartbeat, "queue_size"),
-        }
-        for agent in Agent.objects.filter(is_active=True).only(
-            "id", "name", "last_seen", "reported_presence", "heartbeat_interval", "last_heartbeat"
-        )
-    ]
+    """Every enabled agent: id, name, presence (online / degraded / offline) and the offline-queue size from its
+    last heartbeat. An offline agent's queue size is 0: its last report is no current backlog (the queue it had
+    may have been flushed since), and its being offline is what the offline alert says."""
+    readings = []
+    for agent in Agent.objects.filter(is_active=True).only(
+        "id", "name", "last_seen", "reported_presence", "heartbeat_interval", "last_heartbeat"
+    ):
+        presence = str(agent.presence)
+        queue_size = heartbeat_count(agent.last_heartbeat, "queue_size") if presence != Agent.Presence.OFFLINE else 0
+        readings.append({"id": agent.id, "name": agent.name, "presence": presence, "queue_size": queue_size})
+    return readings
 
 
 def heartbeat_interval(agent_id: str) -> int:

@@ -6,16 +6,18 @@ WebSockets once the change commits (`close_sockets`: an event to the agent's soc
 """
 
 import logging
+import time
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from apps.agents import auth, heartbeat
 from apps.agents.models import Agent, RefreshTokenFamily
-from apps.core import aio
+from apps.core import aio, redis
 
 logger = logging.getLogger("wxcs.agents")
 
@@ -120,3 +122,51 @@ def touch(agent_id: str, presence: str | None = None) -> None:
     if presence:
         updates["reported_presence"] = presence
     Agent.objects.filter(pk=agent_id).update(**updates)
+
+
+# --- presence of WebSocket agents ---------------------------------------------------------------------
+# The agent's open sockets, on every web process: a Redis sorted set of socket ids scored by the time until
+# which each may be open at most (its access token's expiry: the server closes it then, 4419). A web process
+# killed outright cannot remove its sockets; their entries lapse at that time instead of counting for ever.
+
+
+def _sockets_key(agent_id: str) -> str:
+    return redis.key("agents", "sockets", agent_id)
+
+
+def socket_opened(agent_id: str, socket_id: str, open_until: float) -> None:
+    """An authenticated socket of the agent: counted among its open sockets, and the agent is online. Not
+    counted when Redis fails (the login goes on): its close then leaves presence to the heartbeat timeout."""
+    key = _sockets_key(agent_id)
+    try:
+        with redis.client().pipeline() as pipe:
+            pipe.zadd(key, {socket_id: open_until})
+            pipe.expire(key, settings.AGENT_ACCESS_TOKEN_TTL + 1)  # no member can be open longer than that
+            pipe.execute()
+    except RedisError:
+        logger.warning("agent %s: socket not counted for presence", agent_id, exc_info=True)
+    touch(agent_id, Agent.Presence.ONLINE)
+
+
+def socket_closed(agent_id: str, socket_id: str) -> bool:
+    """The socket closed: when it was the agent's last open one, the agent is offline now (not 3 heartbeat
+    intervals later). True when it went offline. A socket that opened meanwhile set `last_seen` after
+    `closed_at`, so the conditional update leaves that agent online; a socket that was not counted (closed
+    twice, or its entry lost with Redis's data) changes nothing: the heartbeat timeout decides then."""
+    closed_at = timezone.now()
+    key = _sockets_key(agent_id)
+    with redis.client().pipeline() as pipe:  # MULTI: the removal and the count see the same set
+        pipe.zrem(key, socket_id)
+        pipe.zremrangebyscore(key, "-inf", time.time())
+        pipe.zcard(key)
+        removed, _, still_open = pipe.execute()
+    if not removed:
+        return False
+    if still_open:
+        touch(agent_id)
+        return False
+    return bool(
+        Agent.objects.filter(pk=agent_id, last_seen__lte=closed_at).update(
+            last_seen=closed_at, reported_presence=Agent.Presence.OFFLINE
+        )
+    )

@@ -124,7 +124,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         # every older socket of the agent (on any process) closes on this; this one ignores its own generation
         await self.channel_layer.group_send(self.group, {"type": "agent.replaced", "generation": self.lease.generation})
-        await run_db(agent_services.touch, self.agent_id, "online")
+        await run_db(agent_services.socket_opened, self.agent_id, self.channel_name, identity.expires_at)
         interval = await run_db(agent_selectors.heartbeat_interval, self.agent_id)
         await self._send(
             {
@@ -203,8 +203,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 await sockets.release(self.lease)
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
-            with contextlib.suppress(Exception):  # last-seen is best effort on the way out
-                await run_db(agent_services.touch, self.agent_id)
+            try:  # offline now if it was the agent's last socket
+                await run_db(agent_services.socket_closed, self.agent_id, self.channel_name)
+            except Exception:  # Redis / the database down: presence falls back to 3 silent heartbeat intervals
+                logger.warning("agent %s: presence not updated on disconnect", self.agent_id, exc_info=True)
 
     async def _send(self, frame: dict) -> None:
         await self.send(text_data=json.dumps(frame, ensure_ascii=False))

@@ -42,6 +42,12 @@ def reply_status_counts(since: datetime | None = None) -> dict[str, int]:
     return dict(queryset.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
 
 
+def failed_sends_by_agent(since: datetime) -> dict[str, int]:
+    """Replies each agent acked `failed` (WeChat did not send them) since `since`, by agent id."""
+    failed = Reply.objects.filter(status=Reply.Status.FAILED, acked_at__gte=since)
+    return dict(failed.values_list("agent_id").annotate(n=Count("id")).values_list("agent_id", "n"))
+
+
 def message_status_counts() -> dict[str, int]:
     return dict(Message.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
 

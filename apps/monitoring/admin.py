@@ -46,13 +46,27 @@ class AlertRuleAdmin(admin.ModelAdmin):
 
 @admin.register(AlertEvent)
 class AlertEventAdmin(admin.ModelAdmin):
-    list_display = ["rule", "state", "value", "fired_at", "resolved_at", "fire_notified_at", "resolve_notified_at"]
+    list_display = [
+        "rule",
+        "agent",
+        "state",
+        "value",
+        "fired_at",
+        "resolved_at",
+        "fire_notified_at",
+        "resolve_notified_at",
+    ]
     list_filter = ["rule", ("resolved_at", admin.EmptyFieldListFilter)]
+    search_fields = ["agent_id", "agent_name", "rule__name"]
     list_select_related = ["rule"]
     readonly_fields = [field.name for field in AlertEvent._meta.fields]
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description=_("客服终端"), ordering="agent_name")
+    def agent(self, event):
+        return event.agent_label or "–"
 
     @admin.display(description=_("状态"))
     def state(self, event):

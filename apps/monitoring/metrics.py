@@ -72,11 +72,18 @@ class ProductCollector:
         agents = sources.agents()
         yield GaugeMetricFamily(
             "wxcs_agents_active",
-            "Enabled agents online now",
-            value=sum(1 for agent in agents if agent["presence"] != "offline"),
+            "Enabled agents online now with WeChat logged in",
+            value=sum(1 for agent in agents if agent["presence"] == "online"),
+        )
+        yield GaugeMetricFamily(
+            "wxcs_agents_degraded",
+            "Enabled agents connected but degraded (WeChat logged out, sends failing)",
+            value=sum(1 for agent in agents if agent["presence"] == "degraded"),
         )
         queue = GaugeMetricFamily(
-            "wxcs_agent_offline_queue_size", "Offline queue size from the last heartbeat", labels=["agent"]
+            "wxcs_agent_offline_queue_size",
+            "Offline queue size from the last heartbeat (0 while offline)",
+            labels=["agent"],
         )
         for agent in agents:
             queue.add_metric([agent["id"]], agent["queue_size"])

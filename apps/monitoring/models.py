@@ -31,8 +31,11 @@ class AlertRule(models.Model):
         P95_LATENCY = "p95_latency_ms", _("P95 响应时间（毫秒）")
         ERROR_RATE = "error_rate", _("错误率（%）")
         BUDGET = "budget_percent", _("预算使用（%）")
-        AGENTS_OFFLINE = "agents_offline", _("离线客户端数")
-        OFFLINE_QUEUE = "offline_queue_size", _("离线队列长度（最大）")
+        # Per agent (AGENT_METRICS): each agent is compared with the threshold and has its own events.
+        AGENTS_OFFLINE = "agents_offline", _("客服终端离线（逐个终端：离线为 1）")
+        AGENT_DEGRADED = "agent_degraded", _("微信未登录（逐个终端：未登录为 1）")
+        OFFLINE_QUEUE = "offline_queue_size", _("离线队列长度（逐个终端）")
+        AGENT_SEND_FAILURES = "agent_send_failures", _("发送失败次数（逐个终端，统计窗口内）")
         CIRCUIT_OPEN = "circuit_open", _("熔断中的模型数")
         ERP_SYNC_FAILURES = "erp_sync_failures", _("ERP 同步失败次数")
         STUCK_REPLY_AGE = "stuck_reply_age_seconds", _("在线终端未确认回复的最长等待（秒）")
@@ -70,6 +73,10 @@ class AlertRule(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def per_agent(self) -> bool:
+        return self.metric in AGENT_METRICS
+
     def breached(self, value: float) -> bool:
         return {
             self.Comparison.GT: value > self.threshold,
@@ -79,8 +86,23 @@ class AlertRule(models.Model):
         }[self.comparison]
 
 
+AGENT_METRICS = frozenset(
+    {
+        AlertRule.Metric.AGENTS_OFFLINE,
+        AlertRule.Metric.AGENT_DEGRADED,
+        AlertRule.Metric.OFFLINE_QUEUE,
+        AlertRule.Metric.AGENT_SEND_FAILURES,
+        AlertRule.Metric.STUCK_REPLY_AGE,
+    }
+)
+
+
 class AlertEvent(models.Model):
     rule = models.ForeignKey(AlertRule, verbose_name=_("规则"), on_delete=models.CASCADE, related_name="events")
+    # The agent of a per-agent rule's event ("" for the others); its name as it was when the event fired. Not a
+    # foreign key: the history of an agent deleted later stays.
+    agent_id = models.CharField(_("客服终端 ID"), max_length=64, blank=True, default="", db_index=True)
+    agent_name = models.CharField(_("客服终端"), max_length=100, blank=True, default="")
     value = models.FloatField(_("触发值"))
     fired_at = models.DateTimeField(_("触发时间"), auto_now_add=True, db_index=True)
     resolved_at = models.DateTimeField(_("恢复时间"), null=True, blank=True)
@@ -93,14 +115,20 @@ class AlertEvent(models.Model):
         verbose_name_plural = _("告警事件")
         ordering = ["-fired_at"]
         constraints = [
-            # At most one open (unresolved) event per rule: a second evaluator cannot fire twice.
+            # At most one open (unresolved) event per rule and agent: a second evaluator cannot fire twice, and
+            # a second agent going down gets its own event.
             models.UniqueConstraint(
-                fields=["rule"], condition=Q(resolved_at__isnull=True), name="one_open_event_per_rule"
+                fields=["rule", "agent_id"], condition=Q(resolved_at__isnull=True), name="one_open_event_per_rule_agent"
             ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.rule} @ {self.fired_at:%Y-%m-%d %H:%M:%S}"
+        return f"{self.rule}{f' · {self.agent_label}' if self.agent_id else ''} @ {self.fired_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def agent_label(self) -> str:
+        """The agent as notifications and admin name it: name (id)."""
+        return f"{self.agent_name}（{self.agent_id}）" if self.agent_name else self.agent_id
 
     @property
     def active(self) -> bool:

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from apps.core import jobs
 from apps.monitoring import metrics, notifiers, sources
-from apps.monitoring.models import AlertEvent, AlertRule, NotificationChannel
+from apps.monitoring.models import AGENT_METRICS, AlertEvent, AlertRule, NotificationChannel
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,10 @@ def resolve_channels(channels) -> list[NotificationChannel]:
 
 
 def metric_value(metric: str, window_seconds: int) -> float:
-    """Current value of one alert metric over the last `window_seconds`."""
+    """Current value of one alert metric over the last `window_seconds`; for a per-agent metric the highest of
+    the agents' values (what a rule shows as its latest value)."""
+    if metric in AGENT_METRICS:
+        return max(agent_values(metric, window_seconds).values(), default=0.0)
     since = timezone.now() - timedelta(seconds=window_seconds)
     Metric = AlertRule.Metric
     if metric == Metric.P95_LATENCY:
@@ -82,56 +85,96 @@ def metric_value(metric: str, window_seconds: int) -> float:
     if metric == Metric.BUDGET:
         ratio = sources.budget()["used_ratio"]
         return 100.0 * ratio if ratio is not None else 0.0
-    if metric == Metric.AGENTS_OFFLINE:
-        return float(sum(1 for agent in sources.agents() if agent["presence"] == "offline"))
-    if metric == Metric.OFFLINE_QUEUE:
-        return float(max((agent["queue_size"] for agent in sources.agents()), default=0))
     if metric == Metric.CIRCUIT_OPEN:
         return float(sum(1 for state in sources.circuit_states().values() if state == "open"))
     if metric == Metric.ERP_SYNC_FAILURES:
         return float(sources.erp_sync_failures(since))
-    if metric == Metric.STUCK_REPLY_AGE:
-        return max((row["oldest_seconds"] for row in sources.stuck_replies()), default=0.0)
     raise ValueError(f"unknown alert metric {metric!r}")
+
+
+def agent_values(metric: str, window_seconds: int, agents: list[dict] | None = None) -> dict[str, float]:
+    """A per-agent metric's value for every enabled agent, by agent id."""
+    agents = sources.agents() if agents is None else agents
+    Metric = AlertRule.Metric
+    if metric == Metric.AGENTS_OFFLINE:
+        return {agent["id"]: float(agent["presence"] == "offline") for agent in agents}
+    if metric == Metric.AGENT_DEGRADED:
+        return {agent["id"]: float(agent["presence"] == "degraded") for agent in agents}
+    if metric == Metric.OFFLINE_QUEUE:
+        return {agent["id"]: float(agent["queue_size"]) for agent in agents}
+    if metric == Metric.AGENT_SEND_FAILURES:
+        failed = sources.failed_sends_by_agent(timezone.now() - timedelta(seconds=window_seconds))
+        return {agent["id"]: float(failed.get(agent["id"], 0)) for agent in agents}
+    if metric == Metric.STUCK_REPLY_AGE:
+        oldest = {row["agent_id"]: row["oldest_seconds"] for row in sources.stuck_replies()}
+        return {agent["id"]: float(oldest.get(agent["id"], 0)) for agent in agents}
+    raise ValueError(f"not a per-agent alert metric {metric!r}")
 
 
 def evaluate_rules() -> list[tuple[int, str]]:
     """Evaluate every enabled rule once; returns [(event_id, "fired"|"resolved")] of this round."""
     changes = []
+    agents = None  # read once per round for every per-agent rule
     for rule in AlertRule.objects.filter(enabled=True):
-        change = evaluate_rule(rule)
-        if change:
-            changes.append(change)
+        if rule.per_agent and agents is None:
+            agents = sources.agents()
+        changes.extend(evaluate_rule(rule, agents))
     return changes
 
 
-def evaluate_rule(rule: AlertRule) -> tuple[int, str] | None:
-    value = metric_value(rule.metric, rule.window_seconds)
+def evaluate_rule(rule: AlertRule, agents: list[dict] | None = None) -> list[tuple[int, str]]:
+    """Compare each subject of the rule (the rule itself, or each enabled agent for a per-agent rule) with the
+    threshold: fire an event for a newly breached one, resolve the open event of one no longer breached (or of
+    an agent disabled or deleted since)."""
     now = timezone.now()
-    AlertRule.objects.filter(pk=rule.pk).update(last_value=value, last_evaluated_at=now)
-    open_event = AlertEvent.objects.filter(rule=rule, resolved_at__isnull=True).first()
-    if rule.breached(value):
-        if open_event is not None or _cooling_down(rule, now):
-            return None
-        try:
-            with transaction.atomic():
-                event = AlertEvent.objects.create(rule=rule, value=value)
-        except IntegrityError:  # another evaluator opened it first
-            return None
-        jobs.enqueue(NOTIFY_EVENT_TASK, event.pk, "fired")
-        return event.pk, "fired"
-    if open_event is not None:
-        # Conditional update: only one evaluator can resolve (and so notify) an event.
-        if AlertEvent.objects.filter(pk=open_event.pk, resolved_at__isnull=True).update(
-            resolved_at=now, resolved_value=value
-        ):
-            jobs.enqueue(NOTIFY_EVENT_TASK, open_event.pk, "resolved")
-            return open_event.pk, "resolved"
-    return None
+    if rule.per_agent:
+        agents = sources.agents() if agents is None else agents
+        names = {agent["id"]: agent["name"] for agent in agents}
+        values = agent_values(rule.metric, rule.window_seconds, agents)
+    else:
+        names, values = {}, {"": metric_value(rule.metric, rule.window_seconds)}
+    AlertRule.objects.filter(pk=rule.pk).update(last_value=max(values.values(), default=0.0), last_evaluated_at=now)
+    open_events = {event.agent_id: event for event in AlertEvent.objects.filter(rule=rule, resolved_at__isnull=True)}
+    changes = []
+    for agent_id, value in values.items():
+        if not rule.breached(value):
+            continue
+        if agent_id not in open_events and not _cooling_down(rule, agent_id, now):
+            event_id = _fire(rule, agent_id, names.get(agent_id, ""), value)
+            if event_id is not None:
+                changes.append((event_id, "fired"))
+    for agent_id, event in open_events.items():
+        value = values.get(agent_id)
+        if value is None or not rule.breached(value):
+            if _resolve(event, value or 0.0, now):
+                changes.append((event.pk, "resolved"))
+    return changes
 
 
-def _cooling_down(rule: AlertRule, now) -> bool:
-    last = AlertEvent.objects.filter(rule=rule, resolved_at__isnull=False).order_by("-resolved_at").first()
+def _fire(rule: AlertRule, agent_id: str, agent_name: str, value: float) -> int | None:
+    try:
+        with transaction.atomic():
+            event = AlertEvent.objects.create(rule=rule, agent_id=agent_id, agent_name=agent_name, value=value)
+    except IntegrityError:  # another evaluator opened it first
+        return None
+    jobs.enqueue(NOTIFY_EVENT_TASK, event.pk, "fired")
+    return event.pk
+
+
+def _resolve(event: AlertEvent, value: float, now) -> bool:
+    # Conditional update: only one evaluator can resolve (and so notify) an event.
+    if AlertEvent.objects.filter(pk=event.pk, resolved_at__isnull=True).update(resolved_at=now, resolved_value=value):
+        jobs.enqueue(NOTIFY_EVENT_TASK, event.pk, "resolved")
+        return True
+    return False
+
+
+def _cooling_down(rule: AlertRule, agent_id: str, now) -> bool:
+    last = (
+        AlertEvent.objects.filter(rule=rule, agent_id=agent_id, resolved_at__isnull=False)
+        .order_by("-resolved_at")
+        .first()
+    )
     return last is not None and now - last.resolved_at < timedelta(seconds=rule.cooldown_seconds)
 
 
@@ -161,32 +204,23 @@ def notify_event(event_id: int, kind: str) -> bool:
 
 
 def alert_message(event: AlertEvent, kind: str) -> tuple[str, str]:
+    """Title and body of an event's notification; an agent's event names the agent (name and id)."""
     rule = event.rule
     metric = rule.get_metric_display()
     condition = f"{metric} {rule.get_comparison_display()} {rule.threshold:g}"
+    subject = f"：{event.agent_label}" if event.agent_id else ""
+    agent_line = f"客服终端：{event.agent_label}\n\n" if event.agent_id else ""
     if kind == "fired":
         return (
-            f"告警触发：{rule.name}",
-            f"{condition}（当前值 {event.value:.2f}，窗口 {rule.window_seconds} 秒）\n\n"
-            f"{_subjects(rule)}触发时间：{timezone.localtime(event.fired_at):%Y-%m-%d %H:%M:%S}",
+            f"告警触发：{rule.name}{subject}",
+            f"{agent_line}{condition}（当前值 {event.value:.2f}，窗口 {rule.window_seconds} 秒）\n\n"
+            f"触发时间：{timezone.localtime(event.fired_at):%Y-%m-%d %H:%M:%S}",
         )
     return (
-        f"告警恢复：{rule.name}",
-        f"{condition} 已不再满足（当前值 {(event.resolved_value or 0):.2f}）\n\n"
+        f"告警恢复：{rule.name}{subject}",
+        f"{agent_line}{condition} 已不再满足（当前值 {(event.resolved_value or 0):.2f}）\n\n"
         f"恢复时间：{timezone.localtime(event.resolved_at):%Y-%m-%d %H:%M:%S}",
     )
-
-
-def _subjects(rule: AlertRule) -> str:
-    """Which agents a per-agent reading is about, named, for the notification ('' for the other metrics)."""
-    if rule.metric != AlertRule.Metric.STUCK_REPLY_AGE:
-        return ""
-    lines = [
-        f"终端 {row['agent_name']}（{row['agent_id']}）：{row['count']} 条未确认，最久 {row['oldest_seconds']:.0f} 秒"
-        for row in sources.stuck_replies()
-        if rule.breached(row["oldest_seconds"])
-    ]
-    return "".join(f"{line}\n" for line in lines) + "\n" if lines else ""
 
 
 def active_alerts(limit: int = 20) -> list[dict]:
@@ -194,6 +228,7 @@ def active_alerts(limit: int = 20) -> list[dict]:
         {
             "id": event.pk,
             "rule": event.rule.name,
+            "agent": event.agent_label,
             "severity": event.rule.severity,
             "value": round(event.value, 2),
             "fired_at": event.fired_at.isoformat(),
@@ -222,7 +257,8 @@ def dashboard_snapshot() -> dict:
             "p95_response_ms": round(sources.percentile(recent, 0.95), 1),
             "cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
             "total_requests": sources.messages_since(day_start),
-            "active_agents": sum(1 for agent in agents if agent["presence"] != "offline"),
+            "active_agents": sum(1 for agent in agents if agent["presence"] == "online"),
+            "degraded_agents": sum(1 for agent in agents if agent["presence"] == "degraded"),
             "agents": len(agents),
             "cost_today": float(cost),
             "budget_used_ratio": budget["used_ratio"],

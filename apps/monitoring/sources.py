@@ -54,6 +54,7 @@ def percentile(values: list[float], fraction: float) -> float:
 response_times_ms = _safe(list)(messages_selectors.response_times_ms)
 recent_response_times = _safe(list)(messages_selectors.recent_response_times)
 reply_status_counts = _safe(dict)(messages_selectors.reply_status_counts)
+failed_sends_by_agent = _safe(dict)(messages_selectors.failed_sends_by_agent)
 message_status_counts = _safe(dict)(messages_selectors.message_status_counts)
 messages_since = _safe(0)(messages_selectors.messages_since)
 handoffs = _safe(0)(messages_selectors.conversations_taken_over)

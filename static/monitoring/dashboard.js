@@ -53,7 +53,7 @@
       var tr = document.createElement("tr");
       tr.className = "none";
       var td = document.createElement("td");
-      td.colSpan = 4;
+      td.colSpan = 5;
       td.textContent = "无";
       tr.appendChild(td);
       body.appendChild(tr);
@@ -62,7 +62,7 @@
     alerts.forEach(function (a) {
       var tr = document.createElement("tr");
       tr.className = "sev-" + a.severity;
-      [a.rule, SEVERITY[a.severity] || a.severity, a.value, timeLabel(a.fired_at)].forEach(function (text) {
+      [a.rule, a.agent || "–", SEVERITY[a.severity] || a.severity, a.value, timeLabel(a.fired_at)].forEach(function (text) {
         var td = document.createElement("td");
         td.textContent = text;
         tr.appendChild(td);

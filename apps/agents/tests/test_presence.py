@@ -1,5 +1,6 @@
 """Heartbeats and presence: what supervisors see of each agent."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -7,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from apps.agents import auth, selectors
+from apps.agents import auth, selectors, services
 from apps.agents.models import Agent
 from apps.agents.tests.factories import AgentFactory
 
@@ -71,3 +72,46 @@ def test_agent_admin_lists_presence_and_queue():
     page = client.get("/admin/agents/agent/").content.decode()
     assert "前台电脑" in page and "在线" in page and ">12<" in page
     assert client.get("/admin/agents/agent/add/").status_code == 403  # agents are created by the command
+
+
+def _open(agent: Agent, name: str, for_seconds: float = 600) -> str:
+    socket = f"test.{agent.id}.{name}"
+    services.socket_opened(agent.id, socket, time.time() + for_seconds)
+    return socket
+
+
+def test_an_agent_is_offline_once_its_last_socket_closes_and_not_before():
+    agent = AgentFactory(online=False)
+    first, second = _open(agent, "a"), _open(agent, "b")
+    assert Agent.objects.get(pk=agent.pk).presence == "online"
+    assert services.socket_closed(agent.id, first) is False
+    assert Agent.objects.get(pk=agent.pk).presence == "online"
+    assert services.socket_closed(agent.id, second) is True
+    assert Agent.objects.get(pk=agent.pk).presence == "offline"  # at once, not 3 heartbeat intervals later
+    assert services.socket_closed(agent.id, second) is False  # a repeated close changes nothing
+
+
+def test_a_socket_left_by_a_killed_web_process_lapses_at_its_token_expiry():
+    agent = AgentFactory(online=False)
+    _open(agent, "on-a-dead-process", for_seconds=-1)  # its token has expired: it cannot be open any more
+    live = _open(agent, "live")
+    assert services.socket_closed(agent.id, live) is True
+    assert Agent.objects.get(pk=agent.pk).presence == "offline"
+
+
+def test_a_socket_that_opened_while_the_last_one_closed_keeps_the_agent_online():
+    agent = AgentFactory(online=False)
+    closing = _open(agent, "closing")
+    # the new socket's login was recorded after this close began (its Redis entry came just after the count)
+    Agent.objects.filter(pk=agent.pk).update(last_seen=timezone.now() + timedelta(seconds=1))
+    assert services.socket_closed(agent.id, closing) is False
+    assert Agent.objects.get(pk=agent.pk).presence == "online"
+
+
+def test_a_heartbeat_reports_degraded_and_a_later_one_online_again():
+    agent = AgentFactory()
+    services.record_heartbeat(agent.id, {"wx_online": False})
+    assert Agent.objects.get(pk=agent.pk).presence == "degraded"
+    assert selectors.enabled_agents()[0]["presence"] == "degraded"
+    services.record_heartbeat(agent.id, {"wx_online": True, "status": "ok"})
+    assert Agent.objects.get(pk=agent.pk).presence == "online"

@@ -61,8 +61,8 @@ def test_rule_fires_once_and_resolves_once(django_capture_on_commit_callbacks):
 
 def test_cooldown_holds_back_a_new_firing(django_capture_on_commit_callbacks):
     rule = AlertRuleFactory(channels=[NotificationChannelFactory()], cooldown_seconds=600)
-    AgentFactory(queue_size=250)
-    AlertEventFactory(rule=rule, value=300, resolved_at=timezone.now() - timedelta(seconds=60))
+    agent = AgentFactory(queue_size=250)
+    AlertEventFactory(rule=rule, agent_id=agent.id, value=300, resolved_at=timezone.now() - timedelta(seconds=60))
     assert services.evaluate_rules() == []
     AlertEvent.objects.update(resolved_at=timezone.now() - timedelta(seconds=601))
     with django_capture_on_commit_callbacks():
@@ -89,7 +89,9 @@ def test_every_alert_metric_reads_the_owning_apps_data(settings):
     assert services.metric_value(Metric.P95_LATENCY, 300) == pytest.approx(2000, abs=1)
     assert services.metric_value(Metric.ERROR_RATE, 300) == 25.0
     assert services.metric_value(Metric.AGENTS_OFFLINE, 300) == 1
-    assert services.metric_value(Metric.OFFLINE_QUEUE, 300) == 42
+    assert services.metric_value(Metric.OFFLINE_QUEUE, 300) == 42  # the offline agent's last 7 is no backlog
+    assert services.metric_value(Metric.AGENT_DEGRADED, 300) == 0
+    assert services.metric_value(Metric.AGENT_SEND_FAILURES, 300) == 0  # failed, but never acked by the agent
 
     SyncRunFactory(status="failed")
     SyncRunFactory(status="success")
