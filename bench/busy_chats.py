@@ -10,8 +10,9 @@ can. Chat c belongs to agent c % agents; message i goes to chat i % chats, so ea
 one burst. Every reply frame is acked `delivered`.
 
 Measured: from the first frame sent until every message is decided (the database says so) and every reply
-pushed has reached its agent; the worker's log is searched for Redis pool errors ("Too many connections")
-and for decisions that went on as retrying tasks. `--compare` runs the same messages over `--messages` chats
+pushed has reached its agent; the worker's log is searched for Redis pool errors
+("Too many connections", or "No connection available" from a blocking pool that waited in vain) and for
+decisions that went on as retrying tasks. `--compare` runs the same messages over `--messages` chats
 next (one message per chat). The engine is the real offline engine answering FAQ questions
 (REVIEW_CONFIDENCE_THRESHOLD=0, so its answers are pushed). `--debounce-ms` sets PIPELINE_DEBOUNCE_MS: at 0
 every message gets its own decision (the figure to compare with the issue's); above it, a chat's messages
@@ -26,7 +27,7 @@ import time
 
 from pipeline_common import agents, cpu_seconds, prepare, run, start_celery, start_web, stop
 
-REDIS_POOL_ERRORS = ("Too many connections", "MaxConnectionsError")
+REDIS_POOL_ERRORS = ("Too many connections", "MaxConnectionsError", "No connection available")
 RETRIES = ("retrying as a task",)
 
 

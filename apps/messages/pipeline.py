@@ -92,7 +92,7 @@ async def process(message_id: int, conversation_id: int, *, announce: bool = Fal
         try:
             claimed = await join_fragments(claimed, held)
             # someone may wait for a message whose own queue entry lost the race to this one: tell them
-            more = await decide(claimed, announce=announce or claimed.message_id != message_id)
+            more = await decide(claimed, announce=announce or bool(claimed.joined) or claimed.message_id != message_id)
         except BaseException:
             for held_id in held:  # the retry claims them again
                 await store().release(held_id)
@@ -105,7 +105,8 @@ async def process(message_id: int, conversation_id: int, *, announce: bool = Fal
 async def join_fragments(claimed: Claimed, held: list[int]) -> Claimed:
     """The claimed message and the customer's messages that followed it within PIPELINE_DEBOUNCE_MS of each
     other, as one question (the last fragment's id and trace); waits until the window after the newest has
-    passed. `held` gets each fragment's id as it is claimed."""
+    passed. `held` gets each fragment's id as it is claimed. Its claimed_at becomes the end of the wait, so the
+    reply's queue_wait (from the first fragment) includes the debounce."""
     window = settings.PIPELINE_DEBOUNCE_MS / 1000
     if window <= 0:
         return claimed
@@ -124,9 +125,10 @@ async def join_fragments(claimed: Claimed, held: list[int]) -> Claimed:
         held.extend(fragment.message_id for fragment in following)
         fragments.extend(following)
     if len(fragments) == 1:
-        return claimed
+        return dataclasses.replace(claimed, claimed_at=timezone.now())
     return dataclasses.replace(
         claimed,
+        claimed_at=timezone.now(),
         message_id=fragments[-1].message_id,
         trace_id=fragments[-1].trace_id,
         content="\n".join(fragment.content for fragment in fragments),

@@ -119,3 +119,27 @@ def test_messages_further_apart_than_the_debounce_get_separate_replies(debounced
         (ids[1], "收到：保修多久？"),
     ]
     assert set(Message.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"decided"}
+
+
+def test_rest_wait_on_fragments_answers_the_question_once(debounced_stack):
+    """Simple clients (`?wait=N`): the first fragment is answered "ignore" (joined), the last one gets the reply."""
+    import httpx
+
+    _, token = make_agent()
+
+    async def post(client, client_id, text, delay):
+        await asyncio.sleep(delay)
+        message = {"id": client_id, "chat_name": "钱七", "sender": "钱七", "content": text}
+        return await client.post("/api/v1/messages?wait=10", json={"message": message}, timeout=15)
+
+    async def scenario():
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=debounced_stack, headers=headers) as client:
+            return await asyncio.gather(post(client, "r-1", "请问", 0), post(client, "r-2", "保修多久？", 0.3))
+
+    first, last = asyncio.run(scenario())
+    assert (first.status_code, last.status_code) == (200, 200), (first.text, last.text)
+    assert last.json()["action"] == "reply" and last.json()["content"] == "收到：请问\n保修多久？"
+    joined = first.json()
+    assert (joined["action"], joined["content"], joined["status"]) == ("ignore", "", "joined")
+    assert joined["reply_id"] == last.json()["reply_id"]

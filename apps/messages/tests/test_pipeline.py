@@ -325,4 +325,5 @@ def test_fragments_within_the_debounce_are_one_question_and_a_later_one_is_not(f
     statuses = dict(Message.objects.filter(conversation=conversation).values_list("id", "status"))
     assert statuses == {first.id: "joined", second.id: "joined", third.id: "decided", late.id: "decided"}
     assert Reply.objects.filter(message__conversation=conversation).count() == 2 and reply.status == "sent"
+    assert reply.latency_ms["queue_wait"] >= 900  # from the first fragment, the debounce included
     assert fake_engine.calls[1]["messages"][-1] == {"role": "user", "content": "在吗"}
