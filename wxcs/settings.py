@@ -603,6 +603,10 @@ PIPELINE_MAX_RETRIES = env.int("PIPELINE_MAX_RETRIES", default=5)
 # decision queue at once.
 PIPELINE_CONCURRENCY = env.int("PIPELINE_CONCURRENCY", default=256)
 PIPELINE_POP_BATCH = env.int("PIPELINE_POP_BATCH", default=50)
+# A customer's consecutive messages in one conversation, each arriving within this many milliseconds of the one
+# before, are one question: one decision, one reply (to the last). Every reply waits this long after the newest
+# fragment; 0 = each message on its own. Tests default to 0 (they opt in where they test fragments).
+PIPELINE_DEBOUNCE_MS = env.int("PIPELINE_DEBOUNCE_MS", default=0 if TESTING else 1500)
 # Unacked replies pushed again on each (re)connect of an agent (and listed by GET /api/v1/replies).
 OUTBOX_PAGE = env.int("OUTBOX_PAGE", default=500)
 # While its agent is connected, an unacked reply last pushed this many seconds ago is pushed again by beat's

@@ -43,6 +43,8 @@ def child_environment(**overrides: str) -> dict[str, str]:
     env["SECRET_KEY"] = settings.SECRET_KEY
     env["FIELD_ENCRYPTION_KEY"] = _field_key()
     env["PYTHONUNBUFFERED"] = "1"
+    # Children decide like this test run: fragments are joined only where a test opts in.
+    env["PIPELINE_DEBOUNCE_MS"] = str(settings.PIPELINE_DEBOUNCE_MS)
     # Children of one test share a metrics directory of their own, not the checkout's var/prometheus.
     env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wxcs-metrics-")
     env.update(overrides)

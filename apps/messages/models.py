@@ -56,6 +56,7 @@ class Message(models.Model):
         RECEIVED = "received", _("已接收")
         PROCESSING = "processing", _("处理中")
         DECIDED = "decided", _("已决策")
+        JOINED = "joined", _("已合并")  # a fragment decided with the customer's next message (one question)
         FAILED = "failed", _("失败")
 
     agent = models.ForeignKey(

@@ -6,11 +6,16 @@ Arrival order without a lock: a worker claims only its conversation's oldest und
 while nobody else is deciding one of them; then it goes on through the conversation. A worker that finds the
 conversation busy leaves: the one deciding it takes this message too.
 
+Fragments: with PIPELINE_DEBOUNCE_MS, the worker holding a claim waits until that long after the newest of the
+customer's messages and takes the ones that followed within the window (store.take_fragments): one question,
+one decision, one reply to the last fragment; the earlier ones are marked `joined`.
+
 Idempotent: a decided message is a no-op, a message left `processing` longer than PIPELINE_CLAIM_TTL (its
 worker died) is claimed again, and a message has at most one reply (the store's insert is conditional).
 """
 
 import asyncio
+import dataclasses
 import logging
 import time
 from decimal import Decimal
@@ -32,7 +37,7 @@ from apps.engines.memory import invalidate_memory
 from apps.knowledge import services as knowledge
 from apps.messages import decision, metrics, outbox, queue
 from apps.messages.models import Message, Reply
-from apps.messages.store import Claimed, NewReply, OutboxReply, store
+from apps.messages.store import Claimed, Fragment, NewReply, OutboxReply, store
 from apps.rules.services import evaluate as evaluate_rules
 from apps.rules.types import MessageFacts, RuleDecision
 
@@ -40,6 +45,8 @@ logger = logging.getLogger("wxcs.pipeline")
 
 APOLOGY = "抱歉，这个问题我暂时无法准确回答，已为您转接人工客服，请稍候。"
 RETRY_TASK = "apps.messages.tasks.process_message"
+# Fragments joined into one question at most: a customer who never pauses still gets answers.
+MAX_FRAGMENTS = 20
 
 
 class EngineTimeout(Exception):
@@ -81,15 +88,53 @@ async def process(message_id: int, conversation_id: int, *, announce: bool = Fal
     conversation and will decide it."""
     outcome, more = "done", True
     while more and (claimed := await store().claim(conversation_id, settings.PIPELINE_HISTORY_TURNS, _abandoned())):
+        held = [claimed.message_id]
         try:
+            claimed = await join_fragments(claimed, held)
             # someone may wait for a message whose own queue entry lost the race to this one: tell them
-            more = await decide(claimed, announce=announce or claimed.message_id != message_id)
+            more = await decide(claimed, announce=announce or bool(claimed.joined) or claimed.message_id != message_id)
         except BaseException:
-            await store().release(claimed.message_id)  # the retry claims it again
+            for held_id in held:  # the retry claims them again
+                await store().release(held_id)
             raise
-        if claimed.message_id == message_id:
+        if message_id in held:
             outcome = "decided"
     return outcome
+
+
+async def join_fragments(claimed: Claimed, held: list[int]) -> Claimed:
+    """The claimed message and the customer's messages that followed it within PIPELINE_DEBOUNCE_MS of each
+    other, as one question (the last fragment's id and trace); waits until the window after the newest has
+    passed. `held` gets each fragment's id as it is claimed. Its claimed_at becomes the end of the wait, so the
+    reply's queue_wait (from the first fragment) includes the debounce."""
+    window = settings.PIPELINE_DEBOUNCE_MS / 1000
+    if window <= 0:
+        return claimed
+    first = Fragment(claimed.message_id, claimed.content, claimed.is_at_me, claimed.received_at, claimed.trace_id)
+    fragments = [first]
+    while len(fragments) < MAX_FRAGMENTS:
+        newest = fragments[-1]
+        pause = (newest.received_at - timezone.now()).total_seconds() + window
+        if pause > 0:
+            await asyncio.sleep(pause)
+        following = await store().take_fragments(
+            claimed.conversation_id, newest, claimed.sender, window, MAX_FRAGMENTS - len(fragments)
+        )
+        if not following:
+            break
+        held.extend(fragment.message_id for fragment in following)
+        fragments.extend(following)
+    if len(fragments) == 1:
+        return dataclasses.replace(claimed, claimed_at=timezone.now())
+    return dataclasses.replace(
+        claimed,
+        claimed_at=timezone.now(),
+        message_id=fragments[-1].message_id,
+        trace_id=fragments[-1].trace_id,
+        content="\n".join(fragment.content for fragment in fragments),
+        is_at_me=any(fragment.is_at_me for fragment in fragments),
+        joined=tuple(fragment.message_id for fragment in fragments[:-1]),
+    )
 
 
 def _abandoned():
@@ -116,7 +161,7 @@ async def decide(claimed: Claimed, *, announce: bool = False) -> bool:
         decision_ms = (time.perf_counter() - started) * 1000
         latency = {"retrieval": 0.0, "llm": 0.0, **latency, "total": round(latency["queue_wait"] + decision_ms, 2)}
         reply = _reply(claimed, outcome, rule, engine_reply, latency, decision_ms)
-        stored = await store().insert_reply(reply)
+        stored = await store().insert_reply(reply, claimed.joined)
         if stored.stored:  # else decided meanwhile by someone else: theirs stands
             await _deliver(claimed, reply, stored.reply_id, announce)
             _record(claimed, outcome, reply)
@@ -209,7 +254,8 @@ async def _deliver(claimed: Claimed, reply: NewReply, reply_id: int, announce: b
         pushed = OutboxReply(reply_id, reply.message_id, claimed.chat_name, reply.content, reply.at, reply.created_at)
         await outbox.push(claimed.agent_id, pushed)
     if announce:
-        await outbox.announce_decision(claimed.message_id)
+        for message_id in (*claimed.joined, claimed.message_id):
+            await outbox.announce_decision(message_id)
 
 
 def _record(claimed: Claimed, outcome: decision.Outcome, reply: NewReply) -> None:

@@ -109,6 +109,8 @@ def latest_messages(conversation_id: int, limit: int = 20) -> list[dict] | None:
 def decision(message_id: int) -> dict:
     """The seed's `?wait` contract for a message: {action, content, confidence, message_id, reply_id, status}."""
     reply = Reply.objects.filter(message_id=message_id).first()
+    if reply is None and Message.objects.filter(pk=message_id, status=Message.Status.JOINED).exists():
+        return _joined_decision(message_id)
     if reply is None:
         return {
             "action": None,
@@ -130,6 +132,23 @@ def decision(message_id: int) -> dict:
         "message_id": message_id,
         "reply_id": reply.id,
         "status": reply.status,
+    }
+
+
+def _joined_decision(message_id: int) -> dict:
+    """A fragment answered with the customer's next message (PIPELINE_DEBOUNCE_MS): nothing to send for it; the
+    reply is the one to the first message decided after it (the fragments of one question are consecutive)."""
+    question = Message.objects.filter(pk=message_id).values_list("conversation_id", flat=True)
+    answer = (
+        Reply.objects.filter(conversation_id__in=question, message_id__gt=message_id).order_by("message_id").first()
+    )
+    return {
+        "action": Reply.Action.IGNORE,
+        "content": "",
+        "confidence": None,
+        "message_id": message_id,
+        "reply_id": answer.id if answer else None,
+        "status": Message.Status.JOINED,
     }
 
 

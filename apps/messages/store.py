@@ -76,6 +76,18 @@ class Claimed:
     engine_override: str
     personality_id: int | None
     earlier: tuple[Turn, ...]
+    joined: tuple[int, ...] = ()  # earlier fragments of this question (PIPELINE_DEBOUNCE_MS), decided with it
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """A message taken to be decided with the claimed one before it: the rest of the same question."""
+
+    message_id: int
+    content: str
+    is_at_me: bool
+    received_at: datetime
+    trace_id: uuid.UUID
 
 
 @dataclass(frozen=True)
@@ -162,12 +174,18 @@ class MessageStore(Protocol):
         """Mark the conversation's oldest undecided message processing and read it — unless another worker is
         deciding it (claimed at or after `abandoned_before`): None then, as when nothing is undecided."""
 
+    async def take_fragments(
+        self, conversation_id: int, after: Fragment, sender: str, window: float, limit: int
+    ) -> list[Fragment]:
+        """Mark processing, and read, the conversation's messages that follow `after` as fragments of one question:
+        `received`, from `sender`, each within `window` seconds of the one before, none else between; ≤ `limit`."""
+
     async def release(self, message_id: int) -> None:
         """Give up a claim (the decision failed): the message is `received` again, for whoever retries it."""
 
-    async def insert_reply(self, reply: "NewReply") -> "Stored":
-        """Store the reply and mark its message decided (decided_at: when stored), unless it already had one;
-        and say whether the conversation has other undecided messages."""
+    async def insert_reply(self, reply: "NewReply", joined: tuple[int, ...] = ()) -> "Stored":
+        """Store the reply and mark its message decided and the `joined` fragments joined (decided_at: when
+        stored), unless it already had one; and say whether the conversation has other undecided messages."""
 
     async def outbox(self, agent_id: str, limit: int, after_id: int = 0) -> list[OutboxReply]:
         """The agent's unacked replies with an id above `after_id`, oldest first (a page of the backlog)."""
@@ -233,6 +251,23 @@ SELECT claimed.*, v.chat_name, v.chat_type, v.taken_over, v.engine_override, v.p
          AND id < claimed.id ORDER BY id DESC LIMIT %(turns)s) h
    LEFT JOIN wxmessages_reply r ON r.message_id = h.id)
 FROM claimed JOIN wxmessages_conversation v ON v.id = claimed.conversation_id
+"""
+# The fragments after a claimed message: the run of `received` messages from its sender, each within the window
+# of the one before (the first: of `after`), up to the first message that is not (a gap, another sender, another
+# status). Only the worker holding the claim before them calls this (nobody else can claim past it).
+_TAKE_FRAGMENTS = """
+WITH following AS (
+    SELECT id, sender, status,
+           received_at - coalesce(lag(received_at) OVER (ORDER BY id), %(since)s) > %(window)s AS gap
+    FROM wxmessages_message WHERE conversation_id = %(conversation)s AND id > %(after)s ORDER BY id LIMIT %(limit)s
+), run AS (
+    SELECT id FROM following WHERE id < coalesce(
+        (SELECT min(id) FROM following WHERE gap OR sender <> %(sender)s OR status <> %(received)s),
+        9223372036854775807)
+)
+UPDATE wxmessages_message m SET status = %(processing)s, claimed_at = %(now)s, attempts = attempts + 1
+FROM run WHERE m.id = run.id AND m.status = %(received)s
+RETURNING m.id, m.content, m.is_at_me, m.received_at, m.trace_id
 """
 _RELEASE = "UPDATE wxmessages_message SET status = %s WHERE id = %s AND status = %s"
 _OUTBOX = """
@@ -309,16 +344,35 @@ class PostgresStore:
             _earlier(earlier),
         )
 
+    async def take_fragments(
+        self, conversation_id: int, after: Fragment, sender: str, window: float, limit: int
+    ) -> list[Fragment]:
+        params = {
+            "since": after.received_at,
+            "window": timezone.timedelta(seconds=window),
+            "conversation": conversation_id,
+            "after": after.message_id,
+            "limit": limit,
+            "sender": sender,
+            "received": Message.Status.RECEIVED.value,
+            "processing": Message.Status.PROCESSING.value,
+            "now": timezone.now(),
+        }
+        async with db.pg() as conn:
+            rows = await (await conn.execute(_TAKE_FRAGMENTS, params)).fetchall()
+        return sorted((Fragment(*row) for row in rows), key=lambda fragment: fragment.message_id)
+
     async def release(self, message_id: int) -> None:
         params = [Message.Status.RECEIVED.value, message_id, Message.Status.PROCESSING.value]
         async with db.pg() as conn:
             await conn.execute(_RELEASE, params)
 
-    async def insert_reply(self, reply: NewReply) -> Stored:
+    async def insert_reply(self, reply: NewReply, joined: tuple[int, ...] = ()) -> Stored:
         values = [getattr(reply, name) for name in _REPLY_COLUMNS]
         for index in _JSON_POSITIONS:
             values[index] = Jsonb(values[index])
-        params = [*values, reply.message_id, reply.conversation_id, reply.message_id, list(UNDECIDED)]
+        question = [*joined, reply.message_id]
+        params = [*values, reply.message_id, question, reply.conversation_id, question, list(UNDECIDED)]
         async with db.pg() as conn:
             reply_id, more = await (await conn.execute(_INSERT_REPLY, params)).fetchone()
         return Stored(reply_id, more)
@@ -373,10 +427,11 @@ _INSERT_REPLY = (
     f"WITH r AS (INSERT INTO wxmessages_reply ({', '.join([*_REPLY_COLUMNS, *UNTOUCHED_REPLY_COLUMNS])})"  # noqa: S608
     f" VALUES ({', '.join(['%s'] * len(_REPLY_COLUMNS) + list(UNTOUCHED_REPLY_COLUMNS.values()))})"
     " ON CONFLICT (message_id) DO NOTHING RETURNING id),"
-    f" m AS (UPDATE wxmessages_message SET status = '{Message.Status.DECIDED.value}',"
-    " decided_at = clock_timestamp() WHERE id = %s AND EXISTS (SELECT 1 FROM r))"
+    f" m AS (UPDATE wxmessages_message SET status = CASE WHEN id = %s THEN '{Message.Status.DECIDED.value}'"
+    f" ELSE '{Message.Status.JOINED.value}' END,"
+    " decided_at = clock_timestamp() WHERE id = ANY(%s) AND EXISTS (SELECT 1 FROM r))"
     " SELECT (SELECT id FROM r), EXISTS (SELECT 1 FROM wxmessages_message"
-    " WHERE conversation_id = %s AND id <> %s AND status = ANY(%s))"
+    " WHERE conversation_id = %s AND id <> ALL(%s) AND status = ANY(%s))"
 )
 
 
@@ -454,6 +509,25 @@ class OrmStore:
             _earlier(list(earlier)[::-1]),
         )
 
+    async def take_fragments(
+        self, conversation_id: int, after: Fragment, sender: str, window: float, limit: int
+    ) -> list[Fragment]:
+        return await db.run_db(self._take_fragments, conversation_id, after, sender, window, limit)
+
+    def _take_fragments(self, conversation_id: int, after: Fragment, sender: str, window: float, limit: int):
+        following = Message.objects.filter(conversation_id=conversation_id, id__gt=after.message_id).order_by("id")
+        rows = following.values_list("id", "sender", "status", "content", "is_at_me", "received_at", "trace_id")
+        taken, previous, gap = [], after.received_at, timezone.timedelta(seconds=window)
+        for message_id, message_sender, status, *fragment in rows[:limit]:
+            if message_sender != sender or status != Message.Status.RECEIVED or fragment[2] - previous > gap:
+                break
+            taken.append(Fragment(message_id, *fragment))
+            previous = fragment[2]
+        now = timezone.now()
+        claimed = Message.objects.filter(pk__in=[f.message_id for f in taken], status=Message.Status.RECEIVED)
+        claimed.update(status=Message.Status.PROCESSING, claimed_at=now, attempts=F("attempts") + 1)
+        return taken
+
     async def release(self, message_id: int) -> None:
         await db.run_db(
             lambda: Message.objects.filter(pk=message_id, status=Message.Status.PROCESSING).update(
@@ -461,21 +535,21 @@ class OrmStore:
             )
         )
 
-    async def insert_reply(self, reply: NewReply) -> Stored:
-        return await db.run_db(self._insert_reply, reply)
+    async def insert_reply(self, reply: NewReply, joined: tuple[int, ...] = ()) -> Stored:
+        return await db.run_db(self._insert_reply, reply, joined)
 
-    def _insert_reply(self, reply: NewReply) -> Stored:
+    def _insert_reply(self, reply: NewReply, joined: tuple[int, ...]) -> Stored:
         row = Reply(**{name: getattr(reply, name) for name in _REPLY_COLUMNS})
         try:
             with transaction.atomic():
                 row.save(force_insert=True)
-                Message.objects.filter(pk=reply.message_id).update(
-                    status=Message.Status.DECIDED, decided_at=timezone.now()
-                )
+                now = timezone.now()
+                Message.objects.filter(pk=reply.message_id).update(status=Message.Status.DECIDED, decided_at=now)
+                Message.objects.filter(pk__in=joined).update(status=Message.Status.JOINED, decided_at=now)
         except IntegrityError:  # the message already has its reply
             row.pk = None
         others = Message.objects.filter(conversation_id=reply.conversation_id, status__in=UNDECIDED)
-        return Stored(row.pk, others.exclude(pk=reply.message_id).exists())
+        return Stored(row.pk, others.exclude(pk__in=[*joined, reply.message_id]).exists())
 
     async def outbox(self, agent_id: str, limit: int, after_id: int = 0) -> list[OutboxReply]:
         rows = await db.run_db(

@@ -304,3 +304,26 @@ def test_the_consumer_decides_what_is_queued_at_most_n_at_a_time(fake_engine):
     assert most == 2
     assert Reply.objects.filter(message__in=messages).count() == 6
     assert Conversation.objects.count() == 6
+
+
+def test_fragments_within_the_debounce_are_one_question_and_a_later_one_is_not(fake_engine, settings):
+    settings.PIPELINE_DEBOUNCE_MS = 400
+    conversation = ConversationFactory()
+    now = timezone.now()
+
+    def message(text: str, seconds: float) -> Message:
+        received = now + timedelta(seconds=seconds)
+        return MessageFactory(conversation=conversation, sender="张三", content=text, received_at=received)
+
+    first, second, third = message("你好", 0), message("充电桩", 0.2), message("多少钱？", 0.5)
+    late = message("在吗", 1.5)  # 1 s after the one before: a question of its own
+    started = timezone.now()
+    assert decide(first) == "decided"
+    assert (timezone.now() - started).total_seconds() >= 0.4  # waited for the window after the newest
+    reply = Reply.objects.get(message__conversation=conversation, message=third)
+    assert fake_engine.calls[0]["messages"][-1] == {"role": "user", "content": "你好\n充电桩\n多少钱？"}
+    statuses = dict(Message.objects.filter(conversation=conversation).values_list("id", "status"))
+    assert statuses == {first.id: "joined", second.id: "joined", third.id: "decided", late.id: "decided"}
+    assert Reply.objects.filter(message__conversation=conversation).count() == 2 and reply.status == "sent"
+    assert reply.latency_ms["queue_wait"] >= 900  # from the first fragment, the debounce included
+    assert fake_engine.calls[1]["messages"][-1] == {"role": "user", "content": "在吗"}

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from apps.core import aio, db
 from apps.messages.models import Conversation, Message, Reply
-from apps.messages.store import NewReply, OrmStore, PostgresStore, Stored
+from apps.messages.store import Fragment, NewReply, OrmStore, PostgresStore, Stored
 from apps.messages.tests.factories import ConversationFactory, MessageFactory, ReplyFactory
 from apps.messages.validation import validate
 
@@ -63,6 +63,62 @@ def test_claim_takes_the_oldest_undecided_unless_someone_is_deciding_it(store):
     Message.objects.filter(pk=first.pk).update(status="decided")
     assert aio.run(store.claim(conversation.id, 10, now)).message_id == second.id
     assert aio.run(store.claim(ConversationFactory().id, 10, now)) is None  # nothing undecided
+
+
+def test_fragments_are_the_senders_run_of_messages_within_the_window(store):
+    conversation = ConversationFactory()
+    start = timezone.now() - timedelta(minutes=1)
+
+    def message(seconds, sender="张三", **extra):
+        return MessageFactory(
+            conversation=conversation, sender=sender, received_at=start + timedelta(seconds=seconds), **extra
+        )
+
+    first = message(0, status="processing")
+    second, third = message(1, content="第二段"), message(2.5, is_at_me=True)
+    late = message(6)  # 3.5 s after the one before: a question of its own
+    claimed = aio.run(store.claim(conversation.id, 10, start - timedelta(minutes=5)))
+    assert claimed is None  # the first is being decided: by whoever takes its fragments
+    after = Fragment(first.id, first.content, False, first.received_at, first.trace_id)
+    taken = aio.run(store.take_fragments(conversation.id, after, "张三", 2.0, 20))
+    assert [(f.message_id, f.is_at_me) for f in taken] == [(second.id, False), (third.id, True)]
+    assert taken[0].content == "第二段" and taken[1].trace_id == third.trace_id
+    assert set(Message.objects.filter(pk__in=[second.pk, third.pk]).values_list("status", flat=True)) == {"processing"}
+    assert aio.run(store.take_fragments(conversation.id, taken[-1], "张三", 2.0, 20)) == []  # `late` is not one
+    assert Message.objects.get(pk=late.pk).status == "received"
+    after_late = Fragment(late.id, late.content, False, late.received_at, late.trace_id)
+    message(6.5, sender="李四")  # someone else spoke in between (a group): the run ends there
+    message(7)
+    assert aio.run(store.take_fragments(conversation.id, after_late, "张三", 2.0, 20)) == []
+    assert len(aio.run(store.take_fragments(conversation.id, after, "张三", 9.0, 1))) == 0  # taken already: none
+
+
+def test_a_reply_to_joined_fragments_marks_them_joined(store):
+    conversation = ConversationFactory()
+    first, last = (MessageFactory(conversation=conversation, status="processing") for _ in range(2))
+    waiting = MessageFactory(conversation=conversation)
+    now = timezone.now()
+    reply = NewReply(
+        message_id=last.id,
+        conversation_id=conversation.id,
+        agent_id=last.agent_id,
+        action="reply",
+        status="sent",
+        source="engine",
+        content="一个回答",
+        draft="一个回答",
+        confidence=0.8,
+        review_reason="",
+        at="",
+        latency_ms={"total": 1.0},
+        decision_ms=1.0,
+        created_at=now,
+    )
+    stored = aio.run(store.insert_reply(reply, (first.id,)))
+    assert stored.stored and stored.more is True  # `waiting` is undecided; the fragments are not
+    statuses = dict(Message.objects.filter(conversation=conversation).values_list("id", "status"))
+    assert statuses == {first.id: "joined", last.id: "decided", waiting.id: "received"}
+    assert Reply.objects.filter(message__conversation=conversation).count() == 1
 
 
 def test_a_message_gets_one_reply(store):
