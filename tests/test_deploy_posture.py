@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import requires_services
+
 ROOT = Path(__file__).resolve().parent.parent
 SECURITY_HEADERS = (
     "strict-transport-security",
@@ -61,6 +63,7 @@ def test_check_deploy_is_clean_with_the_documented_production_environment(tmp_pa
 
 
 @pytest.mark.e2e
+@requires_services
 @pytest.mark.django_db(transaction=True)
 def test_ingest_door_answers_with_the_same_host_check_and_headers_as_django(tmp_path):
     from apps.core.testing import child_environment, running, start_daphne
