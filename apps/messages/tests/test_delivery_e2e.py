@@ -13,7 +13,6 @@ The first two run the stack on a redis-server of their own (they break Redis on 
 
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -24,7 +23,7 @@ import redis
 from django.utils import timezone
 
 from apps.agents.services import socket_group
-from apps.core.testing import Process, free_port, running, start_daphne, start_worker
+from apps.core.testing import Process, RedisServer, running, start_daphne, start_worker
 from apps.messages.models import Message, Reply
 from apps.messages.testing import collect, recv_until, ws_connect
 from apps.messages.tests.factories import ConversationFactory
@@ -52,24 +51,12 @@ def is_reply(frame: dict) -> bool:
 @pytest.fixture
 def own_redis(tmp_path):
     """A redis-server of this test's own (the shared one is never stopped or reconfigured)."""
-    port = free_port()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    server = subprocess.Popen([*argv, "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port, socket_timeout=5, decode_responses=True)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                server.kill()
-                raise
-            time.sleep(0.05)
-    yield client, f"redis://127.0.0.1:{port}/0"
+    server = RedisServer(tmp_path)
+    server.start()
+    client = redis.Redis(port=server.port, socket_timeout=5, decode_responses=True)
+    yield client, server.url
     client.close()
-    server.terminate()
-    server.wait(timeout=10)
+    server.stop()
 
 
 @pytest.fixture

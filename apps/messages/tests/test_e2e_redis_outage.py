@@ -6,15 +6,12 @@ Redis is back, every accepted message is decided and replied to, without a beat 
 import asyncio
 import json
 import signal
-import subprocess
 import time
 
 import httpx
 import pytest
-import redis
 
-from apps.core.testing import free_port, running, start_daphne, start_worker
-from apps.engines.tests.test_conversation_memory import redis_server_binary
+from apps.core.testing import RedisServer, running, start_daphne, start_worker
 from apps.messages.models import Message, Reply
 from apps.messages.testing import recv_until, ws_connect
 from apps.messages.tests.helpers import make_agent
@@ -23,37 +20,6 @@ from conftest import requires_services
 pytestmark = [pytest.mark.e2e, requires_services]
 
 BOUND = 3.0  # seconds: no request may take longer while Redis is away
-
-
-class RedisServer:
-    """A redis-server on a fixed port that can be stopped and started again (same port, empty)."""
-
-    def __init__(self, workdir):
-        self.port, self.workdir, self.process = free_port(), workdir, None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        argv = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--appendonly", "no", "--dir", str(self.workdir)]
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client, deadline = redis.Redis(port=self.port, socket_timeout=1), time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.kill()
-            self.process.wait(timeout=10)
 
 
 @pytest.fixture
